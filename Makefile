@@ -1,0 +1,62 @@
+# Release Coordinator: developer tasks.  `make test` is what CI runs (.ci/run).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := test
+
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Set PYTHON=/path/to/python to choose the interpreter the virtualenv is made with.
+PYTHON ?=
+
+.PHONY: venv lint test demo schemas clean distclean
+
+venv: $(STAMP)
+
+# Re-runs only when pyproject.toml changes. Prefers Python >= 3.13: the embedded MongoDB-protocol
+# server used by the tests (mongoeco) needs it.
+$(STAMP): pyproject.toml
+	@is_new() { "$$1" -c 'import sys; sys.exit(sys.version_info < (3, 13))' >/dev/null 2>&1; }; \
+	py="$(PYTHON)"; \
+	if [ -z "$$py" ] && [ -x "$(PY)" ]; then py="$(PY)"; fi; \
+	if [ -z "$$py" ] && command -v python3.13 >/dev/null 2>&1 && is_new python3.13; then py=python3.13; fi; \
+	if [ -z "$$py" ] && command -v pyenv >/dev/null 2>&1; then \
+	  for candidate in $$(ls -d "$$(pyenv root)"/versions/3.* 2>/dev/null | sort -rV); do \
+	    if [ -x "$$candidate/bin/python" ] && is_new "$$candidate/bin/python"; then py="$$candidate/bin/python"; break; fi; \
+	  done; \
+	fi; \
+	if [ -z "$$py" ]; then \
+	  py=python3; \
+	  echo "WARNING: no Python >= 3.13 found; using $$(command -v python3). The embedded store (mongoeco) needs" \
+	       "Python >= 3.13: set RC_MONGODB_URL, or RC_EMBEDDED_PYTHON to a Python >= 3.13 with mongoeco[wire]." >&2; \
+	fi; \
+	if [ ! -x "$(PY)" ]; then echo "creating $(VENV) with $$py"; "$$py" -m venv "$(VENV)"; fi
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: venv
+	scripts/ensure-rabbitmq.sh
+	$(MAKE) --no-print-directory lint
+	$(PY) -m pytest -q
+
+# One whole release, live, with the three example services (scripts/demo.py). RabbitMQ is started
+# if it is installed but stopped, unless RC_AMQP_URL names another broker.
+demo: venv
+	@if [ -z "$${RC_AMQP_URL:-}" ]; then scripts/ensure-rabbitmq.sh; fi
+	$(PY) scripts/demo.py
+
+schemas: venv
+	$(PY) -m schemas.export
+	$(PY) -m schemas.asyncapi
+
+clean:
+	rm -rf build dist .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info
+	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,214 @@
+"""Documents stored in MongoDB by the coordinator (DESIGN.md section 4).
+
+The coordinator is the only writer. Documents are immutable values: the state machine returns
+new ones, and the store writes them with a compare-and-set on ``state`` and ``revision``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from schemas._base import DocumentModel, MessageId, ReleaseId, ServiceName, StudyId, Tag, Version
+from schemas.enums import Action, EventKind, MessageKind, Outcome, ReleaseState, TaskState
+
+
+class Task(DocumentModel):
+    """One required service's part in one release."""
+
+    service: ServiceName
+    state: TaskState = TaskState.WAITING
+    progress: float = Field(default=0.0, ge=0, le=100)
+    last_message: str | None = None
+    last_message_id: str | None = None
+    #: The answer recorded for each action: the key of reply deduplication.
+    answers: dict[Action, Outcome] = Field(default_factory=dict)
+    #: When the task entered each state it has been in.
+    entered: dict[TaskState, datetime] = Field(default_factory=dict)
+    #: The task must be heard from before this moment, or the step times out.
+    deadline_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class OutboxEntry(DocumentModel):
+    """A message a transition caused, stored with it, removed once the broker confirmed it."""
+
+    message_id: MessageId
+    exchange: Literal["commands", "events"]
+    routing_key: str
+    kind: MessageKind
+    body: str
+
+
+class Event(DocumentModel):
+    """One entry of the append-only audit trail."""
+
+    id: str = Field(min_length=1, max_length=200)
+    release_id: ReleaseId | None
+    at: datetime
+    kind: EventKind
+    reason: str
+    service: ServiceName | None = None
+    message_id: str | None = None
+    state_before: ReleaseState | None = None
+    state_after: ReleaseState | None = None
+    #: Who caused it: a service name, ``operator:<name>``, or ``coordinator``.
+    actor: str = "coordinator"
+
+
+#: A note's id: ``N`` and its number in the release (numbers are never reused).
+NOTE_ID_PATTERN = r"^N[1-9][0-9]{0,5}$"
+#: The largest note, in UTF-8 bytes.
+MAX_NOTE_BYTES = 64 * 1024
+#: The most all notes of one release may take, JSON-encoded (they travel in every announcement).
+MAX_NOTES_TOTAL_BYTES = 128 * 1024
+#: The most notes one release may have.
+MAX_NOTES = 100
+
+
+class Note(DocumentModel):
+    """A release note in markdown, about the whole release or about one of its studies."""
+
+    id: str = Field(pattern=NOTE_ID_PATTERN)
+    #: The study it is about, or ``None`` for the whole release.
+    study: StudyId | None = None
+    text: str = Field(min_length=1, max_length=MAX_NOTE_BYTES)
+    author: str = Field(default="unknown", max_length=200)
+    created_at: datetime
+    updated_at: datetime
+
+
+class Release(DocumentModel):
+    id: ReleaseId
+    #: Creation order: the release with the highest ``seq`` is "the last created release".
+    seq: int = Field(ge=1)
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=10_000)
+    studies: tuple[StudyId, ...] = Field(min_length=1)
+    tags: tuple[Tag, ...] = ()
+    author: str = Field(default="unknown", max_length=200)
+    is_major: bool = False
+    tentative_version: Version
+    final_version: Version | None = None
+    state: ReleaseState = ReleaseState.WAITING
+    #: Why the release is in its state (rejection, failure, cancel reason), if there is a reason.
+    state_reason: str | None = None
+    held: bool = False
+    #: The required services, snapshotted at creation, keyed by service name.
+    tasks: dict[ServiceName, Task]
+    #: When the release entered each state it has been in.
+    entered: dict[ReleaseState, datetime] = Field(default_factory=dict)
+    outbox: tuple[OutboxEntry, ...] = ()
+    #: Audit events stored with the transition that caused them, moved to ``events`` afterwards.
+    journal: tuple[Event, ...] = ()
+    revision: int = 0
+    created_at: datetime
+    updated_at: datetime
+    #: Release notes, oldest first.
+    notes: tuple[Note, ...] = ()
+    #: The number the next note gets (note ids are never reused, even after a removal).
+    next_note: int = Field(default=1, ge=1)
+    #: The release this one re-runs (``rc release rerun``), if any.
+    rerun_of: ReleaseId | None = None
+
+    @property
+    def version(self) -> str:
+        """The version people should call this release by: the final one once assigned."""
+        return self.final_version or self.tentative_version
+
+
+class ServiceRecord(DocumentModel):
+    """The registry entry of one task service."""
+
+    name: ServiceName
+    required: bool = False
+    last_heartbeat_at: datetime | None = None
+    healthy: bool = True
+    health_detail: str | None = None
+    #: Instance id -> when it was last heard from.
+    instances: dict[str, datetime] = Field(default_factory=dict)
+    sdk_version: str | None = None
+    registered_at: datetime | None = None
+
+
+class ReleaseView(DocumentModel):
+    """What operators, services and listeners are shown of a release (no outbox, no revision)."""
+
+    id: ReleaseId
+    name: str
+    description: str
+    studies: tuple[StudyId, ...]
+    tags: tuple[Tag, ...]
+    author: str
+    is_major: bool
+    version: Version
+    tentative_version: Version
+    final_version: Version | None
+    state: ReleaseState
+    state_reason: str | None
+    held: bool
+    tasks: dict[ServiceName, Task]
+    entered: dict[ReleaseState, datetime]
+    created_at: datetime
+    updated_at: datetime
+    #: The release notes, oldest first; empty in list pages (see ``note_count``).
+    notes: tuple[Note, ...] = ()
+    note_count: int = 0
+    rerun_of: ReleaseId | None = None
+
+    @classmethod
+    def of(cls, release: Release, *, notes: bool = True) -> ReleaseView:
+        data = release.model_dump(exclude={"outbox", "journal", "revision", "seq", "next_note", "notes"})
+        return cls.model_validate(
+            {
+                **data,
+                "version": release.version,
+                "notes": [n.model_dump() for n in release.notes] if notes else [],
+                "note_count": len(release.notes),
+            }
+        )
+
+
+class ReleaseBrief(DocumentModel):
+    """One release in a per-study listing."""
+
+    id: ReleaseId
+    name: str
+    state: ReleaseState
+    version: Version
+    final_version: Version | None = None
+    is_major: bool = False
+    created_at: datetime
+    #: When it entered ``published`` (``None`` if it is not published).
+    published_at: datetime | None = None
+
+
+class StudySummary(DocumentModel):
+    """A study across releases: the latest release it was part of, and its last published release."""
+
+    study: StudyId
+    #: How many releases included it.
+    release_count: int = Field(ge=0)
+    latest: ReleaseBrief
+    #: The published release with the highest final version that included the study.
+    last_published: ReleaseBrief | None = None
+
+
+__all__ = [
+    "MAX_NOTES",
+    "MAX_NOTES_TOTAL_BYTES",
+    "MAX_NOTE_BYTES",
+    "NOTE_ID_PATTERN",
+    "Event",
+    "MessageId",
+    "Note",
+    "OutboxEntry",
+    "Release",
+    "ReleaseBrief",
+    "ReleaseView",
+    "ServiceRecord",
+    "StudySummary",
+    "Task",
+]

@@ -1,0 +1,110 @@
+"""Shared fixtures: a real RabbitMQ, a real MongoDB-protocol server, and a namespace per test.
+
+- ``amqp_url`` (session): ``$RC_AMQP_URL`` or ``amqp://guest:guest@127.0.0.1:5672/``, checked reachable
+  at first use; an unreachable broker is an error naming the URL, never a skip.
+- ``mongo_url`` (session): ``$RC_MONGODB_URL``; else a ``mongo:7`` container if a Docker engine is reachable;
+  else the embedded in-memory server (:class:`coordinator.embedded_store.EmbeddedStore`), stopped at the end.
+- ``mongo_client`` (session): a ``pymongo.AsyncMongoClient(mongo_url, tz_aware=True)``.
+- ``namespace`` (function): ``rctest-<8 hex>``, the ``RC_NAMESPACE`` of one test; afterwards every queue and
+  exchange named ``<namespace>.*`` is deleted from the broker (if the test used the broker).
+- ``mongo_db`` (function): the database named after the namespace (``-`` -> ``_``), dropped afterwards.
+
+Tests that use ``amqp_url`` or ``mongo_url`` (directly or through another fixture) are marked ``integration``.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack
+from typing import Any
+
+import pytest
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from tests._harness import (
+    DEFAULT_AMQP_URL,
+    check_broker_blocking,
+    check_store,
+    delete_namespace,
+    docker_mongo,
+)
+
+Document = dict[str, Any]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        if "amqp_url" in names or "mongo_url" in names:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> str:
+    url = os.environ.get("RC_AMQP_URL") or DEFAULT_AMQP_URL
+    try:
+        check_broker_blocking(url)
+    except RuntimeError as error:
+        pytest.fail(str(error), pytrace=False)
+    return url
+
+
+@pytest.fixture(scope="session")
+def mongo_url() -> Iterator[str]:
+    configured = os.environ.get("RC_MONGODB_URL")
+    with ExitStack() as stack:
+        url = configured or stack.enter_context(docker_mongo()) or _embedded(stack)
+        try:
+            check_store(url)
+        except RuntimeError as error:
+            pytest.fail(str(error), pytrace=False)
+        yield url
+
+
+def _embedded(stack: ExitStack) -> str:
+    from coordinator.embedded_store import EmbeddedStore
+
+    store = EmbeddedStore()
+    try:
+        url = store.start()
+    except RuntimeError as error:
+        pytest.fail(
+            "no MongoDB-protocol server for the tests: RC_MONGODB_URL is unset, no Docker engine is "
+            f"reachable, and the embedded store cannot start: {error}",
+            pytrace=False,
+        )
+    stack.callback(store.stop)
+    return url
+
+
+@pytest.fixture(scope="session")
+async def mongo_client(mongo_url: str) -> AsyncIterator[AsyncMongoClient[Document]]:
+    client: AsyncMongoClient[Document] = AsyncMongoClient(mongo_url, tz_aware=True)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+async def namespace(request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    name = f"rctest-{uuid.uuid4().hex[:8]}"
+    # amqp_url is a plain (synchronous) fixture, so it can be resolved from here.
+    url: str | None = request.getfixturevalue("amqp_url") if "amqp_url" in request.fixturenames else None
+    yield name
+    if url is not None:
+        await delete_namespace(url, name)
+
+
+@pytest.fixture
+async def mongo_db(
+    mongo_client: AsyncMongoClient[Document], namespace: str
+) -> AsyncIterator[AsyncDatabase[Document]]:
+    name = namespace.replace("-", "_")
+    try:
+        yield mongo_client[name]
+    finally:
+        await mongo_client.drop_database(name)

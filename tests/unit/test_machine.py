@@ -1,0 +1,236 @@
+"""What each transition sends, names and records."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+from coordinator.machine import (
+    Begin,
+    Cancel,
+    DeadlineCheck,
+    HealthVerdict,
+    Hold,
+    ProgressReceived,
+    Publish,
+    ReplyReceived,
+    Unhold,
+    Verdict,
+    awaiting_services,
+    next_deadline,
+)
+from schemas.enums import Action, MessageKind, Outcome, ReleaseState, TaskState
+from schemas.messages import Announcement, Command, decode
+from tests.unit.releases import SERVICES, TIMEOUTS, Driver, progress, reply
+
+
+def commands(decision_messages: tuple[object, ...]) -> list[Command]:
+    return [
+        decode(m.body.encode(), Command)  # type: ignore[attr-defined]
+        for m in decision_messages
+        if m.kind is MessageKind.COMMAND  # type: ignore[attr-defined]
+    ]
+
+
+def test_begin_sends_initialize_to_every_service_and_announces() -> None:
+    d = Driver()
+    decision = d.apply(Begin(d.tick()))
+    sent = commands(decision.messages)
+    assert sorted(c.service for c in sent) == sorted(SERVICES)
+    assert {c.action for c in sent} == {Action.INITIALIZE}
+    assert all(c.release.tentative_version == "0.0.1" for c in sent)
+    announcement = [m for m in decision.messages if m.kind is MessageKind.ANNOUNCEMENT]
+    assert [m.routing_key for m in announcement] == ["release.initializing"]
+    assert decision.release.outbox == decision.messages
+    assert all(t.deadline_at == d.now + TIMEOUTS.initialize for t in decision.release.tasks.values())
+
+
+def test_release_advances_only_when_every_service_answered() -> None:
+    d = Driver().to(ReleaseState.INITIALIZING)
+    first, *others = SERVICES
+    decision = d.apply(ReplyReceived(reply(d.release, first, Action.INITIALIZE, Outcome.ACCEPTED), d.tick()))
+    assert decision.release.state is ReleaseState.INITIALIZING
+    assert decision.messages == ()
+    assert sorted(awaiting_services(d.release)) == sorted(others)
+    for service in others:
+        decision = d.apply(
+            ReplyReceived(reply(d.release, service, Action.INITIALIZE, Outcome.ACCEPTED), d.tick())
+        )
+    assert decision.release.state is ReleaseState.RUNNING
+    assert {c.action for c in commands(decision.messages)} == {Action.START}
+    assert all(t.state is TaskState.RUNNING for t in d.release.tasks.values())
+
+
+def test_rejection_cancels_and_tells_the_others() -> None:
+    d = Driver().to(ReleaseState.INITIALIZING)
+    decision = d.apply(
+        ReplyReceived(
+            reply(d.release, "portal", Action.INITIALIZE, Outcome.REJECTED, "study SD_X unknown"), d.tick()
+        )
+    )
+    assert decision.release.state is ReleaseState.CANCELING
+    assert "portal" in (decision.release.state_reason or "")
+    assert "study SD_X unknown" in (decision.release.state_reason or "")
+    told = sorted(c.service for c in commands(decision.messages))
+    assert told == ["file-service", "search-index"]
+    for service in told:
+        decision = d.apply(
+            ReplyReceived(reply(d.release, service, Action.CANCEL, Outcome.CANCELED), d.tick())
+        )
+    assert decision.release.state is ReleaseState.CANCELED
+    assert "portal" in (decision.release.state_reason or "")
+
+
+def test_unhealthy_service_at_begin_cancels_at_once_with_its_name() -> None:
+    d = Driver()
+    decision = d.apply(Begin(d.tick(), {"search-index": "no consumer on its queue"}))
+    assert decision.release.state is ReleaseState.CANCELED
+    assert "search-index (no consumer on its queue)" in (decision.release.state_reason or "")
+    assert commands(decision.messages) == []
+
+
+def test_unhealthy_service_during_initialization_cancels() -> None:
+    d = Driver().to(ReleaseState.INITIALIZING)
+    decision = d.apply(HealthVerdict(d.tick(), {"portal": "missed heartbeats"}))
+    assert decision.release.state is ReleaseState.CANCELING
+    assert "portal (missed heartbeats)" in (decision.release.state_reason or "")
+
+
+def test_initialization_deadline_names_the_silent_services() -> None:
+    d = Driver().to(ReleaseState.INITIALIZING)
+    d.apply(ReplyReceived(reply(d.release, "portal", Action.INITIALIZE, Outcome.ACCEPTED), d.tick()))
+    early = d.apply(DeadlineCheck(d.tick(5)))
+    assert early.verdict is Verdict.STALE
+    deadline = next_deadline(d.release)
+    assert deadline is not None
+    decision = d.apply(DeadlineCheck(deadline))
+    assert decision.release.state is ReleaseState.CANCELING
+    assert "file-service, search-index" in (decision.release.state_reason or "")
+
+
+def test_failure_during_processing_fails_names_service_and_discards_the_others() -> None:
+    d = Driver().to(ReleaseState.RUNNING)
+    d.apply(ReplyReceived(reply(d.release, "portal", Action.START, Outcome.STAGED), d.tick()))
+    decision = d.apply(
+        ReplyReceived(reply(d.release, "search-index", Action.START, Outcome.FAILED, "disk full"), d.tick())
+    )
+    assert decision.release.state is ReleaseState.FAILED
+    assert decision.release.state_reason == "search-index failed during processing: disk full"
+    cancel = commands(decision.messages)
+    assert sorted(c.service for c in cancel) == ["file-service", "portal"]
+    assert {c.action for c in cancel} == {Action.CANCEL}
+
+
+def test_progress_extends_the_processing_deadline() -> None:
+    d = Driver().to(ReleaseState.RUNNING)
+    started = next_deadline(d.release)
+    assert started is not None
+    d.now = started - timedelta(seconds=1)
+    for service in SERVICES:
+        d.apply(ProgressReceived(progress(d.release, service, 50), d.now))
+    assert d.apply(DeadlineCheck(started + timedelta(seconds=1))).verdict is Verdict.STALE
+    assert d.release.tasks["portal"].progress == 50
+    later = next_deadline(d.release)
+    assert later is not None
+    assert later > started
+    decision = d.apply(DeadlineCheck(later))
+    assert decision.release.state is ReleaseState.FAILED
+    assert "file-service, portal, search-index" in (decision.release.state_reason or "")
+
+
+def test_hold_blocks_publication_until_unhold() -> None:
+    d = Driver().to(ReleaseState.STAGED)
+    d.apply(Hold(d.tick(), "alice"))
+    assert d.release.held
+    refused = d.apply(Publish(d.tick(), "bob", None))
+    assert refused.verdict is Verdict.REFUSED
+    assert "hold" in refused.reason
+    d.apply(Unhold(d.tick(), "alice"))
+    decision = d.apply(Publish(d.tick(), "bob", None))
+    assert decision.release.state is ReleaseState.PUBLISHING
+    assert not decision.release.held
+
+
+def test_publication_assigns_the_final_version_and_tells_every_service() -> None:
+    d = Driver().to(ReleaseState.STAGED)
+    decision = d.apply(Publish(d.tick(), "ops", "0.3.0"))
+    assert decision.release.final_version == "0.4.0"
+    sent = commands(decision.messages)
+    assert {c.action for c in sent} == {Action.PUBLISH}
+    assert {c.release.final_version for c in sent} == {"0.4.0"}
+    d.answer_all(Action.PUBLISH, Outcome.PUBLISHED)
+    assert d.release.state is ReleaseState.PUBLISHED
+    final = next(m for m in d.decisions[-1].messages if m.kind is MessageKind.ANNOUNCEMENT)
+    assert decode(final.body.encode(), Announcement).release.version == "0.4.0"
+
+
+def test_major_release_bumps_major() -> None:
+    d = Driver(release=Driver().release.model_copy(update={"is_major": True})).to(ReleaseState.STAGED)
+    assert d.apply(Publish(d.tick(), "ops", "0.3.0")).release.final_version == "1.0.0"
+
+
+def test_publication_retry_resends_only_to_services_not_yet_published() -> None:
+    d = Driver().to(ReleaseState.PUBLISHING)
+    d.apply(ReplyReceived(reply(d.release, "portal", Action.PUBLISH, Outcome.PUBLISHED), d.tick()))
+    decision = d.apply(Publish(d.tick(), "ops", None))
+    assert decision.verdict is Verdict.APPLIED
+    assert sorted(c.service for c in commands(decision.messages)) == ["file-service", "search-index"]
+    assert decision.release.final_version == d.decisions[-2].release.final_version
+
+
+def test_operator_cancel_reaches_every_service() -> None:
+    d = Driver().to(ReleaseState.STAGED)
+    decision = d.apply(Cancel(d.tick(), "alice", "bad data in SD_X"))
+    assert decision.release.state is ReleaseState.CANCELING
+    assert sorted(c.service for c in commands(decision.messages)) == sorted(SERVICES)
+    assert {c.reason for c in commands(decision.messages)} == {"canceled by alice: bad data in SD_X"}
+
+
+def test_illegal_operator_commands_are_refused_with_a_reason() -> None:
+    running = Driver().to(ReleaseState.RUNNING)
+    refusal = running.apply(Publish(running.tick(), "ops", None))
+    assert refusal.verdict is Verdict.REFUSED
+    assert refusal.reason == "only a staged release can be published; this one is running"
+    published = Driver().to(ReleaseState.PUBLISHED)
+    refusal = published.apply(Cancel(published.tick(), "ops", "oops"))
+    assert refusal.reason == "the release is already published"
+    publishing = Driver().to(ReleaseState.PUBLISHING)
+    refusal = publishing.apply(Cancel(publishing.tick(), "ops", "oops"))
+    assert refusal.verdict is Verdict.REFUSED
+    assert "retry the publication" in refusal.reason
+
+
+def test_duplicate_reply_changes_nothing_and_says_why() -> None:
+    d = Driver().to(ReleaseState.INITIALIZING)
+    answer = reply(d.release, "portal", Action.INITIALIZE, Outcome.ACCEPTED)
+    d.apply(ReplyReceived(answer, d.tick()))
+    before = d.release
+    again = d.apply(ReplyReceived(answer, d.tick()))
+    assert again.verdict is Verdict.DUPLICATE
+    assert again.release is before
+    assert "portal already answered initialize" in again.reason
+
+
+def test_stale_reply_changes_nothing() -> None:
+    d = Driver().to(ReleaseState.RUNNING)
+    late = d.apply(ReplyReceived(reply(d.release, "portal", Action.INITIALIZE, Outcome.REJECTED), d.tick()))
+    assert late.verdict is Verdict.STALE
+    assert late.reason == "initialize reply from portal while the release is running"
+
+
+def test_reply_from_a_service_outside_the_snapshot_is_refused() -> None:
+    d = Driver().to(ReleaseState.INITIALIZING)
+    stranger = reply(d.release, "portal", Action.INITIALIZE, Outcome.ACCEPTED).model_copy(
+        update={"service": "intruder"}
+    )
+    decision = d.apply(ReplyReceived(stranger, d.tick()))
+    assert decision.verdict is Verdict.REFUSED
+    assert "intruder is not a required service" in decision.reason
+
+
+def test_message_ids_are_deterministic_so_a_replay_sends_the_same_ids() -> None:
+    first, second = Driver(), Driver()
+    a = first.apply(Begin(first.tick()))
+    b = second.apply(Begin(second.tick()))
+    assert [m.message_id for m in a.messages] == [m.message_id for m in b.messages]
+    assert json.loads(a.messages[0].body)["message_id"] == a.messages[0].message_id
