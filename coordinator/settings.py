@@ -1,0 +1,110 @@
+"""Coordinator settings, read from the environment (each documented in ``rc-coordinator --help``)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from coordinator.machine import Timeouts
+
+#: name -> (default, help). The single source of the documentation printed by ``--help``.
+SETTINGS: dict[str, tuple[str, str]] = {
+    "RC_AMQP_URL": ("amqp://guest:guest@127.0.0.1:5672/", "RabbitMQ URL (amqp:// or amqps://)."),
+    "RC_AMQP_CA_FILE": ("", "CA bundle to verify the broker's certificate with amqps://."),
+    "RC_MONGODB_URL": (
+        "",
+        "MongoDB URL. Unset: an embedded in-memory server is started (data is lost on exit).",
+    ),
+    "RC_MONGODB_DATABASE": ("", "Database name (default: the namespace)."),
+    "RC_NAMESPACE": ("rc", "Prefix of every exchange and queue name; isolates installations on one broker."),
+    "RC_INITIALIZE_TIMEOUT": ("60", "Seconds every service has to accept or reject a new release."),
+    "RC_PROCESS_TIMEOUT": ("600", "Seconds a processing service may stay silent (progress keeps it alive)."),
+    "RC_PUBLISH_TIMEOUT": ("300", "Seconds every service has to report its data public."),
+    "RC_CANCEL_TIMEOUT": (
+        "120",
+        "Seconds services have to confirm a cancel before the release is canceled anyway.",
+    ),
+    "RC_HEARTBEAT_TIMEOUT": ("30", "A service whose last heartbeat is older than this is unhealthy."),
+    "RC_TRUSTED_USERS": (
+        "",
+        "Comma-separated broker users allowed to answer for any service (development only).",
+    ),
+    "RC_PREFETCH": ("64", "Unacknowledged deliveries the coordinator takes at once."),
+    "RC_BROKER_PUBLISH_TIMEOUT": ("10", "Seconds to wait for the broker to confirm a publication."),
+    "RC_METRICS_PORT": ("9464", "Port of the Prometheus /metrics endpoint (0 disables it)."),
+    "RC_LOG_LEVEL": ("info", "debug, info, warning or error."),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    amqp_url: str = SETTINGS["RC_AMQP_URL"][0]
+    amqp_ca_file: str | None = None
+    mongodb_url: str | None = None
+    mongodb_database: str | None = None
+    namespace: str = "rc"
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    heartbeat_timeout: timedelta = timedelta(seconds=30)
+    trusted_users: frozenset[str] = frozenset()
+    prefetch: int = 64
+    broker_publish_timeout: float = 10.0
+    metrics_port: int = 9464
+    log_level: str = "info"
+    instance: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+
+    @property
+    def database(self) -> str:
+        return self.mongodb_database or self.namespace.replace("-", "_").replace(".", "_")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        source = os.environ if env is None else env
+
+        def get(name: str) -> str:
+            return source.get(name, SETTINGS[name][0]).strip()
+
+        def seconds(name: str) -> timedelta:
+            value = get(name)
+            try:
+                parsed = float(value)
+            except ValueError:
+                raise ValueError(f"{name} must be a number of seconds, not {value!r}") from None
+            if parsed <= 0:
+                raise ValueError(f"{name} must be positive, not {value!r}")
+            return timedelta(seconds=parsed)
+
+        def integer(name: str) -> int:
+            value = get(name)
+            if not value.isdigit():
+                raise ValueError(f"{name} must be a whole number, not {value!r}")
+            return int(value)
+
+        return cls(
+            amqp_url=get("RC_AMQP_URL"),
+            amqp_ca_file=get("RC_AMQP_CA_FILE") or None,
+            mongodb_url=get("RC_MONGODB_URL") or None,
+            mongodb_database=get("RC_MONGODB_DATABASE") or None,
+            namespace=get("RC_NAMESPACE"),
+            timeouts=Timeouts(
+                initialize=seconds("RC_INITIALIZE_TIMEOUT"),
+                process=seconds("RC_PROCESS_TIMEOUT"),
+                publish=seconds("RC_PUBLISH_TIMEOUT"),
+                cancel=seconds("RC_CANCEL_TIMEOUT"),
+            ),
+            heartbeat_timeout=seconds("RC_HEARTBEAT_TIMEOUT"),
+            trusted_users=frozenset(u.strip() for u in get("RC_TRUSTED_USERS").split(",") if u.strip()),
+            prefetch=integer("RC_PREFETCH"),
+            broker_publish_timeout=seconds("RC_BROKER_PUBLISH_TIMEOUT").total_seconds(),
+            metrics_port=integer("RC_METRICS_PORT"),
+            log_level=get("RC_LOG_LEVEL").lower(),
+        )
+
+    def amqp_url_with_tls(self) -> str:
+        """The broker URL with the CA file passed to aio-pika (``amqps://...?cafile=``)."""
+        if not self.amqp_ca_file or not self.amqp_url.startswith("amqps://"):
+            return self.amqp_url
+        joiner = "&" if "?" in self.amqp_url else "?"
+        return f"{self.amqp_url}{joiner}cafile={self.amqp_ca_file}"

@@ -1,0 +1,148 @@
+"""A task service written with bare aio-pika, so tests can make it misbehave on purpose."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from urllib.parse import unquote, urlparse
+
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+
+from schemas.enums import Action, Outcome, ReplyKind
+from schemas.messages import Command, Envelope, Heartbeat, TaskReply, decode, encode
+from schemas.topology import SCHEMA_VERSION_HEADER, Topology
+
+SUCCESS = {
+    Action.INITIALIZE: Outcome.ACCEPTED,
+    Action.START: Outcome.STAGED,
+    Action.PUBLISH: Outcome.PUBLISHED,
+    Action.CANCEL: Outcome.CANCELED,
+}
+
+
+class SimulatedService:
+    """Answers every command per ``behaviour`` (``None`` = stays silent); heartbeats if asked."""
+
+    def __init__(
+        self,
+        amqp_url: str,
+        namespace: str,
+        name: str,
+        *,
+        behaviour: Mapping[Action, Outcome | None] | None = None,
+        reason: str | None = None,
+        heartbeat: float | None = 0.2,
+        duplicate_replies: bool = False,
+        consume: bool = True,
+    ) -> None:
+        self.url = amqp_url
+        self.topology = Topology(namespace)
+        self.name = name
+        self.behaviour = {**SUCCESS, **(behaviour or {})}
+        self.reason = reason
+        self.heartbeat_period = heartbeat
+        self.duplicate_replies = duplicate_replies
+        self.consume = consume
+        self.received: list[Command] = []
+        self.user = unquote(urlparse(amqp_url).username or "guest")
+        self._connection: AbstractRobustConnection | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def actions(self, release_id: str) -> list[Action]:
+        """The distinct commands received for a release, in order (deduplicated by message id)."""
+        seen: set[str] = set()
+        result = []
+        for command in self.received:
+            if command.release_id == release_id and command.message_id not in seen:
+                seen.add(command.message_id)
+                result.append(command.action)
+        return result
+
+    async def start(self) -> SimulatedService:
+        self._connection = await aio_pika.connect_robust(self.url)
+        channel = await self._connection.channel(publisher_confirms=True)
+        for exchange, kind in self.topology.exchanges().items():
+            await channel.declare_exchange(exchange, kind, durable=True)
+        queue = await channel.declare_queue(
+            self.topology.task_queue(self.name), durable=True, arguments=self.topology.task_queue_arguments()
+        )
+        await queue.bind(self.topology.commands_exchange, self.topology.task_binding(self.name))
+        self._channel = channel
+        self._replies = await channel.get_exchange(self.topology.replies_exchange)
+        if self.consume:
+            await queue.consume(self._on_command)
+        if self.heartbeat_period:
+            await self.beat()
+            self._tasks.append(asyncio.create_task(self._heartbeat_forever()))
+        return self
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._connection is not None:
+            await self._connection.close()
+
+    async def beat(self, healthy: bool = True) -> None:
+        beat = Heartbeat(
+            message_id=uuid.uuid4().hex,
+            sent_at=datetime.now(UTC),
+            service=self.name,
+            instance_id=f"sim-{self.name}",
+            sdk_version="sim",
+            healthy=healthy,
+        )
+        await self.send(beat, ReplyKind.HEARTBEAT)
+
+    async def send(self, message: Envelope, kind: ReplyKind, *, user_id: str | None = None) -> None:
+        await self._replies.publish(
+            aio_pika.Message(
+                encode(message),
+                content_type="application/json",
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                message_id=message.message_id,
+                correlation_id=message.release_id,
+                type=message.kind.value,
+                headers={SCHEMA_VERSION_HEADER: 1},
+                user_id=user_id or self.user,
+            ),
+            routing_key=self.topology.reply_key(self.name, kind),
+            timeout=10,
+        )
+
+    async def answer(self, command: Command, outcome: Outcome) -> TaskReply:
+        reply = TaskReply(
+            message_id=uuid.uuid4().hex,
+            sent_at=datetime.now(UTC),
+            release_id=command.release_id,
+            service=self.name,
+            in_reply_to=command.message_id,
+            action=command.action,
+            outcome=outcome,
+            reason=self.reason if outcome not in (Outcome.ACCEPTED, Outcome.STAGED) else None,
+            instance_id=f"sim-{self.name}",
+            sdk_version="sim",
+        )
+        await self.send(reply, ReplyKind.REPLY)
+        if self.duplicate_replies:
+            await self.send(reply, ReplyKind.REPLY)
+        return reply
+
+    async def _on_command(self, incoming: AbstractIncomingMessage) -> None:
+        command = decode(incoming.body, Command)
+        self.received.append(command)
+        outcome = self.behaviour.get(command.action)
+        if outcome is not None:
+            await self.answer(command, outcome)
+        await incoming.ack()
+
+    async def _heartbeat_forever(self) -> None:
+        assert self.heartbeat_period is not None
+        while True:
+            await asyncio.sleep(self.heartbeat_period)
+            with contextlib.suppress(Exception):
+                await self.beat()

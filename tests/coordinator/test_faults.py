@@ -1,0 +1,292 @@
+"""Crashes, a standby replica, and bad input, against the real broker and store."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aio_pika
+import pytest
+
+from coordinator.settings import Settings
+from coordinator.store import Store
+from rc_cli.client import AdminClient
+from schemas.enums import Action, EventKind, Outcome, ReleaseState, ReplyKind
+from schemas.messages import ListServices, PublishRelease, RequireService, TaskReply
+from schemas.topology import DEAD_REASON_HEADER, Topology
+from tests.coordinator.conftest import SERVICES, Running, wait_for_state
+from tests.coordinator.simulated import SimulatedService
+from tests.coordinator.test_releases import call, create
+
+StartService = Callable[..., Awaitable[SimulatedService]]
+HERE = Path(__file__).parent
+
+
+def coordinator_env(settings: Settings) -> dict[str, str]:
+    return {
+        **os.environ,
+        "RC_AMQP_URL": settings.amqp_url,
+        "RC_MONGODB_URL": settings.mongodb_url or "",
+        "RC_MONGODB_DATABASE": settings.database,
+        "RC_NAMESPACE": settings.namespace,
+        "RC_TRUSTED_USERS": "guest",
+        "RC_METRICS_PORT": "0",
+        "RC_INITIALIZE_TIMEOUT": "10",
+        "RC_PROCESS_TIMEOUT": "10",
+        "RC_HEARTBEAT_TIMEOUT": "10",
+    }
+
+
+@pytest.fixture
+def spawn(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(*args: str, log: str = "coordinator.log") -> subprocess.Popen[bytes]:
+        command = args or ("-m", "coordinator")
+        with open(tmp_path / log, "wb") as sink:
+            process = subprocess.Popen(
+                [sys.executable, *command],
+                env=coordinator_env(settings),
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+            )
+        processes.append(process)
+        return process
+
+    yield start
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+async def answers_within(admin: AdminClient, seconds: float) -> float:
+    """Seconds until some coordinator answers an admin request."""
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        try:
+            await admin.request(ListServices(), wait=1)
+            return time.monotonic() - started
+        except Exception:
+            await asyncio.sleep(0.2)
+    raise AssertionError(f"no coordinator answered within {seconds}s")
+
+
+async def test_killed_between_storing_and_publishing_the_release_still_completes(
+    settings: Settings,
+    spawn: Callable[..., subprocess.Popen[bytes]],
+    admin: AdminClient,
+    services: StartService,
+    store: Store,
+    start_coordinator: Callable[[Settings], Awaitable[Running]],
+) -> None:
+    doomed = spawn(str(HERE / "crash_after_store.py"))
+    await answers_within(admin, 30)
+    sims = [await services(name) for name in SERVICES]
+    for name in SERVICES:
+        await admin.request(RequireService(service=name))
+    release_id = await create(admin)
+    assert await asyncio.to_thread(doomed.wait, 30) == -signal.SIGKILL
+    stored = await store.get(release_id)
+    assert stored is not None
+    assert stored.state is ReleaseState.RUNNING
+    assert [e.message_id for e in stored.outbox if ".start." in e.message_id]  # stored, never sent
+    assert all(Action.START not in sim.actions(release_id) for sim in sims)
+
+    await start_coordinator(settings)  # a fresh coordinator replays the outbox
+    await wait_for_state(store, release_id, ReleaseState.STAGED)
+    await call(admin, PublishRelease(release_id=release_id))
+    await wait_for_state(store, release_id, ReleaseState.PUBLISHED)
+    for sim in sims:
+        assert sim.actions(release_id) == [Action.INITIALIZE, Action.START, Action.PUBLISH]
+
+
+async def test_a_second_coordinator_stands_by_then_takes_over(
+    settings: Settings, spawn: Callable[..., subprocess.Popen[bytes]], admin: AdminClient, tmp_path: Path
+) -> None:
+    first = spawn(log="first.log")
+    await answers_within(admin, 30)
+    second = spawn(log="second.log")
+    await asyncio.sleep(3)
+    second_log = (tmp_path / "second.log").read_text()
+    assert '"standby"' in second_log
+    assert '"active"' not in second_log
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    took = await answers_within(admin, 20)
+    assert took < 10
+    assert '"active"' in (tmp_path / "second.log").read_text()
+    assert second.poll() is None
+
+
+async def _dead_letters(
+    amqp_url: str, namespace: str, count: int
+) -> list[aio_pika.abc.AbstractIncomingMessage]:
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.get_queue(Topology(namespace).dead_letter_queue)
+        found: list[aio_pika.abc.AbstractIncomingMessage] = []
+        deadline = time.monotonic() + 10
+        while len(found) < count and time.monotonic() < deadline:
+            message = await queue.get(fail=False, no_ack=True)
+            if message is None:
+                await asyncio.sleep(0.1)
+            else:
+                found.append(message)
+        return found
+
+
+async def test_malformed_spoofed_and_unknown_messages_are_dead_lettered_and_service_goes_on(
+    coordinator: Running,
+    admin: AdminClient,
+    services: StartService,
+    store: Store,
+    amqp_url: str,
+    namespace: str,
+) -> None:
+    portal = await services("portal", behaviour={Action.START: None})
+    await admin.request(RequireService(service="portal"))
+    release_id = await create(admin)
+    await wait_for_state(store, release_id, ReleaseState.RUNNING)
+
+    forged = TaskReply(
+        message_id=uuid.uuid4().hex,
+        sent_at=datetime.now(UTC),
+        release_id=release_id,
+        service="portal",
+        in_reply_to="x",
+        action=Action.START,
+        outcome=Outcome.FAILED,
+        reason="forged",
+        instance_id="evil",
+        sdk_version="evil",
+    )
+    mallory = f"mallory-{namespace}"
+    _rabbitmqctl("add_user", mallory, "secret")
+    try:
+        _rabbitmqctl("set_permissions", "-p", "/", mallory, ".*", ".*", ".*")
+        evil_url = amqp_url.replace("guest:guest", f"{mallory}:secret")
+        spoofer = SimulatedService(evil_url, namespace, "portal", heartbeat=None, consume=False)
+        await spoofer.start()
+        await spoofer.send(forged, ReplyKind.REPLY)
+        await spoofer.stop()
+    finally:
+        _rabbitmqctl("delete_user", mallory)
+
+    unknown = forged.model_copy(update={"release_id": "RE_00000000", "message_id": uuid.uuid4().hex})
+    await portal.send(unknown, ReplyKind.REPLY)
+    async with await aio_pika.connect(amqp_url) as connection:
+        channel = await connection.channel()
+        replies = await channel.get_exchange(Topology(namespace).replies_exchange)
+        garbage = aio_pika.Message(b"{not json", message_id="garbage-1", user_id="guest")
+        await replies.publish(garbage, routing_key="reply.portal.reply")
+
+    dead = await _dead_letters(amqp_url, namespace, 3)
+    reasons = sorted(str((m.headers or {})[DEAD_REASON_HEADER]) for m in dead)
+    assert len(reasons) == 3, reasons
+    assert reasons[0].startswith("invalid JSON")
+    assert reasons[1].startswith(f"spoofed: broker user '{mallory}' may not answer for 'portal'")
+    assert reasons[2] == "unknown release RE_00000000"
+
+    running = await store.get(release_id)
+    assert running is not None
+    assert running.state is ReleaseState.RUNNING  # the forged failure changed nothing
+    events = await store.events.find({"kind": EventKind.DEAD_LETTERED.value}).to_list()
+    assert len(events) == 3
+    # and the coordinator keeps serving
+    start = next(c for c in portal.received if c.action is Action.START)
+    await portal.answer(start, Outcome.STAGED)
+    await wait_for_state(store, release_id, ReleaseState.STAGED)
+    assert portal.actions(release_id) == [Action.INITIALIZE, Action.START]
+
+
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+def _mutants(release_id: str, count: int, seed: int) -> list[tuple[bytes, str]]:
+    """``count`` invalid bodies with the routing key to send them on (seeded, so failures replay)."""
+    rng = random.Random(seed)
+    valid = json.loads(
+        TaskReply(
+            message_id="m",
+            sent_at=datetime.now(UTC),
+            release_id=release_id,
+            service="portal",
+            in_reply_to="c",
+            action=Action.START,
+            outcome=Outcome.STAGED,
+            instance_id="i",
+            sdk_version="1",
+        ).model_dump_json()
+    )
+    out: list[tuple[bytes, str]] = []
+    for n in range(count):
+        body = dict(valid, message_id=f"fuzz-{n}")
+        key = "reply.portal.reply"
+        match n % 6:
+            case 0:
+                raw = rng.randbytes(rng.randint(0, 300))
+            case 1:
+                raw = json.dumps(body).encode()[: rng.randint(0, 120)]
+            case 2:
+                body[f"extra_{n}"] = rng.random()
+                raw = json.dumps(body).encode()
+            case 3:
+                body[rng.choice(["percent", "outcome", "action", "sent_at", "release_id"])] = rng.choice(
+                    [7, [], {}]
+                )
+                raw = json.dumps(body).encode()
+            case 4:
+                raw = json.dumps({**body, "reason": "x" * 300_000}).encode()
+            case _:
+                raw = json.dumps(body).encode()
+                key = "reply.search-index.reply"
+        out.append((raw, key))
+    return out
+
+
+async def test_hundreds_of_mutated_messages_are_all_dead_lettered_and_change_nothing(
+    coordinator: Running,
+    admin: AdminClient,
+    services: StartService,
+    store: Store,
+    amqp_url: str,
+    namespace: str,
+) -> None:
+    portal = await services("portal", behaviour={Action.START: None})
+    await admin.request(RequireService(service="portal"))
+    release_id = await create(admin)
+    before = await wait_for_state(store, release_id, ReleaseState.RUNNING)
+    mutants = _mutants(release_id, 240, seed=20261123)
+    async with await aio_pika.connect(amqp_url) as connection:
+        channel = await connection.channel(publisher_confirms=True)
+        replies = await channel.get_exchange(Topology(namespace).replies_exchange)
+        for n, (raw, key) in enumerate(mutants):
+            await replies.publish(
+                aio_pika.Message(raw, message_id=f"fuzz-{n}", user_id="guest"), routing_key=key
+            )
+    dead = await _dead_letters(amqp_url, namespace, len(mutants))
+    assert len(dead) == len(mutants)
+    assert all((m.headers or {}).get(DEAD_REASON_HEADER) for m in dead)
+    after = await store.get(release_id)
+    assert after is not None
+    assert after.revision == before.revision  # nothing invalid changed the release
+    start = next(c for c in portal.received if c.action is Action.START)
+    await portal.answer(start, Outcome.STAGED)
+    await wait_for_state(store, release_id, ReleaseState.STAGED)  # and the coordinator still serves

@@ -1,0 +1,190 @@
+"""A coordinator on real RabbitMQ and a real MongoDB-protocol server, driving simulated services."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from coordinator.store import Store
+from rc_cli.client import AdminClient
+from schemas.enums import Action, EventKind, Outcome, ReleaseState, TaskState
+from schemas.messages import (
+    AdminOperation,
+    CancelRelease,
+    CreateRelease,
+    HoldRelease,
+    PublishRelease,
+    ReleaseResult,
+    RequireService,
+    ShowRelease,
+    UnholdRelease,
+)
+from tests.coordinator.conftest import SERVICES, Running, wait_for_state
+from tests.coordinator.simulated import SimulatedService
+
+StartService = Callable[..., Awaitable[SimulatedService]]
+
+
+async def call(admin: AdminClient, operation: AdminOperation) -> ReleaseResult:
+    answer = await admin.request(operation)
+    assert answer.ok, answer.error
+    assert isinstance(answer.result, ReleaseResult)
+    return answer.result
+
+
+async def refusal(admin: AdminClient, operation: AdminOperation) -> str:
+    answer = await admin.request(operation)
+    assert not answer.ok
+    assert answer.error is not None
+    return answer.error
+
+
+async def setup(
+    admin: AdminClient, services: StartService, **behaviours: dict[str, object]
+) -> list[SimulatedService]:
+    started = []
+    for name in SERVICES:
+        await admin.request(RequireService(service=name))
+        started.append(await services(name, **behaviours.get(name.replace("-", "_"), {})))
+    return started
+
+
+async def create(admin: AdminClient, *, major: bool = False) -> str:
+    result = await call(admin, CreateRelease(name="Fall release", studies=("SD_ABCDEFGH",), is_major=major))
+    return result.release.id
+
+
+async def test_three_services_publish_with_the_right_versions(
+    coordinator: Running, admin: AdminClient, services: StartService, store: Store
+) -> None:
+    sims = await setup(admin, services)
+    first = await create(admin)
+    staged = await wait_for_state(store, first, ReleaseState.STAGED)
+    assert staged.tentative_version == "0.0.1"
+    await call(admin, PublishRelease(release_id=first))
+    published = await wait_for_state(store, first, ReleaseState.PUBLISHED)
+    assert published.final_version == "0.1.0"
+    assert all(t.state is TaskState.PUBLISHED for t in published.tasks.values())
+    for sim in sims:
+        assert sim.actions(first) == [Action.INITIALIZE, Action.START, Action.PUBLISH]
+
+    second = await create(admin, major=True)
+    assert (await store.get(second)).tentative_version == "0.1.1"  # type: ignore[union-attr]
+    await wait_for_state(store, second, ReleaseState.STAGED)
+    await call(admin, PublishRelease(release_id=second))
+    assert (await wait_for_state(store, second, ReleaseState.PUBLISHED)).final_version == "1.0.0"
+    shown = await call(admin, ShowRelease(release_id=second, events=50))
+    kinds = [e.kind for e in shown.events]
+    assert EventKind.TRANSITION in kinds
+    assert not published.outbox  # every command was confirmed and removed
+
+
+async def test_a_rejecting_service_cancels_the_release_and_is_named(
+    coordinator: Running, admin: AdminClient, services: StartService, store: Store
+) -> None:
+    sims = await setup(
+        admin,
+        services,
+        portal={"behaviour": {Action.INITIALIZE: Outcome.REJECTED}, "reason": "unknown study"},
+    )
+    release_id = await create(admin)
+    canceled = await wait_for_state(store, release_id, ReleaseState.CANCELED)
+    assert canceled.state_reason == "portal rejected the release: unknown study"
+    assert canceled.tasks["portal"].state is TaskState.REJECTED
+    for sim in sims:
+        if sim.name != "portal":
+            assert Action.CANCEL in sim.actions(release_id)
+
+
+async def test_a_service_without_consumer_is_unhealthy_and_cancels(
+    coordinator: Running, admin: AdminClient, services: StartService, store: Store
+) -> None:
+    await setup(admin, services, search_index={"consume": False})
+    release_id = await create(admin)
+    canceled = await wait_for_state(store, release_id, ReleaseState.CANCELED)
+    assert "search-index (no consumer on its queue)" in (canceled.state_reason or "")
+
+
+async def test_a_failure_during_processing_fails_the_release(
+    coordinator: Running, admin: AdminClient, services: StartService, store: Store
+) -> None:
+    sims = await setup(
+        admin, services, file_service={"behaviour": {Action.START: Outcome.FAILED}, "reason": "disk full"}
+    )
+    release_id = await create(admin)
+    failed = await wait_for_state(store, release_id, ReleaseState.FAILED)
+    assert failed.state_reason == "file-service failed during processing: disk full"
+    for sim in sims:
+        assert Action.PUBLISH not in sim.actions(release_id)
+
+
+async def test_a_silent_service_fails_processing_by_deadline(
+    coordinator: Running, admin: AdminClient, services: StartService, store: Store
+) -> None:
+    await setup(admin, services, portal={"behaviour": {Action.START: None}})
+    release_id = await create(admin)
+    failed = await wait_for_state(store, release_id, ReleaseState.FAILED, within=20)
+    assert failed.state_reason == "no progress during processing before the deadline from: portal"
+
+
+async def test_hold_blocks_publish_until_unhold(
+    coordinator: Running, admin: AdminClient, services: StartService, store: Store
+) -> None:
+    await setup(admin, services)
+    release_id = await create(admin)
+    await wait_for_state(store, release_id, ReleaseState.STAGED)
+    held = await call(admin, HoldRelease(release_id=release_id))
+    assert held.release.held
+    assert "on hold" in await refusal(admin, PublishRelease(release_id=release_id))
+    await call(admin, UnholdRelease(release_id=release_id))
+    await call(admin, PublishRelease(release_id=release_id))
+    await wait_for_state(store, release_id, ReleaseState.PUBLISHED)
+
+
+async def test_cancel_reaches_every_service(
+    coordinator: Running, admin: AdminClient, services: StartService, store: Store
+) -> None:
+    sims = await setup(admin, services)
+    release_id = await create(admin)
+    await wait_for_state(store, release_id, ReleaseState.STAGED)
+    await call(admin, CancelRelease(release_id=release_id, reason="bad data"))
+    canceled = await wait_for_state(store, release_id, ReleaseState.CANCELED)
+    assert all(t.state is TaskState.CANCELED for t in canceled.tasks.values())
+    for sim in sims:
+        cancel = [c for c in sim.received if c.release_id == release_id and c.action is Action.CANCEL]
+        assert cancel
+        assert cancel[0].reason == "canceled by tester: bad data"
+
+
+async def test_duplicate_replies_change_nothing(
+    coordinator: Running, admin: AdminClient, services: StartService, store: Store
+) -> None:
+    await setup(admin, services, portal={"duplicate_replies": True})
+    release_id = await create(admin)
+    await wait_for_state(store, release_id, ReleaseState.STAGED)
+    await call(admin, PublishRelease(release_id=release_id))
+    published = await wait_for_state(store, release_id, ReleaseState.PUBLISHED)
+    for _ in range(100):  # the copy of the last reply may still be on its way
+        events = await store.events_of(release_id, 500)
+        duplicates = [e for e in events if e.kind is EventKind.REFUSED and e.reason.startswith("duplicate")]
+        if len(duplicates) >= 3:
+            break
+        await asyncio.sleep(0.05)
+    assert len(duplicates) == 3  # one per step, each recorded and ignored
+    published = await wait_for_state(store, release_id, ReleaseState.PUBLISHED)
+    transitions = [e.state_after for e in events if e.kind is EventKind.TRANSITION]
+    assert transitions.count(ReleaseState.PUBLISHED) == 1
+    # revision: begin + 3 answers x 3 steps + publish = 11 changes, duplicates added none
+    assert published.revision == 11
+
+
+async def test_operator_refusals_are_clear(
+    coordinator: Running, admin: AdminClient, services: StartService, store: Store
+) -> None:
+    await setup(admin, services, portal={"behaviour": {Action.START: None}})
+    release_id = await create(admin)
+    await wait_for_state(store, release_id, ReleaseState.RUNNING)
+    assert await refusal(admin, PublishRelease(release_id=release_id)) == (
+        "only a staged release can be published; this one is running"
+    )
+    assert await refusal(admin, ShowRelease(release_id="RE_ZZZZZZZZ")) == "unknown release RE_ZZZZZZZZ"
