@@ -1,0 +1,203 @@
+"""The RabbitMQ :class:`~task_sdk._transport.Transport` (aio-pika, robust connection).
+
+Two channels: one consumes the service's queue (prefetch = concurrency), one publishes with
+publisher confirms and ``on_return_raises`` so an unroutable reply is an error, not a silent drop.
+aio-pika's robust connection reconnects and restores both channels, the declarations and the
+consumer; it does not re-send publications that failed during an outage, which is why the runner
+retries replies until they are confirmed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractRobustChannel,
+    AbstractRobustConnection,
+    AbstractRobustQueue,
+)
+from aiormq.exceptions import ChannelAccessRefused, ChannelNotFoundEntity
+
+from schemas.enums import ReplyKind
+from schemas.messages import SCHEMA_VERSION, encode
+from schemas.topology import SCHEMA_VERSION_HEADER, Topology
+from task_sdk._settings import Settings, hostname
+from task_sdk._transport import DeliveryHandler, Health, Outgoing, PublishFailed
+from task_sdk._version import APP_ID
+
+
+class AmqpDelivery:
+    """A command delivered by RabbitMQ."""
+
+    def __init__(self, message: AbstractIncomingMessage) -> None:
+        self._message = message
+
+    @property
+    def body(self) -> bytes:
+        return self._message.body
+
+    async def ack(self) -> None:
+        await self._message.ack()
+
+    async def dead_letter(self) -> None:
+        await self._message.reject(requeue=False)
+
+
+class AmqpTransport:
+    """Consumes ``<ns>.task.<service>`` and publishes to ``<ns>.replies``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._topology = Topology(settings.namespace)
+        self._user = settings.broker_user
+        self._connection: AbstractRobustConnection | None = None
+        self._consume_channel: AbstractRobustChannel | None = None
+        self._publish_channel: AbstractRobustChannel | None = None
+        self._replies: AbstractExchange | None = None
+        self._queue: AbstractRobustQueue | None = None
+        self._consumer_tag: str | None = None
+        self._consuming = False
+
+    async def open(self, service: str, consumer_tag: str, on_delivery: DeliveryHandler) -> None:
+        self._connection = await aio_pika.connect_robust(
+            self._settings.amqp_url,
+            client_properties={"connection_name": f"{service}@{hostname()}"},
+            reconnect_interval=self._settings.reconnect_seconds,
+            timeout=self._settings.publish_timeout,
+        )
+        await self._ensure_exchanges()
+        self._publish_channel = await self._open_channel(publisher_confirms=True)
+        self._replies = await self._publish_channel.get_exchange(
+            self._topology.replies_exchange, ensure=False
+        )
+        self._consume_channel = await self._open_channel(publisher_confirms=False)
+        await self._consume_channel.set_qos(prefetch_count=self._settings.concurrency)
+        self._queue = await self._declare_task_queue(self._consume_channel, service)
+
+        async def deliver(message: AbstractIncomingMessage) -> None:
+            await on_delivery(AmqpDelivery(message))
+
+        self._consumer_tag = await self._queue.consume(deliver, consumer_tag=consumer_tag)
+        self._consuming = True
+
+    async def _open_channel(self, *, publisher_confirms: bool) -> AbstractRobustChannel:
+        assert self._connection is not None
+        channel = await self._connection.channel(
+            publisher_confirms=publisher_confirms, on_return_raises=publisher_confirms
+        )
+        return channel
+
+    async def _ensure_exchanges(self) -> None:
+        """Check that the exchanges the service uses exist, without needing permission to declare them.
+
+        A passive declare needs no permission, so a least-privilege service user (``rc-admin-setup``)
+        passes. If one is missing (no coordinator has run yet), declare it, which a development user
+        may do; a service user is refused that, and the error says what to do.
+        """
+        assert self._connection is not None
+        types = self._topology.exchanges()
+        for name in (self._topology.commands_exchange, self._topology.replies_exchange):
+            channel = await self._connection.channel()
+            try:
+                await channel.declare_exchange(
+                    name, aio_pika.ExchangeType(types[name]), durable=True, passive=True
+                )
+            except ChannelNotFoundEntity:
+                channel = await self._connection.channel()
+                try:
+                    await channel.declare_exchange(name, aio_pika.ExchangeType(types[name]), durable=True)
+                except ChannelAccessRefused:
+                    raise RuntimeError(
+                        f"exchange {name!r} does not exist and broker user {self._user!r} may not create it: "
+                        "start the coordinator first (it declares the topology), or check RC_NAMESPACE"
+                    ) from None
+            finally:
+                with contextlib.suppress(Exception):
+                    await channel.close()
+
+    async def _declare_task_queue(self, channel: AbstractRobustChannel, service: str) -> AbstractRobustQueue:
+        queue = await channel.declare_queue(
+            self._topology.task_queue(service), durable=True, arguments=self._topology.task_queue_arguments()
+        )
+        await queue.bind(self._topology.commands_exchange, routing_key=self._topology.task_binding(service))
+        return queue
+
+    async def stop_consuming(self) -> None:
+        self._consuming = False
+        if self._queue is not None and self._consumer_tag is not None:
+            await self._queue.cancel(self._consumer_tag)
+
+    async def publish(self, message: Outgoing) -> None:
+        if self._replies is None:
+            raise PublishFailed("the transport is not open")
+        routing_key = self._topology.reply_key(message.service, ReplyKind(message.kind.value))
+        try:
+            await self._replies.publish(
+                self._amqp_message(message),
+                routing_key=routing_key,
+                mandatory=True,
+                timeout=self._settings.publish_timeout,
+            )
+        except Exception as error:
+            raise PublishFailed(f"{type(error).__name__}: {error}") from error
+
+    def _amqp_message(self, message: Outgoing) -> aio_pika.Message:
+        return aio_pika.Message(
+            body=encode(message),
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=message.message_id,
+            correlation_id=getattr(message, "release_id", None),
+            type=message.kind.value,
+            headers={SCHEMA_VERSION_HEADER: SCHEMA_VERSION},
+            user_id=self._user,
+            app_id=APP_ID,
+            timestamp=message.sent_at,
+        )
+
+    async def wait_ready(self) -> None:
+        if self._publish_channel is not None:
+            await self._publish_channel.ready()
+
+    def health(self) -> Health:
+        if self._connection is None or self._consume_channel is None:
+            return Health(False, "not connected yet")
+        if self._connection.is_closed:
+            return Health(False, "connection closed")
+        if self._consume_channel.is_closed:
+            return Health(
+                False, "connection lost, reconnecting" if self._lost() else "consumer channel closed"
+            )
+        if not self._consuming:
+            return Health(False, "consumer cancelled")
+        if not self._consumer_registered():
+            return Health(False, "the broker cancelled the consumer")
+        return Health(True)
+
+    def _lost(self) -> bool:
+        transport: Any = getattr(self._connection, "transport", None)
+        return transport is None
+
+    def _consumer_registered(self) -> bool:
+        """Whether the open consumer channel still has our consumer (aio-pika internals, checked softly)."""
+        underlay: Any = getattr(self._consume_channel, "_channel", None)
+        consumers = getattr(getattr(underlay, "channel", None), "consumers", None)
+        return consumers is None or self._consumer_tag in consumers
+
+    async def recover(self) -> None:
+        """Re-open a consumer channel the broker closed while the connection stayed up."""
+        channel = self._consume_channel
+        if self._connection is None or self._connection.is_closed or channel is None:
+            return
+        if channel.is_closed and not self._lost():
+            await channel.reopen()
+
+    async def close(self) -> None:
+        self._consuming = False
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                await self._connection.close()

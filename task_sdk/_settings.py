@@ -1,0 +1,131 @@
+"""Settings of a task service, read from the environment and overridable by arguments."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import urllib.parse
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from schemas.topology import Topology
+
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+#: Environment variable -> (field, help text). The single source of the CLI help and of ``from_env``.
+ENVIRONMENT: dict[str, tuple[str, str]] = {
+    "RC_AMQP_URL": ("amqp_url", f"AMQP URL of the broker (default {DEFAULT_AMQP_URL})"),
+    "RC_NAMESPACE": ("namespace", "prefix of every exchange and queue name (default rc)"),
+    "RC_TASK_CONCURRENCY": (
+        "concurrency",
+        "commands taken at once (the consumer prefetch) and process() calls run at once (default 4)",
+    ),
+    "RC_HEARTBEAT_SECONDS": (
+        "heartbeat_seconds",
+        "seconds between heartbeats and progress keepalives (default 5)",
+    ),
+    "RC_TASK_STATE_DIR": (
+        "state_dir",
+        "directory of a sqlite file remembering outcomes across restarts (default: in memory only)",
+    ),
+    "RC_SHUTDOWN_TIMEOUT": (
+        "shutdown_timeout",
+        "seconds running steps may take to finish after SIGTERM/SIGINT (default 30)",
+    ),
+    "RC_PUBLISH_TIMEOUT": (
+        "publish_timeout",
+        "seconds to wait for the broker to confirm a message (default 10)",
+    ),
+    "RC_RECONNECT_SECONDS": ("reconnect_seconds", "seconds between reconnection attempts (default 2)"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """How a task service connects and behaves. ``Settings.from_env()`` reads ``RC_*`` variables."""
+
+    amqp_url: str = DEFAULT_AMQP_URL
+    namespace: str = "rc"
+    concurrency: int = 4
+    heartbeat_seconds: float = 5.0
+    state_dir: Path | None = None
+    shutdown_timeout: float = 30.0
+    publish_timeout: float = 10.0
+    reconnect_seconds: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, not {self.concurrency}")
+        for name in ("heartbeat_seconds", "shutdown_timeout", "publish_timeout", "reconnect_seconds"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, not {getattr(self, name)}")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from ``environ`` (default ``os.environ``); ``overrides`` that are not None win."""
+        source = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for variable, (field, _) in ENVIRONMENT.items():
+            raw = source.get(variable, "").strip()
+            if raw:
+                values[field] = _convert(variable, field, raw)
+        values.update({key: value for key, value in overrides.items() if value is not None})
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def topology(self) -> Topology:
+        return Topology(self.namespace)
+
+    @property
+    def broker_user(self) -> str:
+        """The user the connection logs in as: the ``user_id`` every message must carry."""
+        return broker_user(self.amqp_url)
+
+    def loggable(self) -> dict[str, object]:
+        """The settings fit for a log line: the URL's password masked."""
+        values = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        values["amqp_url"] = mask_url(self.amqp_url)
+        values["state_dir"] = str(self.state_dir) if self.state_dir else None
+        return values
+
+
+_CONVERTERS: dict[str, Callable[[str], Any]] = {
+    "concurrency": int,
+    "heartbeat_seconds": float,
+    "shutdown_timeout": float,
+    "publish_timeout": float,
+    "reconnect_seconds": float,
+    "state_dir": Path,
+}
+
+
+def _convert(variable: str, field: str, raw: str) -> Any:
+    try:
+        return _CONVERTERS.get(field, str)(raw)
+    except ValueError:
+        raise ValueError(f"{variable}={raw!r} is not a valid value for {field}") from None
+
+
+def mask_url(url: str) -> str:
+    """``url`` with the password replaced by ``***`` (never log credentials)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+def broker_user(url: str) -> str:
+    """The user name in an AMQP URL (AMQP's default ``guest`` when the URL names none)."""
+    username = urllib.parse.urlsplit(url).username
+    return urllib.parse.unquote(username) if username else "guest"
+
+
+def hostname() -> str:
+    return socket.gethostname()

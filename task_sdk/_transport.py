@@ -1,0 +1,75 @@
+"""The seam between the runner and a message broker.
+
+The runner (``_runner.py``) knows commands, replies and outcomes; a :class:`Transport` knows how to
+declare the service's queue, consume it, and publish replies. Two implementations:
+``_amqp.AmqpTransport`` (RabbitMQ via aio-pika) and ``_memory.InMemoryTransport`` (tests, harness).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from schemas.messages import Heartbeat, Progress, TaskReply
+
+#: What a task service sends: all go to the replies exchange, routed by their kind.
+Outgoing = TaskReply | Progress | Heartbeat
+
+
+class Delivery(Protocol):
+    """One command as delivered by the broker, to be settled exactly once."""
+
+    @property
+    def body(self) -> bytes: ...
+
+    async def ack(self) -> None:
+        """The command is done with (or safely taken on): the broker may forget it."""
+        ...
+
+    async def dead_letter(self) -> None:
+        """The command is invalid: reject it without requeue (the queue dead-letters it)."""
+        ...
+
+
+DeliveryHandler = Callable[[Delivery], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """Whether the transport is consuming the service's queue, and if not, why."""
+
+    consuming: bool
+    detail: str | None = None
+
+
+class PublishFailed(Exception):
+    """The broker did not confirm a publication (connection lost, nack, unroutable, timeout)."""
+
+
+class Transport(Protocol):
+    """What the runner needs from a broker."""
+
+    async def open(self, service: str, consumer_tag: str, on_delivery: DeliveryHandler) -> None:
+        """Declare the topology and the service's queue, and start delivering commands."""
+        ...
+
+    async def stop_consuming(self) -> None:
+        """Stop taking new commands; deliveries already received may still be settled."""
+        ...
+
+    async def publish(self, message: Outgoing) -> None:
+        """Publish and wait for the broker's confirmation; raise :class:`PublishFailed` if not confirmed."""
+        ...
+
+    async def wait_ready(self) -> None:
+        """Return once a publication is worth retrying (e.g. after a reconnection)."""
+        ...
+
+    def health(self) -> Health: ...
+
+    async def recover(self) -> None:
+        """Try to consume again after :meth:`health` reported the consumer gone."""
+        ...
+
+    async def close(self) -> None: ...
