@@ -1,0 +1,3 @@
+from rc_cli.main import main
+
+main()
