@@ -1,0 +1,1 @@
+"""Deployment helpers: the RabbitMQ definitions (users, permissions, topology) of an installation."""

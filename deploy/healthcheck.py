@@ -1,0 +1,82 @@
+"""Container health checks (docker compose ``healthcheck``), exit 0 when healthy, 1 when not.
+
+    python -m deploy.healthcheck http http://127.0.0.1:9464/metrics   # the coordinator's metrics answer
+    python -m deploy.healthcheck task portal                          # rc.task.portal has a consumer
+
+``task`` connects with the container's own ``RC_AMQP_URL`` and declares the service's queue *passively*
+(which needs no permission) to read its consumer count: healthy means the service is consuming commands.
+Only the standard library and aio-pika are used; nothing secret is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import urllib.request
+
+from schemas.topology import Topology
+
+TIMEOUT = 5.0
+
+
+def check_http(url: str, timeout: float = TIMEOUT) -> str | None:
+    """``None`` if ``url`` answers 2xx, else why not."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            status = int(response.status)
+    except OSError as error:
+        return f"{url}: {error}"
+    return None if 200 <= status < 300 else f"{url}: HTTP {status}"
+
+
+async def check_consumer(amqp_url: str, queue: str) -> str | None:
+    """``None`` if ``queue`` exists and has at least one consumer, else why not."""
+    import aio_pika
+
+    timeout = TIMEOUT
+    try:
+        connection = await asyncio.wait_for(aio_pika.connect(amqp_url, timeout=timeout), timeout + 1)
+    except Exception as error:
+        return f"cannot connect to the broker: {type(error).__name__}"
+    try:
+        channel = await connection.channel()
+        declared = await asyncio.wait_for(channel.declare_queue(queue, passive=True), timeout)
+        result = declared.declaration_result
+        if not result.consumer_count:
+            return f"{queue}: no consumer"
+        return None
+    except Exception as error:
+        return f"{queue}: {type(error).__name__}: {error}"
+    finally:
+        await connection.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m deploy.healthcheck", description="container health checks"
+    )
+    sub = parser.add_subparsers(dest="kind", required=True)
+    http = sub.add_parser("http", help="an HTTP endpoint answers 2xx")
+    http.add_argument("url")
+    task = sub.add_parser("task", help="the service's queue has a consumer")
+    task.add_argument("service")
+    task.add_argument("--namespace", default=os.environ.get("RC_NAMESPACE", "rc"))
+    args = parser.parse_args(argv)
+    if args.kind == "http":
+        problem = check_http(args.url)
+    else:
+        amqp_url = os.environ.get("RC_AMQP_URL")
+        if not amqp_url:
+            print("unhealthy: RC_AMQP_URL is not set", file=sys.stderr)
+            return 1
+        problem = asyncio.run(check_consumer(amqp_url, Topology(args.namespace).task_queue(args.service)))
+    if problem:
+        print(f"unhealthy: {problem}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

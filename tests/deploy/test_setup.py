@@ -1,0 +1,187 @@
+"""``deploy.setup`` without a broker: hashes, password sources, the document, the checked-in file."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import stat
+from pathlib import Path
+
+import pytest
+
+from deploy.setup import (
+    HASHING_ALGORITHM,
+    Installation,
+    build_definitions,
+    check_password,
+    hash_password,
+    main,
+    password_env,
+    regex_escape,
+    resolve_passwords,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE_SERVICES = ("portal", "search-index", "file-service")
+
+
+def _example_passwords() -> dict[str, str]:
+    found = {}
+    for line in (ROOT / ".env.example").read_text(encoding="utf-8").splitlines():
+        name, sep, value = line.partition("=")
+        if sep and name.startswith("RC_PASSWORD_"):
+            found[name] = value
+    return found
+
+
+def test_hash_is_rabbitmq_sha256_format() -> None:
+    salt = bytes.fromhex("908d c60a".replace(" ", ""))
+    digest = hash_password("test12", salt)
+    raw = base64.b64decode(digest)
+    assert raw[:4] == salt
+    assert raw[4:] == hashlib.sha256(salt + b"test12").digest()
+    assert check_password("test12", digest)
+    assert not check_password("test13", digest)
+    assert hash_password("x") != hash_password("x"), "salts are random"
+
+
+def test_permission_regexes() -> None:
+    setup = Installation(services=("search-index",), namespace="rc", vhost="rc")
+    service = setup.service_permission("search-index")
+    assert service.configure == r"^rc\.task\.search-index$"
+    assert service.write == r"^(rc\.task\.search-index|rc\.replies|rc\.dlx)$"
+    assert service.read == r"^(rc\.task\.search-index|rc\.commands)$"
+    topics = {p.exchange: p for p in setup.service_topic_permissions("search-index")}
+    assert topics["rc.replies"].write == r"^reply\.search-index\."
+    assert topics["rc.commands"].read == r"^task\.search-index\."
+    coordinator = setup.coordinator_permission()
+    assert coordinator.write == r"^(rc\..*|amq\.default)$"
+    operator = setup.operator_permission()
+    assert re.match(operator.read, "rc.events")
+    assert re.match(operator.read, "amq.gen-AbC_1")
+    assert not re.match(operator.read, "rc.coordinator.replies")
+    assert not re.match(operator.write, "rc.replies")
+    assert re.match(operator.write, "rc.admin")
+    # Python's re agrees with PCRE on these simple patterns: check that names do not leak into each other.
+    assert not re.match(service.configure, "rc.task.search-index-2")
+    assert not re.match(topics["rc.replies"].write, "reply.search-index-2.reply")
+    assert regex_escape("a.b-c*") == r"a\.b-c\*"
+
+
+def test_definitions_document() -> None:
+    setup = Installation(services=EXAMPLE_SERVICES, admin_user="rc-admin", listeners=("dashboard",))
+    passwords = {user: f"pw-{user}" for user in setup.users()}
+    definitions = build_definitions(setup, passwords)
+    users = {u["name"]: u for u in definitions["users"]}
+    assert set(users) == {*EXAMPLE_SERVICES, "rc-coordinator", "rc-operator", "rc-admin", "dashboard"}
+    for name, user in users.items():
+        assert user["hashing_algorithm"] == HASHING_ALGORITHM
+        assert check_password(f"pw-{name}", user["password_hash"])
+        assert "password" not in user
+    assert users["rc-admin"]["tags"] == ["administrator"]
+    assert users["portal"]["tags"] == []
+    assert "pw-" not in json.dumps(definitions)
+    assert {p["user"] for p in definitions["permissions"]} == set(users)
+    assert {(p["user"], p["exchange"]) for p in definitions["topic_permissions"]} == {
+        (s, x) for s in EXAMPLE_SERVICES for x in ("rc.replies", "rc.commands")
+    }
+    assert {e["name"]: e["type"] for e in definitions["exchanges"]} == setup.topology.exchanges()
+    queues = {q["name"]: q["arguments"] for q in definitions["queues"]}
+    assert queues["rc.coordinator.replies"]["x-single-active-consumer"] is True
+    assert queues["rc.task.search-index"] == setup.topology.task_queue_arguments()
+    bindings = {(b["source"], b["destination"], b["routing_key"]) for b in definitions["bindings"]}
+    assert ("rc.commands", "rc.task.portal", "task.portal.*") in bindings
+    assert ("rc.admin", "rc.coordinator.admin", "admin") in bindings
+    without = build_definitions(setup, passwords, topology=False)
+    assert without["exchanges"] == without["queues"] == without["bindings"] == []
+
+
+def test_invalid_installations() -> None:
+    with pytest.raises(ValueError, match="invalid service name"):
+        Installation(services=("Bad_Name",))
+    with pytest.raises(ValueError, match="used twice"):
+        Installation(services=("rc-operator",))
+    setup = Installation(services=("portal",))
+    with pytest.raises(ValueError, match="no password for: rc-operator"):
+        build_definitions(setup, {"portal": "a", "rc-coordinator": "b"})
+
+
+def test_password_sources(tmp_path: Path) -> None:
+    users = ["portal", "search-index", "rc-coordinator", "rc-operator"]
+    (tmp_path / "portal.txt").write_text("from-file\n")
+    secrets_dir = tmp_path / "secrets"
+    secrets_dir.mkdir()
+    (secrets_dir / "rc-operator").write_text("from-secrets-dir\n")
+    found = resolve_passwords(
+        users,
+        password_files={"portal": tmp_path / "portal.txt"},
+        environ={password_env("search-index"): "from-env", "RC_PASSWORD_PORTAL": "ignored"},
+        secrets_dir=secrets_dir,
+        generate=True,
+    )
+    assert found["portal"] == "from-file"
+    assert found["search-index"] == "from-env"
+    assert found["rc-operator"] == "from-secrets-dir"
+    generated = secrets_dir / "rc-coordinator"
+    assert generated.read_text().strip() == found["rc-coordinator"]
+    assert len(found["rc-coordinator"]) >= 24
+    assert stat.S_IMODE(generated.stat().st_mode) == 0o600
+    # A second run reuses what was generated.
+    again = resolve_passwords(
+        users,
+        password_files={"portal": tmp_path / "portal.txt"},
+        environ={password_env("search-index"): "x"},
+        secrets_dir=secrets_dir,
+    )
+    assert again["rc-coordinator"] == found["rc-coordinator"]
+    with pytest.raises(ValueError, match="RC_PASSWORD_SEARCH_INDEX"):
+        resolve_passwords(["search-index"], environ={})
+    assert password_env("rc-coordinator") == "RC_PASSWORD_RC_COORDINATOR"
+
+
+def test_command_line_never_prints_passwords(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("RC_PASSWORD_PORTAL", "portal-secret-1")
+    services_file = tmp_path / "services.txt"
+    services_file.write_text("# the services\nsearch-index\n\nportal  # duplicate of the argument\n")
+    output = tmp_path / "out" / "definitions.json"
+    env_file = tmp_path / ".env"
+    argv = ["portal", "--services-file", str(services_file), "--namespace", "ns", "--vhost", "vh"]
+    argv += ["--secrets-dir", str(tmp_path / "secrets"), "--generate", "--output", str(output)]
+    assert main([*argv, "--env-file", str(env_file)]) == 0
+    printed = capsys.readouterr()
+    definitions = json.loads(output.read_text())
+    assert [u["name"] for u in definitions["users"]] == [
+        "portal",
+        "search-index",
+        "rc-coordinator",
+        "rc-operator",
+    ]
+    assert definitions["vhosts"] == [{"name": "vh"}]
+    secrets = [(tmp_path / "secrets" / user).read_text().strip() for user in ("search-index", "rc-operator")]
+    for secret in [*secrets, "portal-secret-1"]:
+        assert secret not in printed.out + printed.err
+        assert secret not in output.read_text()
+        assert secret in env_file.read_text()
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    monkeypatch.delenv("RC_PASSWORD_PORTAL")
+    assert main(["portal", "--output", str(output)]) == 2
+    assert "RC_PASSWORD_PORTAL" in capsys.readouterr().err
+
+
+def test_checked_in_definitions_are_current() -> None:
+    """The checked-in file is what the generator makes for the examples, hashed from .env.example."""
+    checked_in = json.loads((ROOT / "deploy/rabbitmq/definitions.json").read_text(encoding="utf-8"))
+    setup = Installation(services=EXAMPLE_SERVICES, namespace="rc", vhost="rc", admin_user="rc-admin")
+    examples = _example_passwords()
+    passwords = {user: examples[password_env(user)] for user in setup.users()}
+    expected = build_definitions(setup, passwords)
+    for user in checked_in["users"]:
+        assert check_password(passwords[user["name"]], user["password_hash"]), user["name"]
+    for document in (checked_in, expected):
+        for user in document["users"]:
+            user["password_hash"] = "<hash>"
+    assert checked_in == expected, "regenerate deploy/rabbitmq/definitions.json (see its README.md)"
