@@ -1,0 +1,126 @@
+"""The callback endpoints an HTTP task service calls, as the original coordinator served them.
+
+* ``PATCH /tasks/{task_id}`` with ``{state, progress}``: the service reports on a task.
+  200 with the task; 400 for a body the bridge cannot read (and if it names an unknown state, the
+  waiting step also fails with that text); 404 for a task the bridge does not know.
+* ``GET /releases/{release_id}``: ``{id, kf_id, name, description, version, studies, tags, is_major,
+  state}``; 404 for a release the bridge does not know.
+* ``GET /status``: the bridge's own health (``{name, service}``), never authenticated.
+
+With a callback token configured, the first two need ``Authorization: Bearer <token>`` (401 otherwise).
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from rc_http_bridge.protocol import ProtocolError, UnknownState, clip, parse_task_body
+from rc_http_bridge.tracker import TrackedTask, Tracker
+
+log = structlog.get_logger("rc_http_bridge")
+
+Clock = Callable[[], float]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+#: The largest callback body accepted (the protocol's are a few dozen bytes).
+MAX_CALLBACK_BYTES = 64 * 1024
+
+
+def task_view(service: str, task: TrackedTask) -> dict[str, Any]:
+    """A task as the protocol shows it."""
+    status = task.status
+    return {
+        "name": service,
+        "kf_id": task.task_id,
+        "release_id": task.release.id,
+        "state": status.state.value if status else None,
+        "progress": status.progress if status else None,
+    }
+
+
+def release_view(task: TrackedTask) -> dict[str, Any]:
+    """A release as the protocol shows it (``state`` as far as this bridge knows)."""
+    release = task.release
+    return {
+        "id": release.id,
+        "kf_id": release.id,
+        "name": release.name,
+        "description": release.description,
+        "version": release.version,
+        "studies": list(release.studies),
+        "tags": list(release.tags),
+        "is_major": release.is_major,
+        "state": task.phase,
+    }
+
+
+def authorized(header: str | None, token: str) -> bool:
+    """Whether an ``Authorization`` header carries ``Bearer <token>`` (compared in constant time)."""
+    if header is None:
+        return False
+    scheme, _, given = header.strip().partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+def make_app(service: str, tracker: Tracker, clock: Clock, callback_token: str | None) -> web.Application:
+    """The aiohttp application serving the callback endpoints."""
+
+    def error(status: int, text: str) -> web.Response:
+        return web.json_response({"error": text}, status=status)
+
+    @web.middleware
+    async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
+        checked = callback_token is not None and request.path != "/status"
+        if checked and not authorized(request.headers.get("Authorization"), callback_token or ""):
+            log.warning("callback.unauthorized", method=request.method, path=request.path)
+            return web.json_response(
+                {"error": "missing or wrong bearer token"},
+                status=401,
+                headers={"WWW-Authenticate": 'Bearer realm="rc-http-bridge"'},
+            )
+        return await handler(request)
+
+    async def status(request: web.Request) -> web.Response:
+        return web.json_response({"name": "rc-http-bridge", "service": service})
+
+    async def patch_task(request: web.Request) -> web.Response:
+        task_id = request.match_info["task_id"]
+        task = tracker.task(task_id)
+        if task is None:
+            return error(404, f"unknown task {task_id!r}")
+        text = await request.text()
+        try:
+            update = parse_task_body(text, task_id)
+        except ProtocolError as problem:
+            log.warning("callback.unreadable", task_id=task_id, error=str(problem))
+            if isinstance(problem, UnknownState):
+                task.fail(f"callback PATCH /tasks/{task_id}: {problem}")
+            return error(400, str(problem))
+        changed = task.observe(update, clock())
+        log.info(
+            "callback.received",
+            task_id=task_id,
+            release_id=task.release.id,
+            state=update.state.value,
+            progress=update.progress,
+            changed=changed,
+        )
+        return web.json_response(task_view(service, task))
+
+    async def get_release(request: web.Request) -> web.Response:
+        release_id = request.match_info["release_id"]
+        task = tracker.by_release(release_id)
+        if task is None:
+            return error(404, f"unknown release {clip(release_id, 100)!r}")
+        return web.json_response(release_view(task))
+
+    app = web.Application(middlewares=[require_token], client_max_size=MAX_CALLBACK_BYTES)
+    app.router.add_get("/status", status)
+    app.router.add_patch("/tasks/{task_id}", patch_task)
+    app.router.add_get("/releases/{release_id}", get_release)
+    return app
