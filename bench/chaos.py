@@ -1,0 +1,765 @@
+"""Fault injection: run releases while killing, cutting and lying, then check every guarantee.
+
+    python -m bench.chaos [--releases 20] [--services 5] [--seed N] [--time-limit 900]
+                          [--broker-fault proxy|rabbitmqctl] [--coordinator MODULE]
+
+It builds a real installation on the local RabbitMQ: its own vhost, one broker user per service,
+the coordinator and an operator user (``deploy.setup``), and no trusted users, so every reply is
+signed by the broker. Coordinator and services are separate processes that reach the broker
+through a TCP proxy. While an operator drives R releases, at random (seeded) moments it:
+
+* kills the coordinator with SIGKILL and restarts it;
+* kills a task service with SIGKILL and restarts it (its outcome store survives, as on disk);
+* cuts every broker connection (through the proxy) or restarts the broker (``rabbitmqctl``);
+* injects duplicate, reordered, stale, malformed, oversize and spoofed replies.
+
+At the end it checks, from the store and from what every service journaled it did: releases
+lost, releases stuck past their deadline, releases published while some service never staged,
+data published by a service for a release that ended canceled or failed, duplicate or
+out-of-order final versions, spoofed or malformed messages accepted, and coordinator crashes that
+were not injected. Last line: ``chaos: R releases, K faults injected, V violations``; exit 1 if V > 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import itertools
+import json
+import os
+import random
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections import Counter, deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage
+from pymongo import AsyncMongoClient
+
+from bench.chaos_service import read_journal
+from coordinator.embedded_store import EmbeddedStore
+from deploy.setup import Installation, Permission, grant
+from rc_cli.client import AdminClient, AdminClientError
+from schemas.documents import ReleaseView
+from schemas.enums import Action, EventKind, Outcome, ReleaseState, TaskState
+from schemas.messages import (
+    AdminAnswer,
+    AdminOperation,
+    CancelRelease,
+    CreateRelease,
+    PublishRelease,
+    ReleaseResult,
+    RequireService,
+    ShowRelease,
+    TaskReply,
+    encode,
+)
+from schemas.topology import SCHEMA_VERSION_HEADER, Topology
+from tests._harness import delete_namespace
+from tests._proxy import TcpProxy
+
+FAULTS = (
+    "kill_coordinator",
+    "kill_service",
+    "broker_outage",
+    "duplicate",
+    "reordered",
+    "stale",
+    "malformed",
+    "oversize",
+    "spoofed",
+)
+TERMINAL = {ReleaseState.PUBLISHED, ReleaseState.CANCELED, ReleaseState.FAILED}
+BROKER_PORT = 5672
+#: Used to set the installation up and tear it down (the local broker's administrator).
+ADMIN_AMQP_URL = os.environ.get("RC_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+TIMEOUTS = {
+    "RC_INITIALIZE_TIMEOUT": "10",
+    "RC_PROCESS_TIMEOUT": "15",
+    "RC_PUBLISH_TIMEOUT": "20",
+    "RC_CANCEL_TIMEOUT": "10",
+    "RC_HEARTBEAT_TIMEOUT": "8",
+}
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+@dataclass
+class Config:
+    releases: int = 20
+    services: int = 5
+    seed: int = field(default_factory=lambda: secrets.randbelow(1_000_000))
+    time_limit: float = 900.0
+    broker_fault: str = "proxy"
+    coordinator_module: str = "coordinator"
+    fault_gap: tuple[float, float] = (1.5, 4.0)
+    concurrency: int = 3
+    workdir: Path | None = None
+    json_path: Path | None = None
+
+
+@dataclass
+class Report:
+    figures: dict[str, int | str | float] = field(default_factory=dict)
+    violations: dict[str, int] = field(default_factory=dict)
+    faults: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def total_violations(self) -> int:
+        return sum(self.violations.values())
+
+
+@dataclass
+class Proc:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    injected_kills: int = 0
+    uncaused_exits: list[int] = field(default_factory=list)
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as sink:
+            self.process = subprocess.Popen(
+                self.argv, env=self.env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    def check(self) -> None:
+        """Notice an exit we did not cause, and restart."""
+        if self.process is not None and self.process.poll() is not None:
+            self.uncaused_exits.append(self.process.returncode)
+            log(f"{self.name} exited by itself with {self.process.returncode}: restarting")
+            self.start()
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+            self.injected_kills += 1
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+class Chaos:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.rng = random.Random(config.seed)
+        self.hex = uuid.uuid4().hex[:8]
+        self.services = [f"chaos{self.hex}-s{i}" for i in range(1, config.services + 1)]
+        self.namespace = f"chaos-{self.hex}"
+        # The default vhost with a namespace of its own: every permission is scoped to the namespace's
+        # names, and creating or deleting a vhost per run is slow on a busy broker.
+        self.installation = Installation(
+            services=tuple(self.services),
+            namespace=self.namespace,
+            vhost="/",
+            coordinator_user=f"chaos{self.hex}-coordinator",
+            operator_user=f"chaos{self.hex}-operator",
+        )
+        self.intruder = f"chaos{self.hex}-intruder"
+        self.passwords = {
+            user: secrets.token_urlsafe(12) for user in (*self.installation.users(), self.intruder)
+        }
+        self.topology = Topology(self.namespace)
+        self.report = Report()
+        self.procs: dict[str, Proc] = {}
+        self.release_ids: list[str] = []
+        self.captured: deque[tuple[TaskReply, str]] = deque(maxlen=400)
+        self.injected_invalid: set[str] = set()
+        self.connections: dict[str, aio_pika.abc.AbstractConnection] = {}
+        self.proxy: TcpProxy | None = None
+        self.store_url = ""
+        self.database = f"chaos_{self.hex}"
+        self.done = asyncio.Event()
+        self.fault_counted = asyncio.Condition()
+
+    # ------------------------------------------------------------------ urls
+
+    def url(self, user: str, *, direct: bool = False) -> str:
+        port = BROKER_PORT if direct or self.proxy is None else self.proxy.port
+        vhost = quote(self.installation.vhost, safe="")
+        return (
+            f"amqp://{quote(user, safe='')}:{quote(self.passwords[user], safe='')}@127.0.0.1:{port}/{vhost}"
+        )
+
+    # ------------------------------------------------------------------ run
+
+    async def run(self) -> Report:
+        started = time.monotonic()
+        log(
+            f"seed {self.config.seed}: {self.config.releases} releases, {self.config.services} services, "
+            f"broker faults by {self.config.broker_fault}"
+        )
+        async with self._installation(), self._store(), self._proxy(), self._processes():
+            await self._require_services()
+            tap = asyncio.create_task(self._tap())
+            faults = asyncio.create_task(self._inject_faults())
+            try:
+                await asyncio.wait_for(self._drive_all(), self.config.time_limit)
+            except TimeoutError:
+                log("time limit reached: stopping the drivers")
+            self.done.set()
+            await faults
+            tap.cancel()
+            await asyncio.gather(tap, return_exceptions=True)
+            await self._settle()
+            await self._check()
+            log("tearing down")
+        log("done")
+        self.report.figures["seconds"] = round(time.monotonic() - started, 1)
+        return self.report
+
+    @contextlib.asynccontextmanager
+    async def _installation(self) -> AsyncIterator[None]:
+        # A misconfigured account that may write to the replies exchange: the coordinator must still
+        # refuse what it sends in a service's name.
+        replies = re.escape(self.topology.replies_exchange)
+        intruder = {self.intruder: Permission(configure="", write=f"^{replies}$", read="")}
+        management = _management_url()
+        try:
+            await asyncio.to_thread(
+                grant, self.installation, self.passwords, management_url=management, extra=intruder
+            )
+            yield
+        finally:
+            for connection in self.connections.values():
+                with contextlib.suppress(Exception):
+                    await connection.close()
+            await delete_namespace(ADMIN_AMQP_URL, self.namespace)
+            for user in (*self.installation.users(), self.intruder):
+                await asyncio.to_thread(_delete_user, user, management)
+            log("broker users, queues and exchanges deleted")
+
+    @contextlib.asynccontextmanager
+    async def _store(self) -> AsyncIterator[None]:
+        embedded: EmbeddedStore | None = None
+        configured = os.environ.get("RC_MONGODB_URL")
+        if configured:
+            self.store_url = configured
+        else:
+            embedded = EmbeddedStore()
+            self.store_url = await asyncio.to_thread(embedded.start)
+        try:
+            yield
+        finally:
+            if configured:
+                client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(configured)
+                await client.drop_database(self.database)
+                await client.close()
+            if embedded is not None:
+                await asyncio.to_thread(embedded.stop)
+
+    @contextlib.asynccontextmanager
+    async def _proxy(self) -> AsyncIterator[None]:
+        self.proxy = TcpProxy("127.0.0.1", BROKER_PORT)
+        await self.proxy.start()
+        try:
+            yield
+        finally:
+            await self.proxy.stop()
+
+    @contextlib.asynccontextmanager
+    async def _processes(self) -> AsyncIterator[None]:
+        workdir = self.config.workdir or Path(tempfile.mkdtemp(prefix="rc-chaos-"))
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir = workdir
+        log(f"logs and journals in {workdir}")
+        base = {k: v for k, v in os.environ.items() if not k.startswith("RC_")}
+        coordinator_env = {
+            **base,
+            **TIMEOUTS,
+            "RC_AMQP_URL": self.url(self.installation.coordinator_user),
+            "RC_MONGODB_URL": self.store_url,
+            "RC_MONGODB_DATABASE": self.database,
+            "RC_NAMESPACE": self.namespace,
+            "RC_METRICS_PORT": "0",
+        }
+        module = self.config.coordinator_module.split()
+        self.procs["coordinator"] = Proc(
+            "coordinator", [sys.executable, "-m", *module], coordinator_env, workdir / "coordinator.log"
+        )
+        for service in self.services:
+            env = {
+                **base,
+                "RC_AMQP_URL": self.url(service),
+                "RC_NAMESPACE": self.namespace,
+                "RC_HEARTBEAT_SECONDS": "1",
+                "RC_TASK_STATE_DIR": str(workdir / "state" / service),
+                "RC_SHUTDOWN_TIMEOUT": "2",
+            }
+            argv = [sys.executable, "-m", "bench.chaos_service", service, str(workdir / f"{service}.journal")]
+            self.procs[service] = Proc(service, argv, env, workdir / f"{service}.log")
+        try:
+            self.procs["coordinator"].start()
+            await asyncio.sleep(1.5)  # the coordinator declares the topology the services check for
+            for service in self.services:
+                self.procs[service].start()
+            yield
+        finally:
+            await asyncio.gather(*(asyncio.to_thread(proc.stop) for proc in self.procs.values()))
+            log("processes stopped")
+
+    # ------------------------------------------------------------------ the operator
+
+    async def _admin(self, operation: AdminOperation, *, patience: float = 60) -> AdminAnswer:
+        """Ask until some coordinator answers (it may be dead, restarting, or cut off)."""
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                async with AdminClient(
+                    self.url(self.installation.operator_user, direct=True),
+                    self.namespace,
+                    timeout=5,
+                    operator="chaos",
+                ) as client:
+                    return await client.request(operation)
+            except AdminClientError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
+
+    async def _require_services(self) -> None:
+        for service in self.services:
+            await self._admin(RequireService(service=service))
+        await asyncio.sleep(2.5)  # first heartbeats
+
+    async def _drive_all(self) -> None:
+        gate = asyncio.Semaphore(self.config.concurrency)
+
+        async def drive(number: int) -> None:
+            async with gate:
+                await self._drive(number)
+
+        await asyncio.gather(*(drive(n) for n in range(self.config.releases)))
+
+    async def _drive(self, number: int) -> None:
+        # Spread the releases over the faults, so that every kind of fault meets releases in flight.
+        wanted = max(0, (number + 1) * len(FAULTS) // max(1, self.config.releases) - 1)
+        async with self.fault_counted:
+            await self.fault_counted.wait_for(
+                lambda: sum(self.report.faults.values()) >= wanted or self.done.is_set()
+            )
+        answer = await self._admin(CreateRelease(name=f"chaos {number}", studies=("SD_CHAOS001",)))
+        if not answer.ok or not isinstance(answer.result, ReleaseResult):
+            log(f"release {number}: create refused: {answer.error}")
+            return
+        release_id = answer.result.release.id
+        self.release_ids.append(release_id)
+        cancel_it = self.rng.random() < 0.15
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            view = await self._view(release_id)
+            if view is not None and view.state in TERMINAL:
+                final = view.final_version or ""
+                log(f"release {number} {release_id}: {view.state} {final} {view.state_reason}")
+                return
+            if view is not None and view.state is ReleaseState.STAGED:
+                if cancel_it:
+                    await self._admin(CancelRelease(release_id=release_id, reason="chaos operator"))
+                else:
+                    await self._admin(PublishRelease(release_id=release_id))
+            await asyncio.sleep(0.3)
+        log(f"release {number} {release_id}: not finished within its driver's time")
+
+    async def _view(self, release_id: str) -> ReleaseView | None:
+        answer = await self._admin(ShowRelease(release_id=release_id, events=0))
+        return answer.result.release if isinstance(answer.result, ReleaseResult) else None
+
+    # ------------------------------------------------------------------ faults
+
+    async def _inject_faults(self) -> None:
+        plan = list(FAULTS)
+        self.rng.shuffle(plan)  # every kind at least once, in a seeded order; then at random
+        while not (self.done.is_set() and not plan):  # until the drivers are done and every kind was tried
+            await asyncio.sleep(self.rng.uniform(*self.config.fault_gap))
+            for proc in self.procs.values():
+                proc.check()
+            kind = plan.pop() if plan else self.rng.choice(FAULTS)
+            try:
+                applied = await getattr(self, f"_fault_{kind}")()
+            except Exception as error:
+                log(f"fault {kind} could not be injected: {error!r}")
+                applied = False
+            if applied:
+                self.report.faults[kind] += 1
+                log(f"fault: {kind}")
+                async with self.fault_counted:
+                    self.fault_counted.notify_all()
+            elif kind in FAULTS[3:]:
+                plan.insert(0, kind)  # nothing captured yet to build it from: try again later
+
+    async def _fault_kill_coordinator(self) -> bool:
+        self.procs["coordinator"].kill()
+        await asyncio.sleep(self.rng.uniform(0.2, 1.5))
+        self.procs["coordinator"].start()
+        return True
+
+    async def _fault_kill_service(self) -> bool:
+        proc = self.procs[self.rng.choice(self.services)]
+        proc.kill()
+        await asyncio.sleep(self.rng.uniform(0.2, 1.5))
+        proc.start()
+        return True
+
+    async def _fault_broker_outage(self) -> bool:
+        assert self.proxy is not None
+        if self.config.broker_fault == "rabbitmqctl":
+            await asyncio.to_thread(self._rabbitmqctl, "stop_app")
+            await asyncio.sleep(self.rng.uniform(0.5, 2.0))
+            await asyncio.to_thread(self._rabbitmqctl, "start_app")
+            await asyncio.to_thread(self._rabbitmqctl, "await_startup")
+            self.connections.clear()
+            return True
+        self.proxy.pause()
+        self.proxy.cut()
+        await asyncio.sleep(self.rng.uniform(0.5, 2.0))
+        self.proxy.resume()
+        return True
+
+    async def _fault_duplicate(self) -> bool:
+        if not self.captured:
+            return False
+        reply, user = self.rng.choice(list(self.captured))
+        await self._send(reply.model_dump_json().encode(), reply.service, user, reply.message_id)
+        return True
+
+    async def _fault_reordered(self) -> bool:
+        recent = [c for c in list(self.captured)[-20:]]
+        if len(recent) < 2:
+            return False
+        first, second = self.rng.sample(recent, 2)
+        for reply, user in sorted((first, second), key=lambda c: c[0].sent_at, reverse=True):
+            await self._send(reply.model_dump_json().encode(), reply.service, user, reply.message_id)
+        return True
+
+    async def _fault_stale(self) -> bool:
+        old = [c for c in self.captured if c[0].action is Action.INITIALIZE]
+        if not old:
+            return False
+        reply, user = old[0]
+        stale = reply.model_copy(
+            update={"message_id": uuid.uuid4().hex, "outcome": Outcome.REJECTED, "reason": "stale rejection"}
+        )
+        await self._send(encode(stale), stale.service, user, stale.message_id)
+        return True
+
+    async def _fault_malformed(self) -> bool:
+        service = self.rng.choice(self.services)
+        message_id = f"malformed-{uuid.uuid4().hex}"
+        self.injected_invalid.add(message_id)
+        body = self.rng.choice([b"{not json", b'{"kind": "reply"}', self.rng.randbytes(64)])
+        await self._send(body, service, service, message_id)
+        return True
+
+    async def _fault_oversize(self) -> bool:
+        if not self.captured:
+            return False
+        reply, user = self.captured[-1]
+        message_id = f"oversize-{uuid.uuid4().hex}"
+        self.injected_invalid.add(message_id)
+        body = reply.model_copy(update={"message_id": message_id}).model_dump_json().encode() + b" " * 300_000
+        await self._send(body, reply.service, user, message_id)
+        return True
+
+    async def _fault_spoofed(self) -> bool:
+        """A failure in a processing service's name, sent by another broker user: if the coordinator
+        believed it, the release would fail."""
+        running = [r for r in await self._stored_releases() if r["state"] == ReleaseState.RUNNING.value]
+        targets = [(r["_id"], s) for r in running for s, t in r["tasks"].items() if t["state"] == "running"]
+        if not targets:
+            return False
+        release_id, service = self.rng.choice(targets)
+        forged = TaskReply(
+            message_id=f"spoofed-{uuid.uuid4().hex}",
+            sent_at=datetime.now(UTC),
+            release_id=release_id,
+            service=service,
+            in_reply_to=f"{release_id}.start.{service}",
+            action=Action.START,
+            outcome=Outcome.FAILED,
+            reason="forged failure",
+            instance_id="intruder",
+            sdk_version="intruder",
+        )
+        self.injected_invalid.add(forged.message_id)
+        await self._send(encode(forged), service, self.intruder, forged.message_id)
+        return True
+
+    async def _send(self, body: bytes, service: str, user: str, message_id: str) -> None:
+        connection = self.connections.get(user)
+        if connection is None or connection.is_closed:
+            connection = await aio_pika.connect(self.url(user, direct=True))
+            self.connections[user] = connection
+        async with connection.channel(publisher_confirms=True) as channel:
+            exchange = aio_pika.Exchange(channel, self.topology.replies_exchange, aio_pika.ExchangeType.TOPIC)
+            message = aio_pika.Message(
+                body,
+                content_type="application/json",
+                message_id=message_id,
+                type="reply",
+                headers={SCHEMA_VERSION_HEADER: 1},
+                user_id=user,
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            )
+            await exchange.publish(message, routing_key=f"reply.{service}.reply", timeout=10)
+
+    async def _tap(self) -> None:
+        """Copy real replies as they pass, to build duplicates, reorderings and stale replies from."""
+        while not self.done.is_set():
+            try:
+                connection = await aio_pika.connect(self.url(self.installation.coordinator_user, direct=True))
+                async with connection:
+                    channel = await connection.channel()
+                    queue = await channel.declare_queue(f"{self.namespace}.chaos-tap", exclusive=True)
+                    await queue.bind(self.topology.replies_exchange, "reply.*.reply")
+                    async with queue.iterator() as messages:
+                        async for message in messages:
+                            self._capture(message)
+                            await message.ack()
+            except Exception:
+                await asyncio.sleep(1)
+
+    def _capture(self, message: AbstractIncomingMessage) -> None:
+        with contextlib.suppress(Exception):
+            reply = TaskReply.model_validate_json(message.body)
+            if message.user_id == reply.service and not reply.message_id.startswith(("spoofed", "oversize")):
+                self.captured.append((reply, reply.service))
+
+    # ------------------------------------------------------------------ settle and check
+
+    async def _settle(self) -> None:
+        """Faults are over: let every release reach a final state (or the resting staged state)."""
+        for proc in self.procs.values():
+            proc.check()
+        log("settling: waiting for every release to finish")
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            releases = await self._stored_releases()
+            open_ = [r for r in releases if ReleaseState(r["state"]) not in TERMINAL]
+            staged = [r for r in open_ if r["state"] == ReleaseState.STAGED.value]
+            for release in staged:  # created by a retried request the operator never saw: clean up
+                await self._admin(CancelRelease(release_id=release["_id"], reason="chaos cleanup"))
+            if not open_:
+                log("settled")
+                return
+            await asyncio.sleep(1)
+
+    async def _stored_releases(self) -> list[dict[str, Any]]:
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(self.store_url, tz_aware=True)
+        try:
+            return await client[self.database]["releases"].find({}).to_list()
+        finally:
+            await client.close()
+
+    async def _stored_events(self) -> list[dict[str, Any]]:
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(self.store_url, tz_aware=True)
+        try:
+            return await client[self.database]["events"].find({}).to_list()
+        finally:
+            await client.close()
+
+    async def _check(self) -> None:
+        releases = {r["_id"]: r for r in await self._stored_releases()}
+        events = await self._stored_events()
+        journals = {s: read_journal(self.workdir / f"{s}.journal") for s in self.services}
+        # (release, service) -> effect -> when the service first did it
+        effects: dict[tuple[str, str], dict[str, float]] = {}
+        for service, entries in journals.items():
+            for entry in entries:
+                done = effects.setdefault((str(entry["release"]), service), {})
+                done.setdefault(str(entry["effect"]), float(str(entry["at"])))
+        states = Counter(r["state"] for r in releases.values())
+        figures = self.report.figures
+        figures["releases driven"] = len(self.release_ids)
+        figures["releases stored"] = len(releases)
+        for state in ("published", "canceled", "failed"):
+            figures[f"releases {state}"] = states.get(state, 0)
+
+        v = self.report.violations
+        v["releases lost"] = sum(1 for rid in self.release_ids if rid not in releases)
+        v["releases stuck in a non-final state"] = sum(
+            1 for r in releases.values() if ReleaseState(r["state"]) not in TERMINAL
+        )
+        v["releases published while a service never staged"] = sum(
+            1
+            for rid, r in releases.items()
+            if r["state"] == "published"
+            and any(
+                not _staged_before_published(effects.get((rid, s), {}))
+                or t["state"] != TaskState.PUBLISHED.value
+                for s, t in r["tasks"].items()
+            )
+        )
+        v["services that published a release that ended canceled or failed"] = sum(
+            1
+            for (rid, _service), done in effects.items()
+            if "published" in done and releases.get(rid, {}).get("state") in ("canceled", "failed")
+        )
+        finals = [r["final_version"] for r in releases.values() if r.get("final_version")]
+        v["duplicate final versions"] = len(finals) - len(set(finals))
+        by_publication = sorted(
+            (r for r in releases.values() if r.get("final_version")),
+            key=lambda r: r["entered"]["publishing"],
+        )
+        keys = [tuple(int(x) for x in r["final_version"].split(".")) for r in by_publication]
+        v["final versions not increasing in publication order"] = sum(
+            1 for a, b in itertools.pairwise(keys) if b <= a
+        )
+        accepted = {
+            e.get("message_id")
+            for e in events
+            if e["kind"] in (EventKind.ACCEPTED.value, EventKind.TRANSITION.value)
+        }
+        v["spoofed or malformed messages accepted"] = len(self.injected_invalid & accepted)
+        dead = {e.get("message_id") for e in events if e["kind"] == EventKind.DEAD_LETTERED.value}
+        figures["invalid messages injected"] = len(self.injected_invalid)
+        figures["invalid messages dead-lettered"] = len(self.injected_invalid & dead)
+        v["invalid messages neither dead-lettered nor refused"] = len(self.injected_invalid - dead)
+        v["coordinator crashes not injected"] = len(self.procs["coordinator"].uncaused_exits)
+        v["service crashes not injected"] = sum(len(self.procs[s].uncaused_exits) for s in self.services)
+
+    @staticmethod
+    def _rabbitmqctl(*args: str) -> None:
+        subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=120)
+
+
+# ---------------------------------------------------------------------- command line
+
+
+def _staged_before_published(done: dict[str, float]) -> bool:
+    """The service staged its data before it made it public (as its journal says)."""
+    return "staged" in done and "published" in done and done["staged"] <= done["published"]
+
+
+def _delete_user(user: str, management: str | None) -> None:
+    if management:
+        request = urllib.request.Request(
+            f"{management}/api/users/{quote(user, safe='')}", method="DELETE", headers=_GUEST_AUTH
+        )
+        with contextlib.suppress(OSError), urllib.request.urlopen(request, timeout=30) as response:
+            response.read()
+    else:
+        subprocess.run(
+            ["rabbitmqctl", "-q", "delete_user", user], capture_output=True, timeout=120, check=False
+        )
+
+
+_GUEST_AUTH = {"Authorization": "Basic " + base64.b64encode(b"guest:guest").decode()}
+
+
+def _management_url() -> str | None:
+    """The management API of the local broker if it answers (much faster than rabbitmqctl)."""
+    url = os.environ.get("RC_MANAGEMENT_URL", "http://127.0.0.1:15672")
+    request = urllib.request.Request(f"{url}/api/overview", headers=_GUEST_AUTH)
+    try:
+        with urllib.request.urlopen(request, timeout=3) as response:
+            response.read()
+        return url
+    except OSError:
+        return None
+
+
+def print_report(config: Config, report: Report) -> None:
+    print(f"seed: {config.seed}")
+    for name, value in report.figures.items():
+        print(f"{name}: {value}")
+    for kind in FAULTS:
+        print(f"faults injected, {kind.replace('_', ' ')}: {report.faults.get(kind, 0)}")
+    for name, value in report.violations.items():
+        print(f"violations, {name}: {value}")
+    total_faults = sum(report.faults.values())
+    print(
+        f"chaos: {report.figures.get('releases driven', 0)} releases, {total_faults} faults injected, "
+        f"{report.total_violations} violations"
+    )
+
+
+def parse(argv: list[str] | None = None) -> Config:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.chaos",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--releases", type=int, default=20)
+    parser.add_argument("--services", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument(
+        "--time-limit", type=float, default=900.0, help="seconds for the drivers (then settle)"
+    )
+    parser.add_argument(
+        "--broker-fault",
+        choices=("proxy", "rabbitmqctl"),
+        default="proxy",
+        help="cut every connection through a TCP proxy, or stop and start the broker itself",
+    )
+    parser.add_argument(
+        "--coordinator",
+        default="coordinator",
+        help="module run as the coordinator (e.g. a sabotaged one, see bench/sabotage.py)",
+    )
+    parser.add_argument("--fault-gap", type=float, nargs=2, default=(1.5, 4.0), metavar=("MIN", "MAX"))
+    parser.add_argument("--json", type=Path, default=Path("bench/results/chaos.json"))
+    args = parser.parse_args(argv)
+    config = Config(
+        releases=args.releases,
+        services=args.services,
+        time_limit=args.time_limit,
+        broker_fault=args.broker_fault,
+        coordinator_module=args.coordinator,
+        fault_gap=(args.fault_gap[0], args.fault_gap[1]),
+        json_path=args.json,
+    )
+    if args.seed is not None:
+        config.seed = args.seed
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse(argv)
+    report = asyncio.run(Chaos(config).run())
+    print_report(config, report)
+    if config.json_path is not None:
+        config.json_path.parent.mkdir(parents=True, exist_ok=True)
+        config.json_path.write_text(
+            json.dumps(
+                {
+                    "seed": config.seed,
+                    **report.figures,
+                    "faults": dict(report.faults),
+                    "violations": report.violations,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+    return 1 if report.total_violations else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

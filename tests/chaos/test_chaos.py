@@ -1,0 +1,48 @@
+"""The short fault-injection run: a few releases, every kind of fault, a fixed seed, no violation.
+And one sabotaged coordinator, to show the run notices a missing guarantee."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.chaos import FAULTS
+
+SHORT = ["--releases", "4", "--services", "3", "--seed", "7", "--fault-gap", "0.7", "1.5"]
+
+
+def run_chaos(tmp_path: Path, *extra: str) -> tuple[int, str, dict[str, object]]:
+    out = tmp_path / "chaos.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.chaos", *SHORT, "--json", str(out), *extra],
+        capture_output=True,
+        text=True,
+        timeout=500,
+        check=False,
+    )
+    figures = json.loads(out.read_text()) if out.exists() else {}
+    return done.returncode, done.stdout + done.stderr, figures
+
+
+def test_short_run_injects_every_fault_and_finds_no_violation(amqp_url: str, tmp_path: Path) -> None:
+    code, output, figures = run_chaos(tmp_path)
+    assert code == 0, output[-4000:]
+    faults = figures["faults"]
+    assert isinstance(faults, dict)
+    assert {kind for kind in FAULTS if faults.get(kind, 0) < 1} == set()
+    violations = figures["violations"]
+    assert isinstance(violations, dict)
+    assert sum(violations.values()) == 0, violations
+    last = output.strip().splitlines()[-1]
+    assert last.startswith("chaos: 4 releases, ")
+    assert last.endswith(", 0 violations")
+
+
+def test_a_coordinator_that_believes_any_sender_is_caught(amqp_url: str, tmp_path: Path) -> None:
+    code, output, figures = run_chaos(tmp_path, "--coordinator", "bench.sabotage accept-spoofed")
+    violations = figures["violations"]
+    assert isinstance(violations, dict)
+    assert violations["spoofed or malformed messages accepted"] >= 1, output[-4000:]
+    assert code == 1
