@@ -1,0 +1,435 @@
+"""Coordinator overhead against the bare-broker floor (issue 7).
+
+For each N (default 3, 30, 300) no-op task services, spread over a few host processes (bare aio-pika, see
+:func:`bench._common.run_host`), in one fresh namespace and one fresh store per N:
+
+1. **floor**: this process plays a coordinator with no logic and no store: per step it publishes N persistent
+   commands with confirms (all at once, as the coordinator's outbox delivery does) and waits until all N
+   persistent replies from the hosts have been consumed and acked from the coordinator's own reply queue.
+   Three steps (initialize, start, publish) per round, several rounds; figure: median ms per step.
+2. **store round trips**: raw ``find_one``/``update_one`` of a release document with N tasks against the
+   store, and the in-process pydantic conversion of that document (to separate store cost from coordinator
+   cost).
+3. **coordinator**: the real coordinator in a child process with the store; releases driven by an operator
+   client (``AdminClient``): create -> staged -> publish -> published. Per release, ms per step from the
+   store's ``entered`` times: initialize = create request sent -> ``running``; process = ``running`` ->
+   ``staged``; publish = publish request sent -> ``published``. Median and p95 over the releases.
+
+Prints per N the floor and coordinator ms/step and the ratio coordinator / floor; writes
+``bench/results/overhead.json``. Targets: ratio <= 1.3 at N = 300, <= 1.5 at N = 3.
+
+    python -m bench.overhead [--n 3,30,300] [--releases 10,10,5] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage
+
+from bench._common import (
+    RESULTS,
+    STEPS,
+    Announcements,
+    Children,
+    CpuMeter,
+    amqp_message,
+    amqp_url,
+    command_body,
+    connect_store,
+    declare_topology,
+    delete_namespace,
+    drive_release,
+    last_line,
+    machine_info,
+    ms,
+    new_namespace,
+    new_release_id,
+    rabbitmq_pid,
+    rabbitmq_version,
+    ratio,
+    register_services,
+    say,
+    service_names,
+    start_coordinator,
+    start_hosts,
+    start_store,
+    store_figures,
+    summarize_profiles,
+    summary,
+    write_results,
+)
+from coordinator.store import Store, _from_doc, _to_doc
+from schemas.documents import Release, Task
+from schemas.enums import Action, Outcome, ReleaseState, TaskState
+from schemas.topology import Topology
+
+NAME = "overhead"
+FLOOR_ACTIONS = (Action.INITIALIZE, Action.START, Action.PUBLISH)
+
+
+# ---------------------------------------------------------------------- the floor
+
+
+class _ReplyCounter:
+    def __init__(self) -> None:
+        self.release_id = ""
+        self.wanted = 0
+        self.seen = 0
+        self.done = asyncio.Event()
+
+    def expect(self, release_id: str, count: int) -> None:
+        self.release_id, self.wanted, self.seen = release_id, count, 0
+        self.done.clear()
+
+    async def __call__(self, message: AbstractIncomingMessage) -> None:
+        await message.ack()
+        if message.correlation_id == self.release_id:
+            self.seen += 1
+            if self.seen == self.wanted:
+                self.done.set()
+
+
+async def measure_floor(
+    url: str, namespace: str, services: Sequence[str], rounds: int, warmup: int
+) -> list[float]:
+    """ms per step of the bare message pattern (no logic, no store)."""
+    topology = Topology(namespace)
+    connection = await aio_pika.connect(url, timeout=30)
+    samples: list[float] = []
+    try:
+        publisher = await connection.channel(publisher_confirms=True)
+        commands = await publisher.get_exchange(topology.commands_exchange, ensure=False)
+        consumer = await connection.channel()
+        await consumer.set_qos(prefetch_count=64)  # the coordinator's default RC_PREFETCH
+        replies = await consumer.get_queue(topology.replies_queue, ensure=False)
+        counter = _ReplyCounter()
+        tag = await replies.consume(counter)
+        for round_ in range(warmup + rounds):
+            release_id = new_release_id()
+            for action in FLOOR_ACTIONS:
+                messages = []
+                for service in services:
+                    message_id, body = command_body(release_id, service, action)
+                    message = amqp_message(body, message_id, "command", release_id, "guest")
+                    messages.append((message, topology.command_key(service, action)))
+                counter.expect(release_id, len(services))
+                started = time.perf_counter()
+                await asyncio.gather(
+                    *(commands.publish(m, routing_key=key, mandatory=True, timeout=60) for m, key in messages)
+                )
+                await asyncio.wait_for(counter.done.wait(), 300)
+                elapsed = time.perf_counter() - started
+                if round_ >= warmup:
+                    samples.append(ms(elapsed))
+        await replies.cancel(tag)
+    finally:
+        await connection.close()
+    return samples
+
+
+# ---------------------------------------------------------------------- the store alone
+
+
+def sample_release(services: Sequence[str]) -> Release:
+    """A running release with ``services`` tasks, each accepted: what every reply reads and writes."""
+    at = time.time()
+    from datetime import UTC, datetime
+
+    moment = datetime.fromtimestamp(at, UTC)
+    tasks = {
+        s: Task(
+            service=s,
+            state=TaskState.RUNNING,
+            answers={Action.INITIALIZE: Outcome.ACCEPTED},
+            entered={TaskState.INITIALIZED: moment, TaskState.RUNNING: moment},
+            last_message="accepted",
+            last_message_id="0" * 32,
+            deadline_at=moment + timedelta(minutes=10),
+            updated_at=moment,
+        )
+        for s in services
+    }
+    return Release(
+        id=new_release_id(),
+        seq=1,
+        name="bench",
+        studies=("SD_BENCH01",),
+        tentative_version="0.0.1",
+        state=ReleaseState.RUNNING,
+        tasks=tasks,
+        entered={
+            ReleaseState.WAITING: moment,
+            ReleaseState.INITIALIZING: moment,
+            ReleaseState.RUNNING: moment,
+        },
+        created_at=moment,
+        updated_at=moment,
+    )
+
+
+async def measure_store(url: str, namespace: str, services: Sequence[str], repeat: int) -> dict[str, Any]:
+    """Raw round trips against the store for a release of len(services) tasks, and the conversions alone."""
+    store = Store.connect(url, f"{namespace.replace('-', '_')}_scratch")
+    release = sample_release(services)
+    try:
+        await store.insert_release(release)
+        doc = _to_doc(release)
+        fields = {k: v for k, v in doc.items() if k not in ("_id", "outbox", "journal")}
+        timings: dict[str, list[float]] = {k: [] for k in ("find_one", "update_one_full", "update_one_small")}
+        for _ in range(repeat):
+            started = time.perf_counter()
+            await store.releases.find_one({"_id": release.id})
+            timings["find_one"].append(time.perf_counter() - started)
+            started = time.perf_counter()
+            await store.releases.update_one(
+                {"_id": release.id, "state": "running", "revision": 0}, {"$set": fields}
+            )
+            timings["update_one_full"].append(time.perf_counter() - started)
+            started = time.perf_counter()
+            await store.releases.update_one(
+                {"_id": release.id}, {"$pull": {"journal": {"id": {"$in": ["x"]}}}}
+            )
+            timings["update_one_small"].append(time.perf_counter() - started)
+        convert: dict[str, list[float]] = {"from_doc": [], "to_doc": []}
+        for _ in range(repeat):
+            started = time.perf_counter()
+            _from_doc(doc)
+            convert["from_doc"].append(time.perf_counter() - started)
+            started = time.perf_counter()
+            _to_doc(release)
+            convert["to_doc"].append(time.perf_counter() - started)
+        result: dict[str, Any] = {
+            name: round(statistics.median(values) * 1000, 3)
+            for name, values in {**timings, **convert}.items()
+        }
+        result["document_bytes"] = len(__import__("bson").encode(doc))
+        return result
+    finally:
+        await store.client.drop_database(store.db.name)
+        await store.close()
+
+
+# ---------------------------------------------------------------------- one N
+
+
+async def measure_n(
+    n: int,
+    *,
+    url: str,
+    releases: int,
+    floor_rounds: int,
+    processes: int,
+    warmup: int,
+    profile_dir: Path | None,
+    release_timeout: float,
+) -> dict[str, Any]:
+    namespace = new_namespace(f"n{n}")
+    services = service_names(n)
+    say(f"N={n}: namespace {namespace}, {min(processes, n)} host processes")
+    result: dict[str, Any] = {"n": n, "namespace": namespace, "host_processes": min(processes, n)}
+    async with Children() as children:
+        store_db: Store | None = None
+        client = None
+        try:
+            store = await start_store(
+                children, profile=profile_dir / f"{NAME}-n{n}-store.speedscope.json" if profile_dir else None
+            )
+            await declare_topology(url, namespace)
+            hosts = await start_hosts(children, url, namespace, services, processes)
+            say(f"N={n}: floor, {floor_rounds} rounds x 3 steps")
+            meter = CpuMeter(
+                {"bench": os.getpid(), "rabbitmq": rabbitmq_pid(url)} | {h.name: h.pid for h in hosts}
+            )
+            meter.start()
+            floor = await measure_floor(url, namespace, services, floor_rounds, warmup)
+            result["floor_cpu_seconds"] = meter.stop()
+            result["floor_ms_per_step"] = summary(floor)
+            say(f"N={n}: floor {result['floor_ms_per_step']['median']:.1f} ms/step (median)")
+
+            result["store_round_trip_ms"] = await measure_store(
+                store.url, namespace, services, 50 if n <= 30 else 15
+            )
+            say(f"N={n}: store alone {result['store_round_trip_ms']}")
+
+            store_db = connect_store(store.url, namespace)
+            await register_services(store_db, services)
+            coordinator = await start_coordinator(
+                children,
+                url,
+                store.url,
+                namespace,
+                count_store_commands=True,
+                profile=profile_dir / f"{NAME}-n{n}-coordinator.speedscope.json" if profile_dir else None,
+            )
+            announcements = Announcements()
+            from bench._common import admin_client
+
+            client = await admin_client(url, namespace, release_timeout, announcements)
+            for i in range(warmup):
+                await drive_release(client, announcements, store_db, f"warm-up {i}", release_timeout)
+            before = await coordinator.scrape()
+            pids: dict[str, int | None] = {
+                "coordinator": coordinator.pid,
+                "store": store.pid,
+                "rabbitmq": rabbitmq_pid(url),
+            }
+            meter = CpuMeter(pids | {h.name: h.pid for h in hosts}).start()
+            per_release: list[dict[str, float]] = []
+            for i in range(releases):
+                steps = await drive_release(client, announcements, store_db, f"bench {i}", release_timeout)
+                per_release.append(steps)
+                say(
+                    f"N={n}: release {i + 1}/{releases}: "
+                    + ", ".join(f"{k} {steps[k]:.1f} ms" for k in STEPS)
+                )
+            result["coordinator_cpu_seconds"] = meter.stop()
+            expected = releases * n * len(STEPS)
+            delta = (await coordinator.scrape()).minus(before)
+            deadline = time.monotonic() + 10  # the last reply is counted just after its effect is announced
+            while delta.value("rc_messages_total", kind="reply") < expected and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+                delta = (await coordinator.scrape()).minus(before)
+            replies = int(delta.value("rc_messages_total", kind="reply"))
+            result["replies"] = replies
+            result["store"] = store_figures(delta, replies)
+            per_step = [statistics.fmean(r[s] for s in STEPS) for r in per_release]
+            result["coordinator_ms_per_step"] = summary(per_step)
+            result["coordinator_steps_ms"] = {
+                s: summary([r[s] for r in per_release]) for s in (*STEPS, *(f"{k}_stored" for k in STEPS))
+            }
+            result["releases"] = per_release
+            result["floor_samples_ms"] = floor
+            result["ratio"] = ratio(
+                result["coordinator_ms_per_step"]["median"], result["floor_ms_per_step"]["median"]
+            )
+            result["ratio_p95"] = ratio(
+                result["coordinator_ms_per_step"]["p95"], result["floor_ms_per_step"]["median"]
+            )
+            await children.stop(coordinator.child)
+            for host in hosts:
+                await children.stop(host)
+            if store.child is not None:
+                await children.stop(store.child)
+        finally:
+            if client is not None:
+                await client.close()
+            if store_db is not None:
+                await store_db.close()
+            try:
+                await delete_namespace(url, namespace, services)
+            except Exception as error:
+                say(f"N={n}: could not delete the namespace's queues: {error!r}")
+    return result
+
+
+# ---------------------------------------------------------------------- main
+
+
+def _ints(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part.strip()]
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.overhead", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--n", type=_ints, default=[3, 30, 300], help="numbers of services (default 3,30,300)"
+    )
+    parser.add_argument(
+        "--releases", type=_ints, default=None, help="releases per N (default 10 at N<=30, 5 above)"
+    )
+    parser.add_argument("--floor-rounds", type=int, default=10, help="floor rounds (3 steps each) per N")
+    parser.add_argument("--processes", type=int, default=3, help="host processes for the services")
+    parser.add_argument("--warmup", type=int, default=1, help="unmeasured warm-up rounds/releases per N")
+    parser.add_argument("--release-timeout", type=float, default=600.0, help="seconds one release may take")
+    parser.add_argument("--time-limit", type=float, default=3600.0, help="seconds the whole run may take")
+    parser.add_argument("--profile", action="store_true", help="run coordinator and store under py-spy")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS, help="where the JSON goes")
+    return parser.parse_args(argv)
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    url = amqp_url()
+    releases = args.releases or [10 if n <= 30 else 5 for n in args.n]
+    if len(releases) == 1:
+        releases = releases * len(args.n)
+    version = await rabbitmq_version(url)
+    data: dict[str, Any] = {
+        "benchmark": NAME,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": machine_info(version),
+        "method": {
+            "services": "bare aio-pika no-op services, many per host process on one connection",
+            "host_processes": args.processes,
+            "floor": "N persistent commands published with confirms at once, N persistent replies "
+            "consumed+acked (prefetch 64), same hosts and queues, no coordinator, no store",
+            "coordinator_steps": "initialize: create sent -> release.running announced; process: "
+            "release.running -> release.staged announced; publish: publish sent -> release.published "
+            "announced (<step>_stored: from the store's entered times, see drive_release)",
+            "ms_per_step": "mean of a release's three steps; median/p95 over releases",
+            "warmup": args.warmup,
+            "profiled": args.profile,
+        },
+        "results": [],
+    }
+    profile_dir = args.results_dir if args.profile else None
+    async with asyncio.timeout(args.time_limit):
+        for n, count in zip(args.n, releases, strict=True):
+            result = await measure_n(
+                n,
+                url=url,
+                releases=count,
+                floor_rounds=args.floor_rounds,
+                processes=args.processes,
+                warmup=args.warmup,
+                profile_dir=profile_dir,
+                release_timeout=args.release_timeout,
+            )
+            data["results"].append(result)
+            say(
+                f"N={n}: floor {result['floor_ms_per_step']['median']:.1f} ms/step, coordinator "
+                f"{result['coordinator_ms_per_step']['median']:.1f} ms/step median, "
+                f"{result['coordinator_ms_per_step']['p95']:.1f} p95, ratio {result['ratio']:.2f}"
+            )
+            write_results(NAME, data, args.results_dir)
+    if args.profile:
+        data["profiles"] = summarize_profiles(args.results_dir, NAME)
+    return data
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    data = asyncio.run(run(args))
+    path = write_results(NAME, data, args.results_dir)
+    print(f"{'N':>5} {'floor ms/step':>14} {'coord median':>13} {'coord p95':>10} {'ratio':>7}")
+    for r in data["results"]:
+        print(
+            f"{r['n']:>5} {r['floor_ms_per_step']['median']:>14.1f} "
+            f"{r['coordinator_ms_per_step']['median']:>13.1f} "
+            f"{r['coordinator_ms_per_step']['p95']:>10.1f} {r['ratio']:>7.2f}"
+        )
+    print(f"figures written to {path.name} in {args.results_dir.name}/")
+    largest = data["results"][-1]
+    print(
+        last_line(
+            f"overhead_n{largest['n']}",
+            largest["coordinator_ms_per_step"]["median"],
+            "ms/step",
+            largest["ratio"],
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,341 @@
+"""Replies per second the coordinator aggregates, against bare consume + ack (issue 7).
+
+Method (pre-loaded replies, one coordinator process, many releases in flight):
+
+1. S no-op services (host processes in *hold* mode: they ack commands and keep them) are registered; the
+   real coordinator runs; R releases are created, so R x S ``initialize`` commands reach the hosts.
+2. The coordinator is stopped (SIGTERM; its state is in the store, which keeps running).
+3. The hosts publish all R x S ``accepted`` replies at once (persistent, confirmed): they wait in the
+   coordinator's reply queue.
+4. The coordinator is started again: it recovers the R open releases and drains the queue. The queue depth is
+   polled on the broker (a passive declare: no load on the coordinator) every 20 ms, with the CPU time of the
+   coordinator, the store and RabbitMQ. Rate = replies consumed between 90 % and 10 % of the queue left,
+   divided by that time (steady state; start-up and tail excluded). Every S-th reply of a release moves it
+   to ``running`` (S start commands and an announcement are published): that is part of aggregating.
+5. Store commands per reply come from a PyMongo command listener in the coordinator process
+   (``bench_store_commands_total``) and the coordinator's own ``rc_store_seconds_count{operation}``.
+6. Base: the same number of reply messages pre-loaded into a quorum queue with the same arguments, consumed
+   with the same prefetch (64) and acked, by bare aio-pika in this process; same 90 %-10 % window.
+
+Target: >= 5,000 replies/s, or >= 0.8 x bare consume + ack, whichever is lower.
+
+    python -m bench.throughput [--services 10] [--releases 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage
+
+from bench._common import (
+    RESULTS,
+    Children,
+    admin_client,
+    amqp_message,
+    amqp_url,
+    cpu_seconds,
+    create_release,
+    declare_topology,
+    delete_namespace,
+    host_command,
+    last_line,
+    machine_info,
+    new_namespace,
+    new_release_id,
+    queue_depth,
+    rabbitmq_pid,
+    rabbitmq_version,
+    ratio,
+    register_services,
+    rss_kib,
+    say,
+    service_names,
+    start_coordinator,
+    start_hosts,
+    start_store,
+    store_figures,
+    summarize_profiles,
+    write_results,
+)
+from bench._common import (
+    connect_store as _connect_store,
+)
+from bench._common import (
+    now as _now,
+)
+from schemas.enums import Action, Outcome
+from schemas.messages import TaskReply, encode
+from schemas.topology import Topology
+
+NAME = "throughput"
+TARGET_RATE = 5000.0
+PREFETCH = 64
+
+
+def window_rate(points: Sequence[tuple[float, float]], total: int) -> tuple[float, float, float]:
+    """(rate, t_start, t_end) from ``(time, consumed)`` points: consumed 10 % -> 90 % of ``total``."""
+    low, high = 0.1 * total, 0.9 * total
+    start = next((p for p in points if p[1] >= low), None)
+    end = next((p for p in points if p[1] >= high), None)
+    if start is None or end is None or end[0] <= start[0]:
+        return 0.0, 0.0, 0.0
+    return (end[1] - start[1]) / (end[0] - start[0]), start[0], end[0]
+
+
+# ---------------------------------------------------------------------- bare consume + ack
+
+
+async def bare_consume(url: str, namespace: str, bodies: Sequence[bytes]) -> dict[str, Any]:
+    """Pre-load ``bodies`` into a quorum queue like the coordinator's, then consume + ack them all."""
+    topology = Topology(namespace)
+    name = f"{namespace}.bare"
+    connection = await aio_pika.connect(url, timeout=30)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        await channel.declare_queue(name, durable=True, arguments=topology.coordinator_queue_arguments())
+        for start in range(0, len(bodies), 500):
+            await asyncio.gather(
+                *(
+                    channel.default_exchange.publish(
+                        amqp_message(body, uuid.uuid4().hex, "reply", None, "guest"),
+                        routing_key=name,
+                        timeout=60,
+                    )
+                    for body in bodies[start : start + 500]
+                )
+            )
+        consumer = await connection.channel()
+        await consumer.set_qos(prefetch_count=PREFETCH)
+        stamps: list[float] = []
+        done = asyncio.Event()
+        total = len(bodies)
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            await message.ack()
+            stamps.append(time.perf_counter())
+            if len(stamps) == total:
+                done.set()
+
+        bare_queue = await consumer.get_queue(name, ensure=False)
+        tag = await bare_queue.consume(on_message)
+        await asyncio.wait_for(done.wait(), 300)
+        await bare_queue.cancel(tag)
+        await channel.queue_delete(name, if_unused=False, if_empty=False)
+    finally:
+        await connection.close()
+    points = [(t, float(i + 1)) for i, t in enumerate(stamps)]
+    rate, _, _ = window_rate(points, total)
+    return {
+        "messages": total,
+        "rate_per_s": round(rate, 1),
+        "whole_drain_s": round(stamps[-1] - stamps[0], 3),
+        "whole_drain_rate_per_s": round((total - 1) / (stamps[-1] - stamps[0]), 1),
+    }
+
+
+# ---------------------------------------------------------------------- the coordinator
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    url = amqp_url()
+    namespace = new_namespace("tp")
+    services = service_names(args.services)
+    total = args.services * args.releases
+    version = await rabbitmq_version(url)
+    data: dict[str, Any] = {
+        "benchmark": NAME,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": machine_info(version),
+        "method": {
+            "services": args.services,
+            "releases_in_flight": args.releases,
+            "replies": total,
+            "preloaded": "replies published by the hosts while the coordinator was stopped",
+            "rate_window": "10 % to 90 % of the replies consumed (queue depth polled every 20 ms)",
+            "base": "bare aio-pika consume + ack of as many messages, same queue type and prefetch",
+            "coordinator_prefetch": PREFETCH,
+            "profiled": args.profile,
+        },
+    }
+    say(f"namespace {namespace}: {args.releases} releases x {args.services} services = {total} replies")
+    async with Children() as children, asyncio.timeout(args.time_limit):
+        store_db = None
+        try:
+            store = await start_store(
+                children, profile=args.results_dir / f"{NAME}-store.speedscope.json" if args.profile else None
+            )
+            await declare_topology(url, namespace)
+            hosts = await start_hosts(children, url, namespace, services, args.processes, mode="hold")
+            store_db = _connect_store(store.url, namespace)
+            await register_services(store_db, services)
+            env = {"RC_INITIALIZE_TIMEOUT": "86400", "RC_PREFETCH": str(PREFETCH)}
+            coordinator = await start_coordinator(children, url, store.url, namespace, extra_env=env)
+            client = await admin_client(url, namespace, 120, None)
+            try:
+                created = 0
+                for start in range(0, args.releases, 4):
+                    batch = range(start, min(start + 4, args.releases))
+                    await asyncio.gather(*(create_release(client, f"tp {i}", 120) for i in batch))
+                    created += len(batch)
+                    if created % 100 == 0 or created == args.releases:
+                        say(f"created {created}/{args.releases} releases")
+            finally:
+                await client.close()
+            deadline = time.monotonic() + 120
+            while (held := await host_command(hosts, "count", "HELD", 30)) < total:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the hosts hold {held} of {total} initialize commands")
+                await asyncio.sleep(0.5)
+            await children.stop(coordinator.child)
+            say("coordinator stopped; the hosts publish every reply")
+            answered = await host_command(hosts, "answer", "ANSWERED", 300)
+            connection = await aio_pika.connect(url, timeout=30)
+            try:
+                channel = await connection.channel()
+                replies_queue = Topology(namespace).replies_queue
+                depth = await queue_depth(channel, replies_queue)
+                say(f"{answered} replies published, {depth} in the reply queue; starting the coordinator")
+                points: list[tuple[float, float, float, float, float]] = []
+                pids = {"store": store.pid, "rabbitmq": rabbitmq_pid(url)}
+                stop_polling = asyncio.Event()
+                coordinator_pid: list[int] = []
+
+                async def poll() -> None:
+                    while not stop_polling.is_set():
+                        left = await queue_depth(channel, replies_queue)
+                        points.append(
+                            (
+                                time.perf_counter(),
+                                float(depth - left),
+                                cpu_seconds(coordinator_pid[0]) if coordinator_pid else 0.0,
+                                cpu_seconds(pids["store"]) if pids["store"] else 0.0,
+                                cpu_seconds(pids["rabbitmq"]) if pids["rabbitmq"] else 0.0,
+                            )
+                        )
+                        if left == 0:
+                            return
+                        await asyncio.sleep(0.02)
+
+                poller = asyncio.create_task(poll())
+                coordinator = await start_coordinator(
+                    children,
+                    url,
+                    store.url,
+                    namespace,
+                    extra_env=env,
+                    count_store_commands=True,
+                    profile=args.results_dir / f"{NAME}-coordinator.speedscope.json"
+                    if args.profile
+                    else None,
+                )
+                coordinator_pid.append(coordinator.pid)
+                last_progress = time.monotonic()
+                while not poller.done():
+                    await asyncio.sleep(1)
+                    if points and time.monotonic() - last_progress >= 5:
+                        last_progress = time.monotonic()
+                        say(f"coordinator consumed {int(points[-1][1])}/{depth}")
+                await poller
+                stop_polling.set()
+            finally:
+                await connection.close()
+            deadline = time.monotonic() + 60
+            metrics = await coordinator.scrape()
+            while metrics.value("rc_messages_total", kind="reply") < total and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+                metrics = await coordinator.scrape()
+            applied = int(metrics.value("rc_messages_total", kind="reply", verdict="applied"))
+            rate, t_start, t_end = window_rate([(p[0], p[1]) for p in points], depth)
+            window = [p for p in points if t_start <= p[0] <= t_end]
+            cpu: dict[str, float] = {}
+            if len(window) >= 2 and rate:
+                consumed = window[-1][1] - window[0][1]
+                for index, name in ((2, "coordinator"), (3, "store"), (4, "rabbitmq")):
+                    cpu[name] = round((window[-1][index] - window[0][index]) / consumed * 1000, 3)
+            data["coordinator"] = {
+                "replies": depth,
+                "applied": applied,
+                "rate_per_s": round(rate, 1),
+                "window_s": round(t_end - t_start, 3),
+                "cpu_ms_per_reply": cpu,
+                "store": store_figures(metrics, depth),
+                "coordinator_rss_kib": rss_kib(coordinator.pid),
+            }
+            say(f"coordinator: {rate:.1f} replies/s (cpu ms per reply {cpu})")
+            await children.stop(coordinator.child)
+            for host in hosts:
+                await children.stop(host)
+
+            say(f"bare consume + ack of {depth} messages")
+            reply = TaskReply(
+                message_id=uuid.uuid4().hex,
+                sent_at=_now(),
+                release_id=new_release_id(),
+                service=services[0],
+                in_reply_to=uuid.uuid4().hex,
+                action=Action.INITIALIZE,
+                outcome=Outcome.ACCEPTED,
+                instance_id="bench",
+                sdk_version="bench",
+            )
+            bare = await bare_consume(url, namespace, [encode(reply)] * depth)
+            data["bare"] = bare
+            say(f"bare consume + ack: {bare['rate_per_s']:.1f} messages/s")
+            target = min(TARGET_RATE, 0.8 * bare["rate_per_s"])
+            data["target_per_s"] = round(target, 1)
+            data["ratio"] = ratio(rate, bare["rate_per_s"])
+            data["meets_target"] = rate >= target
+            if store.child is not None:
+                await children.stop(store.child)
+        finally:
+            if store_db is not None:
+                await store_db.close()
+            try:
+                await delete_namespace(url, namespace, services, [f"{namespace}.bare"])
+            except Exception as error:
+                say(f"could not delete the namespace's queues: {error!r}")
+    return data
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--services", type=int, default=10, help="services per release (default 10)")
+    parser.add_argument("--releases", type=int, default=300, help="releases in flight (default 300)")
+    parser.add_argument("--processes", type=int, default=2, help="host processes")
+    parser.add_argument("--time-limit", type=float, default=1200.0, help="seconds the whole run may take")
+    parser.add_argument("--profile", action="store_true", help="run the draining coordinator under py-spy")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS, help="where the JSON goes")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    data = asyncio.run(run(args))
+    if args.profile:
+        data["profiles"] = summarize_profiles(args.results_dir, NAME)
+    path = write_results(NAME, data, args.results_dir)
+    coordinator, bare = data["coordinator"], data["bare"]
+    print(
+        f"coordinator: {coordinator['rate_per_s']:.1f} replies/s; "
+        f"bare consume+ack: {bare['rate_per_s']:.1f} msg/s"
+    )
+    print(f"store writes per reply: {coordinator['store'].get('writes_per_reply')}")
+    print(f"target: {data['target_per_s']:.1f} replies/s -> {'met' if data['meets_target'] else 'NOT met'}")
+    print(f"figures written to {path.name} in {args.results_dir.name}/")
+    print(last_line("throughput", coordinator["rate_per_s"], "replies/s", data["ratio"]))
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Smoke runs of the benchmarks: tiny sizes, proving each script runs end to end, writes its JSON and ends
+with the ``NAME: value unit (ratio X)`` line. No timing is asserted (figures on a shared machine mean nothing
+at this size). Needs the real broker (like the other integration tests); the scripts start their own store
+and coordinator processes."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+
+from bench import overhead, scale, throughput
+
+LAST_LINE = re.compile(r"^[a-z0-9_]+: [-+0-9.e]+ \S+ \(ratio [-+0-9.einf]+\)$")
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def run_main(
+    main: Callable[[Sequence[str] | None], int], argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> str:
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines, "the script printed nothing"
+    assert LAST_LINE.match(lines[-1]), lines[-1]
+    return lines[-1]
+
+
+def load(directory: Path, name: str) -> dict[str, object]:
+    data = json.loads((directory / f"{name}.json").read_text())
+    assert isinstance(data, dict)
+    assert data["benchmark"] == name
+    return data
+
+
+def test_overhead(amqp_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    line = run_main(
+        overhead.main,
+        [
+            "--n",
+            "3",
+            "--releases",
+            "1",
+            "--floor-rounds",
+            "1",
+            "--warmup",
+            "0",
+            "--results-dir",
+            str(tmp_path),
+        ],
+        capsys,
+    )
+    assert line.startswith("overhead_n3: ")
+    data = load(tmp_path, "overhead")
+    results = data["results"]
+    assert isinstance(results, list)
+    [result] = results
+    assert result["n"] == 3
+    assert result["replies"] == 9
+    assert result["floor_ms_per_step"]["count"] == 3
+    assert result["coordinator_ms_per_step"]["count"] == 1
+    assert result["ratio"] > 0
+
+
+def test_throughput(amqp_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    line = run_main(
+        throughput.main, ["--services", "10", "--releases", "20", "--results-dir", str(tmp_path)], capsys
+    )
+    assert line.startswith("throughput: ")
+    data = load(tmp_path, "throughput")
+    coordinator = data["coordinator"]
+    assert isinstance(coordinator, dict)
+    assert coordinator["replies"] == 200
+    assert coordinator["applied"] == 200
+    assert coordinator["store"]["writes_per_reply"] > 0
+    bare = data["bare"]
+    assert isinstance(bare, dict)
+    assert bare["messages"] == 200
+
+
+def test_scale(amqp_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    line = run_main(
+        scale.main,
+        [
+            "--releases",
+            "100",
+            "--small",
+            "10",
+            "--calls",
+            "5",
+            "--memory-first",
+            "2",
+            "--memory-releases",
+            "4",
+            "--results-dir",
+            str(tmp_path),
+        ],
+        capsys,
+    )
+    assert line.startswith("scale_list_p95: ")
+    data = load(tmp_path, "scale")
+    latency = data["latency"]
+    assert isinstance(latency, dict)
+    assert latency["large"]["stored"] == 100
+    assert latency["large"]["list_ms"]["count"] == 5
+    memory = data["memory"]
+    assert isinstance(memory, dict)
+    assert memory["releases"] == 4
