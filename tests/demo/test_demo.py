@@ -7,6 +7,7 @@ those groups (which also covers what the children started, such as the embedded 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -14,10 +15,13 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from tests._harness import delete_namespace
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "scripts" / "demo.py"
@@ -30,12 +34,13 @@ class Demo:
     """One run of the demo, its output in a file, its logs and ``pids.json`` under ``log_dir``."""
 
     def __init__(self, amqp_url: str, tmp_path: Path, **env: str) -> None:
+        self.namespace = f"demo-{uuid.uuid4().hex[:8]}"
         self.log_dir = tmp_path / "logs"
         self.output = tmp_path / "output.txt"
         base = {k: v for k, v in os.environ.items() if not OWN.match(k) and not INJECTED.match(k)}
         with open(self.output, "wb") as sink:
             self.process = subprocess.Popen(
-                [sys.executable, str(DEMO), "--log-dir", str(self.log_dir)],
+                [sys.executable, str(DEMO), "--log-dir", str(self.log_dir), "--namespace", self.namespace],
                 cwd=ROOT,
                 env=base | {"RC_AMQP_URL": amqp_url, "COLUMNS": "120"} | env,
                 stdin=subprocess.DEVNULL,
@@ -111,6 +116,8 @@ def start_demo(amqp_url: str, tmp_path: Path) -> Iterator[Callable[..., Demo]]:
                 except ProcessLookupError:
                     break
                 time.sleep(0.5)
+        # A demo killed with SIGKILL cannot delete its queues: do it for it.
+        asyncio.run(delete_namespace(amqp_url, demo.namespace))
 
 
 def test_the_demo_publishes_a_release_and_stops_everything(start_demo: Callable[..., Demo]) -> None:
