@@ -12,7 +12,7 @@ standby replica that keeps trying to declare it takes over.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import unquote, urlparse
 
@@ -126,18 +126,24 @@ class Broker:
         )
         await queue.bind(t.commands_exchange, routing_key=t.task_binding(service))
 
-    async def consumer_count(self, service: str) -> int | None:
-        """Consumers on the service's queue (None if the queue does not exist)."""
+    async def consumer_counts(self, services: Sequence[str]) -> dict[str, int | None]:
+        """Consumers on each service's queue (None if the queue does not exist), over one channel."""
+        counts: dict[str, int | None] = {}
         channel = await self.connection.channel()
         try:
-            queue = await channel.declare_queue(self.topology.task_queue(service), passive=True)
-            result = queue.declaration_result
-            return int(result.consumer_count or 0)
-        except ChannelNotFoundEntity:
-            return None
+            for service in services:
+                if channel.is_closed:  # a missing queue closes the channel
+                    channel = await self.connection.channel()
+                try:
+                    queue = await channel.declare_queue(self.topology.task_queue(service), passive=True)
+                except ChannelNotFoundEntity:
+                    counts[service] = None
+                    continue
+                counts[service] = int(queue.declaration_result.consumer_count or 0)
         finally:
             if not channel.is_closed:
                 await channel.close()
+        return counts
 
     async def consume(self, queue_name: str, handler: Handler) -> AbstractQueue:
         channel = await self.connection.channel()

@@ -13,7 +13,8 @@ import contextlib
 import secrets
 import string
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import structlog
@@ -21,6 +22,7 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from coordinator import metrics
 from coordinator.admission import admit_reply
+from coordinator.batches import KeyedBatcher
 from coordinator.broker import Broker, NotLeader, masked
 from coordinator.machine import (
     OPERATOR_EVENTS,
@@ -140,6 +142,13 @@ class Coordinator:
         self._publish_lock = asyncio.Lock()
         self._deadlines: dict[str, datetime] = {}
         self._undelivered: dict[str, int] = {}
+        #: Open releases as last stored by this coordinator, the only writer while it leads. A
+        #: compare-and-set that finds the store moved on drops the entry, so a stale copy costs a
+        #: retry, never a wrong write.
+        self._cache: dict[str, docs.Release] = {}
+        self._replies: KeyedBatcher[TaskReply | Progress, Decision | _DeadLetter] = KeyedBatcher(
+            self._apply_replies
+        )
         self.active = asyncio.Event()
 
     # ================================================================== running
@@ -186,6 +195,7 @@ class Coordinator:
 
     async def _lead(self, broker: Broker, stop: asyncio.Event) -> None:
         self.broker = broker
+        self._cache.clear()  # another coordinator may have led since this one last did
         await broker.declare_topology()
         for service in await self.store.required_services():
             await broker.declare_task_queue(service)
@@ -206,16 +216,15 @@ class Coordinator:
             for task in (sweeper, lost, stopped):
                 task.cancel()
             await asyncio.gather(sweeper, lost, stopped, return_exceptions=True)
+            await self._replies.close()
 
     async def _recover(self) -> None:
         """Replay what a previous run stored but may not have sent, and re-arm deadlines."""
         self._deadlines.clear()
         replayed = 0
         async for release in self.store.open_releases():
-            await self.store.flush_journal(release)
-            if release.outbox:
-                replayed += len(release.outbox)
-                await self._deliver(release)
+            replayed += len(release.outbox)
+            await self._deliver(release)
             self._arm(release)
             if release.state is ReleaseState.WAITING:
                 await self._begin(release.id)
@@ -234,36 +243,68 @@ class Coordinator:
             if deadline <= now:
                 await self._apply(release_id, DeadlineCheck(now))
         for release_id in list(self._undelivered):
-            release = await self.store.get(release_id)
-            if release is not None:
-                async with self.locks.hold(release_id):
+            async with self.locks.hold(release_id):
+                release = await self._load(release_id)
+                if release is not None:
                     await self._deliver(release)
 
     # ================================================================== the core step
 
     async def _apply(self, release_id: str, event: Event, *, actor: str = "coordinator") -> Decision | None:
-        """Decide and store one event for one release (retrying lost races), then deliver."""
+        """Decide and store one event for one release, then deliver what it caused."""
+        decisions = await self._apply_all(release_id, [(event, actor)])
+        return None if decisions is None else decisions[0]
+
+    async def _apply_all(self, release_id: str, inputs: Sequence[tuple[Event, str]]) -> list[Decision] | None:
+        """Decide events for one release in order, store them all with one compare-and-set (re-reading
+        and deciding again after a lost race), then deliver what they caused. None: unknown release."""
         async with self.locks.hold(release_id):
             for _ in range(_CAS_ATTEMPTS):
-                release = await self.store.get(release_id)
+                release = await self._load(release_id)
                 if release is None:
                     return None
-                event = await self._refresh(event)
-                decision = decide(release, event, self.settings.timeouts, self.topology)
-                if not decision.applied:
-                    return decision
-                stored = _with_journal(release, decision, event, actor)
+                fold = await self._fold(release, inputs)
+                if not fold.steps:
+                    return fold.decisions
                 try:
-                    await self.store.compare_and_set(release, stored)
-                except StaleRevision:
+                    await self.store.compare_and_set(release, fold.release)
+                except (StaleRevision, VersionTaken):  # VersionTaken: re-read the highest final version
+                    self._cache.pop(release_id, None)
                     continue
-                except VersionTaken:
-                    continue  # another release took that final version: re-read the highest
-                self._observe(release, stored, decision, event)
-                await self._deliver(stored)
-                await self.store.flush_journal(stored)
-                return Decision(decision.verdict, stored, decision.reason, decision.messages)
+                self._cache[release_id] = fold.release
+                for step in fold.steps:
+                    self._observe(*step)
+                await self._deliver(fold.release)
+                return fold.decisions
         raise RuntimeError(f"{release_id}: gave up after {_CAS_ATTEMPTS} lost races")
+
+    async def _fold(self, release: docs.Release, inputs: Sequence[tuple[Event, str]]) -> _Fold:
+        """Run the pure state machine over the events, each seeing the result of the one before."""
+        fold = _Fold(release)
+        for event, actor in inputs:
+            event = await self._refresh(event)
+            decision = decide(fold.release, event, self.settings.timeouts, self.topology)
+            if decision.applied:
+                stored = _with_journal(fold.release, decision, event, actor)
+                fold.steps.append((fold.release, stored, decision, event))
+                fold.release = stored
+                decision = Decision(decision.verdict, stored, decision.reason, decision.messages)
+            fold.decisions.append(decision)
+        return fold
+
+    async def _load(self, release_id: str) -> docs.Release | None:
+        """The release as stored, from the cache when this coordinator wrote it last. Under its lock."""
+        cached = self._cache.get(release_id)
+        if cached is not None:
+            return cached
+        release = await self.store.get(release_id)
+        if release is not None:
+            self._cache[release_id] = release
+        return release
+
+    async def _peek(self, release_id: str) -> docs.Release | None:
+        """The release for reading fields that do not change (its services), without its lock."""
+        return self._cache.get(release_id) or await self.store.get(release_id)
 
     async def _refresh(self, event: Event) -> Event:
         """Operator publish needs the highest final version as of now, read on every attempt."""
@@ -272,26 +313,36 @@ class Coordinator:
         return event
 
     async def _deliver(self, release: docs.Release) -> None:
-        """Publish the outbox with confirms; keep what the broker did not confirm for later."""
-        if not release.outbox or self.broker is None:
-            self._count_undelivered(release.id, len(release.outbox))
-            return
+        """Publish the outbox with confirms and copy the journal into the audit trail, then drop both
+        from the stored release in one update. What the broker did not confirm stays for later."""
+        confirmed = await self._publish_outbox(release) if release.outbox else []
+        await self.store.record(release.journal)
+        await self.store.settle(release, confirmed, [e.id for e in release.journal])
+        left = tuple(e for e in release.outbox if e.message_id not in set(confirmed))
+        self._count_undelivered(release.id, len(left))
+        if release.state.is_terminal and not left:
+            self._cache.pop(release.id, None)  # nothing more will happen to it
+        elif self._cache.get(release.id) is release:
+            self._cache[release.id] = release.model_copy(update={"outbox": left, "journal": ()})
+
+    async def _publish_outbox(self, release: docs.Release) -> list[str]:
+        """The message ids the broker confirmed."""
+        if self.broker is None:
+            return []
         broker = self.broker
         results = await asyncio.gather(
             *(broker.publish_entry(entry, release.id) for entry in release.outbox), return_exceptions=True
         )
-        confirmed = [e.message_id for e, r in zip(release.outbox, results, strict=True) if r is None]
-        failed = [(e, r) for e, r in zip(release.outbox, results, strict=True) if r is not None]
-        for entry, error in failed:
-            metrics.PUBLISH_FAILURES.inc()
-            log.warning(
-                "publication not confirmed; will retry",
-                release_id=release.id,
-                message_id=entry.message_id,
-                error=repr(error),
-            )
-        await self.store.delivered(release.id, confirmed)
-        self._count_undelivered(release.id, len(failed))
+        for entry, error in zip(release.outbox, results, strict=True):
+            if error is not None:
+                metrics.PUBLISH_FAILURES.inc()
+                log.warning(
+                    "publication not confirmed; will retry",
+                    release_id=release.id,
+                    message_id=entry.message_id,
+                    error=repr(error),
+                )
+        return [e.message_id for e, r in zip(release.outbox, results, strict=True) if r is None]
 
     def _count_undelivered(self, release_id: str, count: int) -> None:
         if count:
@@ -361,29 +412,43 @@ class Coordinator:
             metrics.MESSAGES.labels("heartbeat", "applied").inc()
             await incoming.ack()
             return
-        release = await self.store.get(message.release_id)
-        if release is None:
-            await self._dead_letter(incoming, f"unknown release {message.release_id}", None)
+        outcome = await self._replies.submit(message.release_id, message)
+        if isinstance(outcome, _DeadLetter):
+            await self._dead_letter(incoming, outcome.reason, outcome.release_id)
             return
-        if message.service not in release.tasks:
-            reason = f"{message.service} is not in the service snapshot of {release.id}"
-            await self._dead_letter(incoming, reason, release.id)
-            return
-        now = self.clock()
-        event: Event = (
-            ReplyReceived(message, now) if isinstance(message, TaskReply) else ProgressReceived(message, now)
+        await self._settle(incoming, message, outcome)
+
+    async def _apply_replies(
+        self, release_id: str, messages: Sequence[TaskReply | Progress]
+    ) -> list[Decision | _DeadLetter]:
+        """Apply the replies and progress waiting for one release together (one store update).
+
+        Each gets its decision, or why it must be dead-lettered.
+        """
+        unknown: list[Decision | _DeadLetter] = [_DeadLetter(f"unknown release {release_id}", None)] * len(
+            messages
         )
-        decision = await self._apply(release.id, event, actor=message.service)
-        await self._settle(incoming, message, decision)
+        release = await self._peek(release_id)
+        if release is None:
+            return unknown
+        now = self.clock()
+        events = [(_event_of(m, now), m.service) for m in messages if m.service in release.tasks]
+        decided = await self._apply_all(release_id, events)
+        if decided is None:
+            return unknown
+        decisions = iter(decided)
+        return [
+            next(decisions)
+            if m.service in release.tasks
+            else _DeadLetter(f"{m.service} is not in the service snapshot of {release_id}", release_id)
+            for m in messages
+        ]
 
     async def _settle(
-        self, incoming: AbstractIncomingMessage, message: TaskReply | Progress, decision: Decision | None
+        self, incoming: AbstractIncomingMessage, message: TaskReply | Progress, decision: Decision
     ) -> None:
         """Ack what was applied or is a harmless duplicate; dead-letter what is out of order."""
         kind = message.kind.value
-        if decision is None:
-            await self._dead_letter(incoming, f"unknown release {message.release_id}", None)
-            return
         metrics.MESSAGES.labels(kind, decision.verdict.value).inc()
         if decision.applied:
             await incoming.ack()
@@ -419,7 +484,7 @@ class Coordinator:
             return
         verdict = HealthVerdict(now, {beat.service: beat.detail or "the service reports itself unhealthy"})
         for release_id in list(self._deadlines):
-            release = await self.store.get(release_id)
+            release = await self._peek(release_id)
             if release and release.state is ReleaseState.INITIALIZING and beat.service in release.tasks:
                 await self._apply(release_id, verdict, actor=beat.service)
 
@@ -597,7 +662,7 @@ class Coordinator:
         return await self._show(release_id, events)
 
     async def _show(self, release_id: str, events: int) -> ReleaseResult:
-        release = await self.store.get(release_id)
+        release = await self._peek(release_id)
         if release is None:
             raise Refused(f"unknown release {release_id}")
         recent = await self.store.events_of(release_id, events) if events else []
@@ -751,12 +816,12 @@ class Coordinator:
                 await self.store.insert_release(release)
             except VersionTaken:
                 continue
-            await self.store.flush_journal(release)
+            self._cache[release.id] = release  # its "created" event is recorded with the first step's
             return release
         raise Refused("could not assign a version: too many concurrent creations, try again")
 
     async def _begin(self, release_id: str) -> None:
-        release = await self.store.get(release_id)
+        release = await self._peek(release_id)
         if release is None:
             return
         unhealthy = await self._unhealthy(list(release.tasks))
@@ -767,10 +832,11 @@ class Coordinator:
         assert self.broker is not None
         verdicts: dict[str, str] = {}
         now = self.clock()
+        consumers = await self.broker.consumer_counts(services)
+        records = await self.store.services_named(services)
         for service in services:
-            consumers = await self.broker.consumer_count(service)
-            record = await self.store.service(service)
-            if not consumers:
+            record = records.get(service)
+            if not consumers[service]:
                 verdicts[service] = "no consumer on its queue"
             elif record is None or record.last_heartbeat_at is None:
                 verdicts[service] = "never sent a heartbeat"
@@ -801,6 +867,25 @@ def _with_journal(release: docs.Release, decision: Decision, event: Event, actor
         actor=actor,
     )
     return after.model_copy(update={"journal": (*after.journal, entry)})
+
+
+@dataclass(frozen=True)
+class _DeadLetter:
+    reason: str
+    release_id: str | None
+
+
+@dataclass
+class _Fold:
+    """Events decided in a row: the decisions, and (before, after, decision, event) per applied one."""
+
+    release: docs.Release
+    decisions: list[Decision] = field(default_factory=list)
+    steps: list[tuple[docs.Release, docs.Release, Decision, Event]] = field(default_factory=list)
+
+
+def _event_of(message: TaskReply | Progress, now: datetime) -> Event:
+    return ReplyReceived(message, now) if isinstance(message, TaskReply) else ProgressReceived(message, now)
 
 
 def _kind_of(event: Event) -> EventKind:

@@ -156,15 +156,13 @@ class Store:
     async def compare_and_set(self, before: Release, after: Release) -> None:
         """Store ``after`` if the stored release is still ``before``; else raise StaleRevision.
 
-        Outbox and journal entries new in ``after`` are pushed; entries already delivered
-        (pulled concurrently) stay removed.
+        Only the fields that differ are written (``tasks.<service>`` one by one), so the update stays
+        small however many services a release has. Outbox and journal entries new in ``after`` are
+        pushed; entries already delivered (pulled concurrently) stay removed.
         """
         new_outbox = after.outbox[len(before.outbox) :]
         new_journal = after.journal[len(before.journal) :]
-        fields = _to_doc(after)
-        for name in ("_id", "outbox", "journal"):
-            fields.pop(name)
-        update: Doc = {"$set": fields}
+        update: Doc = {"$set": changed_fields(_to_doc(before), _to_doc(after))}
         pushes: Doc = {}
         if new_outbox:
             pushes["outbox"] = {"$each": [e.model_dump(mode="python") for e in new_outbox]}
@@ -172,6 +170,7 @@ class Store:
             pushes["journal"] = {"$each": [e.model_dump(mode="python") for e in new_journal]}
         if pushes:
             update["$push"] = pushes
+            update["$set"]["open"] = True  # something to deliver: recovery must look at it
         guard = {"_id": before.id, "state": before.state.value, "revision": before.revision}
         try:
             result = await _timed("compare_and_set", self.releases.update_one(guard, update))
@@ -181,25 +180,18 @@ class Store:
             metrics.STORE_CONFLICTS.inc()
             raise StaleRevision(f"{before.id} is no longer {before.state} at revision {before.revision}")
 
-    async def delivered(self, release_id: str, message_ids: Sequence[str]) -> None:
-        """Remove confirmed messages from the outbox; close the release once nothing is left."""
-        if message_ids:
-            await _timed(
-                "outbox_pull",
-                self.releases.update_one(
-                    {"_id": release_id}, {"$pull": {"outbox": {"message_id": {"$in": list(message_ids)}}}}
-                ),
-            )
-        await self._close_if_settled(release_id)
-
-    async def flush_journal(self, release: Release) -> None:
-        """Copy journal events into ``events`` (idempotent by event id), then drop them from the release."""
-        if not release.journal:
-            return
-        await self.record(release.journal)
-        ids = [e.id for e in release.journal]
-        await self.releases.update_one({"_id": release.id}, {"$pull": {"journal": {"id": {"$in": ids}}}})
-        await self._close_if_settled(release.id)
+    async def settle(self, release: Release, delivered: Sequence[str], recorded: Sequence[str]) -> None:
+        """Drop the confirmed messages and the recorded journal events of ``release`` in one update;
+        close a terminal release once nothing is left to deliver."""
+        pulls: Doc = {}
+        if delivered:
+            pulls["outbox"] = {"message_id": {"$in": list(delivered)}}
+        if recorded:
+            pulls["journal"] = {"id": {"$in": list(recorded)}}
+        if pulls:
+            await _timed("settle", self.releases.update_one({"_id": release.id}, {"$pull": pulls}))
+        if release.state.is_terminal and len(delivered) == len(release.outbox):
+            await self._close_if_settled(release.id)
 
     async def _close_if_settled(self, release_id: str) -> None:
         await self.releases.update_one(
@@ -385,6 +377,11 @@ class Store:
         doc = await self.services.find_one({"_id": name})
         return None if doc is None else _service_from_doc(doc)
 
+    async def services_named(self, names: Sequence[str]) -> dict[str, ServiceRecord]:
+        """The registered services among ``names``, in one query."""
+        found = await self.services.find({"_id": {"$in": list(names)}}).to_list()
+        return {record.name: record for record in map(_service_from_doc, found)}
+
     async def all_services(self) -> list[ServiceRecord]:
         docs = await self.services.find({}, sort=[("_id", ASCENDING)]).to_list()
         return [_service_from_doc(d) for d in docs]
@@ -480,6 +477,36 @@ def decode_study_cursor(cursor: str) -> tuple[int, str]:
     return int(seq), study
 
 
+def changed_fields(before: Doc, after: Doc) -> Doc:
+    """The ``$set`` that turns document ``before`` into ``after`` (outbox and journal aside).
+
+    A field that is a mapping in both (``tasks``, ``entered``) is set key by key, so a reply that
+    changes one task writes that task only. Keys that MongoDB would read as paths are never split.
+    """
+    changes: Doc = {}
+    for name, value in after.items():
+        if name in ("_id", "outbox", "journal"):
+            continue
+        old = before.get(name, _MISSING)
+        if old == value:
+            continue
+        if isinstance(value, dict) and isinstance(old, dict) and _splittable(old, value):
+            changes.update({f"{name}.{k}": v for k, v in value.items() if old.get(k, _MISSING) != v})
+        else:
+            changes[name] = value
+    return changes
+
+
+def _splittable(old: Doc, new: Doc) -> bool:
+    """Key by key only if no key disappears and every key is a plain field name."""
+    return old.keys() <= new.keys() and all(
+        isinstance(k, str) and k and "." not in k and not k.startswith("$") for k in new
+    )
+
+
+_MISSING = object()
+
+
 def _to_doc(release: Release) -> Doc:
     doc = release.model_dump(mode="python")
     doc["_id"] = doc.pop("id")
@@ -548,5 +575,6 @@ __all__ = [
     "StaleRevision",
     "Store",
     "VersionTaken",
+    "changed_fields",
     "connected",
 ]
