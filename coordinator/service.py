@@ -315,8 +315,7 @@ class Coordinator:
     async def _deliver(self, release: docs.Release) -> None:
         """Publish the outbox with confirms and copy the journal into the audit trail, then drop both
         from the stored release in one update. What the broker did not confirm stays for later."""
-        confirmed = await self._publish_outbox(release) if release.outbox else []
-        await self.store.record(release.journal)
+        confirmed, _ = await asyncio.gather(self._publish_outbox(release), self.store.record(release.journal))
         await self.store.settle(release, confirmed, [e.id for e in release.journal])
         left = tuple(e for e in release.outbox if e.message_id not in set(confirmed))
         self._count_undelivered(release.id, len(left))
@@ -327,7 +326,7 @@ class Coordinator:
 
     async def _publish_outbox(self, release: docs.Release) -> list[str]:
         """The message ids the broker confirmed."""
-        if self.broker is None:
+        if self.broker is None or not release.outbox:
             return []
         broker = self.broker
         results = await asyncio.gather(
