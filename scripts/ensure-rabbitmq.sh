@@ -5,10 +5,17 @@
 #
 #   RC_RABBITMQ_STARTUP_TIMEOUT  seconds to wait for the node to boot (default 240)
 #   RC_RABBITMQ_PORT             AMQP port to check (default 5672)
+#   RC_RABBITMQ_FILE_HANDLES     file-handle budget the node needs (default 16000)
+#
+# Why the file-handle budget: RabbitMQ 3.x reserves file handles per queue in its file-handle cache,
+# whose limit comes from the node's `ulimit -n` (often 1024). With a few hundred quorum queues (a
+# benchmark with 300 services, or many test namespaces) the budget runs out and the node stops
+# setting up new connections: clients then hang in the AMQP handshake while old connections work.
 set -euo pipefail
 
 TIMEOUT="${RC_RABBITMQ_STARTUP_TIMEOUT:-240}"
 PORT="${RC_RABBITMQ_PORT:-5672}"
+HANDLES="${RC_RABBITMQ_FILE_HANDLES:-16000}"
 
 say() { printf 'ensure-rabbitmq: %s\n' "$*"; }
 
@@ -51,7 +58,8 @@ start_node() {
     say "rabbitmq-server not found on PATH (Debian/Ubuntu: sudo apt-get install rabbitmq-server)" >&2
     exit 1
   fi
-  rabbitmq-server -detached </dev/null || true
+  # A node started from here gets as many file descriptors as the hard limit allows.
+  (ulimit -n "$(ulimit -Hn)" 2>/dev/null || true; rabbitmq-server -detached </dev/null) || true
   say "waiting up to ${TIMEOUT}s for startup"
   if ! timeout $((TIMEOUT + 30)) rabbitmqctl -q await_startup --timeout "$TIMEOUT" </dev/null >/dev/null 2>&1; then
     say "the node did not start within ${TIMEOUT}s" >&2
@@ -61,12 +69,30 @@ start_node() {
   say "node started"
 }
 
+# The file-handle cache limit of a running node (see the top of this file), raised if too low.
+handle_limit() {
+  timeout 30 rabbitmqctl -q eval 'proplists:get_value(total_limit, file_handle_cache:info([total_limit])).' \
+    </dev/null 2>/dev/null | tr -dc '0-9'
+}
+raise_handle_limit() {
+  local limit
+  limit=$(handle_limit || true)
+  if [ -n "$limit" ] && [ "$limit" -lt "$HANDLES" ]; then
+    say "file-handle budget of the node is ${limit}: raising it to ${HANDLES}"
+    timeout 30 rabbitmqctl -q eval "file_handle_cache:set_limit(${HANDLES})." </dev/null >/dev/null 2>&1 ||
+      say "could not raise the file-handle budget (continuing)"
+  fi
+}
+raise_handle_limit  # first: an exhausted budget also stalls `rabbitmqctl status`
+
 if node_running; then
   say "node already running"
 else
-  say "node not running"
+  say "node not running (or not answering rabbitmqctl status)"
   start_node
 fi
+
+raise_handle_limit
 
 if ! await_amqp 30; then
   say "the node runs but does not answer AMQP on port ${PORT}: restarting its application"
@@ -76,6 +102,7 @@ if ! await_amqp 30; then
     say "still no AMQP answer: stopping the node and starting it again"
     timeout 120 rabbitmqctl -q stop </dev/null >/dev/null 2>&1 || true
     start_node
+    raise_handle_limit
     if ! await_amqp "$TIMEOUT"; then
       say "RabbitMQ does not answer AMQP on port ${PORT}" >&2
       show_log_tail
