@@ -146,6 +146,9 @@ class Coordinator:
         #: compare-and-set that finds the store moved on drops the entry, so a stale copy costs a
         #: retry, never a wrong write.
         self._cache: dict[str, docs.Release] = {}
+        #: Messages confirmed and events recorded that the stored release still lists: the next
+        #: compare-and-set drops them in the same write (or the sweeper, once the release is idle).
+        self._done: dict[str, _Done] = {}
         self._replies: KeyedBatcher[TaskReply | Progress, Decision | _DeadLetter] = KeyedBatcher(
             self._apply_replies
         )
@@ -242,6 +245,7 @@ class Coordinator:
         for release_id, deadline in list(self._deadlines.items()):
             if deadline <= now:
                 await self._apply(release_id, DeadlineCheck(now))
+        await self._settle_idle()
         for release_id in list(self._undelivered):
             async with self.locks.hold(release_id):
                 release = await self._load(release_id)
@@ -267,11 +271,12 @@ class Coordinator:
                 if not fold.steps:
                     return fold.decisions
                 try:
-                    await self.store.compare_and_set(release, fold.release)
+                    await self.store.compare_and_set(release, fold.release, rewrite=release_id in self._done)
                 except (StaleRevision, VersionTaken):  # VersionTaken: re-read the highest final version
                     self._cache.pop(release_id, None)
                     continue
                 self._cache[release_id] = fold.release
+                self._done.pop(release_id, None)
                 for step in fold.steps:
                     self._observe(*step)
                 await self._deliver(fold.release)
@@ -298,8 +303,12 @@ class Coordinator:
         if cached is not None:
             return cached
         release = await self.store.get(release_id)
-        if release is not None:
-            self._cache[release_id] = release
+        if release is None:
+            return None
+        done = self._done.get(release_id)
+        if done is not None:
+            release = done.strip(release)
+        self._cache[release_id] = release
         return release
 
     async def _peek(self, release_id: str) -> docs.Release | None:
@@ -313,16 +322,33 @@ class Coordinator:
         return event
 
     async def _deliver(self, release: docs.Release) -> None:
-        """Publish the outbox with confirms and copy the journal into the audit trail, then drop both
-        from the stored release in one update. What the broker did not confirm stays for later."""
+        """Publish the outbox with confirms and copy the journal into the audit trail. What the broker
+        did not confirm stays for later. A release that ended is cleaned up and closed at once; others
+        keep the done entries in the store until their next write drops them (one write saved)."""
         confirmed, _ = await asyncio.gather(self._publish_outbox(release), self.store.record(release.journal))
-        await self.store.settle(release, confirmed, [e.id for e in release.journal])
-        left = tuple(e for e in release.outbox if e.message_id not in set(confirmed))
-        self._count_undelivered(release.id, len(left))
-        if release.state.is_terminal and not left:
+        done = self._done.setdefault(release.id, _Done())
+        done.add(confirmed, [e.id for e in release.journal], asyncio.get_running_loop().time())
+        left = done.strip(release)
+        self._count_undelivered(release.id, len(left.outbox))
+        if release.state.is_terminal and not left.outbox:
+            await self._clean(release.id, close=True)
             self._cache.pop(release.id, None)  # nothing more will happen to it
         elif self._cache.get(release.id) is release:
-            self._cache[release.id] = release.model_copy(update={"outbox": left, "journal": ()})
+            self._cache[release.id] = left
+
+    async def _clean(self, release_id: str, *, close: bool = False) -> None:
+        """Drop the done entries from the stored release now."""
+        done = self._done.pop(release_id, None)
+        if done is not None:
+            await self.store.settle(release_id, sorted(done.outbox), sorted(done.journal), close=close)
+
+    async def _settle_idle(self, quiet_seconds: float = 0.5) -> None:
+        now = asyncio.get_running_loop().time()
+        for release_id, done in list(self._done.items()):
+            if now - done.at >= quiet_seconds:
+                async with self.locks.hold(release_id):
+                    if self._done.get(release_id) is done:
+                        await self._clean(release_id)
 
     async def _publish_outbox(self, release: docs.Release) -> list[str]:
         """The message ids the broker confirmed."""
@@ -872,6 +898,29 @@ def _with_journal(release: docs.Release, decision: Decision, event: Event, actor
 class _DeadLetter:
     reason: str
     release_id: str | None
+
+
+@dataclass
+class _Done:
+    """Ids of outbox messages confirmed and journal events recorded, and when the last were."""
+
+    outbox: set[str] = field(default_factory=set)
+    journal: set[str] = field(default_factory=set)
+    at: float = 0.0
+
+    def add(self, confirmed: Sequence[str], recorded: Sequence[str], at: float) -> None:
+        self.outbox.update(confirmed)
+        self.journal.update(recorded)
+        self.at = at
+
+    def strip(self, release: docs.Release) -> docs.Release:
+        """The release without what is done: what is still to deliver."""
+        return release.model_copy(
+            update={
+                "outbox": tuple(e for e in release.outbox if e.message_id not in self.outbox),
+                "journal": tuple(e for e in release.journal if e.id not in self.journal),
+            }
+        )
 
 
 @dataclass

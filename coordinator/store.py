@@ -153,23 +153,30 @@ class Store:
         page = [_from_doc(d) for d in docs[:limit]]
         return page, (page[-1].seq if len(docs) > limit else None)
 
-    async def compare_and_set(self, before: Release, after: Release) -> None:
+    async def compare_and_set(self, before: Release, after: Release, *, rewrite: bool = False) -> None:
         """Store ``after`` if the stored release is still ``before``; else raise StaleRevision.
 
         Only the fields that differ are written (``tasks.<service>`` one by one), so the update stays
         small however many services a release has. Outbox and journal entries new in ``after`` are
-        pushed; entries already delivered (pulled concurrently) stay removed.
+        pushed. With ``rewrite``, outbox and journal are set to those of ``after`` instead: the stored
+        ones also list entries already delivered, which ``before`` (and so ``after``) leaves out.
         """
-        new_outbox = after.outbox[len(before.outbox) :]
-        new_journal = after.journal[len(before.journal) :]
         update: Doc = {"$set": changed_fields(_to_doc(before), _to_doc(after))}
-        pushes: Doc = {}
-        if new_outbox:
-            pushes["outbox"] = {"$each": [e.model_dump(mode="python") for e in new_outbox]}
-        if new_journal:
-            pushes["journal"] = {"$each": [e.model_dump(mode="python") for e in new_journal]}
-        if pushes:
-            update["$push"] = pushes
+        if rewrite:
+            update["$set"]["outbox"] = [e.model_dump(mode="python") for e in after.outbox]
+            update["$set"]["journal"] = [e.model_dump(mode="python") for e in after.journal]
+        else:
+            pushes = {
+                name: {"$each": [e.model_dump(mode="python") for e in new]}
+                for name, new in (
+                    ("outbox", after.outbox[len(before.outbox) :]),
+                    ("journal", after.journal[len(before.journal) :]),
+                )
+                if new
+            }
+            if pushes:
+                update["$push"] = pushes
+        if after.outbox or after.journal:
             update["$set"]["open"] = True  # something to deliver: recovery must look at it
         guard = {"_id": before.id, "state": before.state.value, "revision": before.revision}
         try:
@@ -180,18 +187,20 @@ class Store:
             metrics.STORE_CONFLICTS.inc()
             raise StaleRevision(f"{before.id} is no longer {before.state} at revision {before.revision}")
 
-    async def settle(self, release: Release, delivered: Sequence[str], recorded: Sequence[str]) -> None:
-        """Drop the confirmed messages and the recorded journal events of ``release`` in one update;
-        close a terminal release once nothing is left to deliver."""
+    async def settle(
+        self, release_id: str, delivered: Sequence[str], recorded: Sequence[str], *, close: bool = False
+    ) -> None:
+        """Drop delivered messages and recorded journal events from the release in one update; with
+        ``close``, mark an ended release closed once nothing is left in either."""
         pulls: Doc = {}
         if delivered:
             pulls["outbox"] = {"message_id": {"$in": list(delivered)}}
         if recorded:
             pulls["journal"] = {"id": {"$in": list(recorded)}}
         if pulls:
-            await _timed("settle", self.releases.update_one({"_id": release.id}, {"$pull": pulls}))
-        if release.state.is_terminal and len(delivered) == len(release.outbox):
-            await self._close_if_settled(release.id)
+            await _timed("settle", self.releases.update_one({"_id": release_id}, {"$pull": pulls}))
+        if close:
+            await self._close_if_settled(release_id)
 
     async def _close_if_settled(self, release_id: str) -> None:
         await self.releases.update_one(

@@ -111,6 +111,18 @@ async def services(
         await service.stop()
 
 
+async def wait_until(
+    store: Store, release_id: str, condition: Callable[[Release], bool], within: float = 15
+) -> Release:
+    """Poll the store until the release meets ``condition``."""
+    deadline = asyncio.get_running_loop().time() + within
+    while (release := await store.get(release_id)) is None or not condition(release):
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{release_id} never met the condition: {release}")
+        await asyncio.sleep(0.05)
+    return release
+
+
 async def wait_for_state(store: Store, release_id: str, *states: ReleaseState, within: float = 15) -> Release:
     """Poll the store until the release is in one of ``states``."""
     deadline = asyncio.get_running_loop().time() + within
