@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -84,7 +86,7 @@ class Settings:
 
         return cls(
             amqp_url=get("RC_AMQP_URL"),
-            amqp_ca_file=get("RC_AMQP_CA_FILE") or None,
+            amqp_ca_file=_ca_file(get("RC_AMQP_CA_FILE")),
             mongodb_url=get("RC_MONGODB_URL") or None,
             mongodb_database=get("RC_MONGODB_DATABASE") or None,
             namespace=get("RC_NAMESPACE"),
@@ -107,4 +109,19 @@ class Settings:
         if not self.amqp_ca_file or not self.amqp_url.startswith("amqps://"):
             return self.amqp_url
         joiner = "&" if "?" in self.amqp_url else "?"
-        return f"{self.amqp_url}{joiner}cafile={self.amqp_ca_file}"
+        # Quoted: aio-pika reads the query with yarl, which cuts a path at '&' or '#' and makes '+' a space.
+        return f"{self.amqp_url}{joiner}cafile={urllib.parse.quote(self.amqp_ca_file, safe='/')}"
+
+
+def _ca_file(value: str) -> str | None:
+    """``RC_AMQP_CA_FILE`` checked now: a missing or unreadable bundle is a clear error at start-up, not a
+    connection failure retried forever."""
+    if not value:
+        return None
+    try:
+        ssl.create_default_context(cafile=value)
+    except FileNotFoundError:
+        raise ValueError(f"RC_AMQP_CA_FILE {value!r} does not exist") from None
+    except (OSError, ssl.SSLError) as error:
+        raise ValueError(f"RC_AMQP_CA_FILE {value!r} is not a readable PEM CA bundle: {error}") from None
+    return value
