@@ -21,6 +21,28 @@ A team writes a :class:`TaskHandler` and runs it::
 
     run(SearchIndex())        # or, from a shell: rc-task mypackage.module:SearchIndex
 
+Health
+------
+Override ``health()`` to say whether the service's own dependencies are usable; its answer goes
+into every heartbeat (``healthy``, ``detail``), and the coordinator refuses to start a release on
+an unhealthy service. It may be ``async def`` or plain ``def`` (run in a worker thread); an
+exception, or no answer within half the heartbeat period, counts as unhealthy::
+
+    from task_sdk import HealthStatus
+
+    class SearchIndex(TaskHandler):
+        ...
+        async def health(self):
+            if not await cluster.ping():
+                return HealthStatus(False, "search cluster unreachable")
+            return HealthStatus(True)
+
+Embedding
+---------
+``await serve(handler, settings, stop=event)`` runs the service inside an existing asyncio
+program until ``event`` is set (or the task is cancelled), without touching signal handlers; the
+connection is closed however it ends.
+
 The SDK owns the connection, the topology, command validation, replies, heartbeats, progress
 keepalives, idempotency (a replayed command is answered, not re-run), graceful shutdown on
 SIGTERM/SIGINT, and keeping blocking code off the event loop. Settings come from ``RC_*``
@@ -65,7 +87,8 @@ Testing
         assert result.outcomes == ["accepted", "staged", "published"]
 """
 
-from task_sdk._handler import Reject, StepResult, TaskHandler
+from schemas.messages import ReleaseInfo
+from task_sdk._handler import HealthResult, HealthStatus, Reject, StepResult, TaskHandler
 from task_sdk._progress import ProgressReporter, StepCancelled
 from task_sdk._runner import Runner
 from task_sdk._service import run, serve
@@ -77,10 +100,13 @@ __version__ = SDK_VERSION
 
 __all__ = [
     "SDK_VERSION",
+    "HealthResult",
+    "HealthStatus",
     "MemoryOutcomeStore",
     "OutcomeStore",
     "ProgressReporter",
     "Reject",
+    "ReleaseInfo",
     "Runner",
     "Settings",
     "SqliteOutcomeStore",

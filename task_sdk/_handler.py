@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 from schemas.messages import ReleaseInfo
 from schemas.topology import check_service_name
@@ -15,6 +15,22 @@ from task_sdk._progress import ProgressReporter
 StepResult = Awaitable[None] | None
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class HealthStatus(NamedTuple):
+    """What :meth:`TaskHandler.health` returns: whether the service can do its work, and why not.
+
+    ``detail`` (at most 4000 characters are sent) is shown to operators; it may also be given when
+    healthy (``HealthStatus(True, "3 index nodes up")``).
+    """
+
+    healthy: bool
+    detail: str | None = None
+
+
+#: What :meth:`TaskHandler.health` may return: a :class:`HealthStatus`, a ``(healthy, detail)``
+#: tuple, or just a ``bool``.
+HealthResult = HealthStatus | tuple[bool, str | None] | bool
 
 
 class Reject(Exception):
@@ -37,6 +53,10 @@ class TaskHandler:
     Every step may be ``async def`` (runs on the event loop: never block in it) or plain ``def``
     (runs in a worker thread, so blocking code never stalls heartbeats). ``initialize`` accepts by
     default; ``publish`` and ``cancel`` do nothing by default; ``process`` must be written.
+
+    Override :meth:`health` to report whether the service's own dependencies (a database, a search
+    cluster) are usable: its answer goes into every heartbeat, and the coordinator cancels a release
+    that is initializing on an unhealthy service instead of waiting for it.
     """
 
     #: The service name: lowercase letters, digits and ``-``; names the queue and routing keys.
@@ -61,6 +81,19 @@ class TaskHandler:
         """Discard whatever was staged for the release."""
         return None
 
+    @_default_step
+    def health(self) -> HealthResult | Awaitable[HealthResult]:
+        """Whether the service can do its work now; called before every heartbeat (default: healthy).
+
+        Return a :class:`HealthStatus` (or a ``(healthy, detail)`` tuple, or a ``bool``). It may be
+        ``async def`` (keep it short: it runs on the event loop) or plain ``def`` (runs in a worker
+        thread, so a blocking ping is fine). Keep it quick: an answer that takes longer than half the
+        heartbeat period is reported as unhealthy ("did not answer in time") and the check is not
+        started again until it returns. An exception counts as unhealthy, with the error as detail;
+        it never stops the heartbeats.
+        """
+        return HealthStatus(True)
+
 
 def check_handler(handler: TaskHandler) -> str:
     """Return the handler's service name, or raise ``TypeError``/``ValueError`` saying what is wrong."""
@@ -74,13 +107,37 @@ def check_handler(handler: TaskHandler) -> str:
     return check_service_name(service)
 
 
-async def invoke_step(method: Callable[..., StepResult], *args: object) -> None:
-    """Call a step method: coroutines on the loop, plain functions in a worker thread."""
-    if getattr(method, "__task_sdk_default__", False):
-        return
+async def invoke(method: Callable[..., object], *args: object) -> object:
+    """Call a handler method: coroutines on the loop, plain functions in a worker thread."""
     if inspect.iscoroutinefunction(method):
-        await method(*args)
-        return
+        return await method(*args)
     result = await asyncio.to_thread(method, *args)
     if inspect.isawaitable(result):
-        await result
+        return await result
+    return result
+
+
+async def invoke_step(method: Callable[..., StepResult], *args: object) -> None:
+    """Call a step method (see :func:`invoke`); base-class no-ops are skipped."""
+    if is_default(method):
+        return
+    await invoke(method, *args)
+
+
+def is_default(method: Callable[..., object]) -> bool:
+    """Whether ``method`` is a base-class default the subclass did not override."""
+    return bool(getattr(method, "__task_sdk_default__", False))
+
+
+def as_health_status(result: object) -> HealthStatus:
+    """What ``health()`` returned, as a :class:`HealthStatus`; anything else counts as unhealthy."""
+    if isinstance(result, bool):
+        return HealthStatus(result)
+    if (
+        isinstance(result, tuple)
+        and len(result) == 2
+        and isinstance(result[0], bool)
+        and (result[1] is None or isinstance(result[1], str))
+    ):
+        return HealthStatus(result[0], result[1])
+    return HealthStatus(False, f"health() returned {result!r:.200}, not a HealthStatus")

@@ -25,13 +25,16 @@ class ProgressReporter:
 
     From a plain ``def process`` (run in a worker thread): ``progress.report_sync(42, "indexing")``,
     and call ``progress.raise_if_cancelled()`` (or test ``progress.cancelled``) between chunks of work:
-    a thread cannot be interrupted, it has to stop by itself.
+    a thread cannot be interrupted, it has to stop by itself. ``report_sync`` never queues more than
+    one message: reports made while one is being sent are merged, and the latest is sent next.
     """
 
     def __init__(self, send: ProgressSender, loop: asyncio.AbstractEventLoop) -> None:
         self._send = send
         self._loop = loop
         self._cancelled = threading.Event()
+        self._lock = threading.Lock()
+        self._sending_sync = False
         self.percent = 0.0
         self.note: str | None = None
 
@@ -46,8 +49,28 @@ class ProgressReporter:
         Raises :class:`StepCancelled` if the release was canceled, so a loop that reports also stops.
         """
         self.raise_if_cancelled()
-        self._record(percent, note)
-        asyncio.run_coroutine_threadsafe(self._send(self.percent, self.note), self._loop)
+        with self._lock:
+            self._record(percent, note)
+            if self._sending_sync:
+                return  # the sender in flight sends this value next
+            self._sending_sync = True
+        asyncio.run_coroutine_threadsafe(self._send_latest(), self._loop)
+
+    async def _send_latest(self) -> None:
+        """Send the latest synchronous report until no newer one arrived meanwhile."""
+        try:
+            while True:
+                with self._lock:
+                    percent, note = self.percent, self.note
+                await self._send(percent, note)
+                with self._lock:
+                    if (self.percent, self.note) == (percent, note):
+                        self._sending_sync = False
+                        return
+        except BaseException:
+            with self._lock:
+                self._sending_sync = False
+            raise
 
     @property
     def cancelled(self) -> bool:

@@ -34,7 +34,17 @@ import structlog
 
 from schemas.enums import Action, Outcome
 from schemas.messages import Command, Heartbeat, MessageError, Progress, TaskReply, decode
-from task_sdk._handler import Reject, StepResult, TaskHandler, check_handler, invoke_step
+from task_sdk._handler import (
+    HealthStatus,
+    Reject,
+    StepResult,
+    TaskHandler,
+    as_health_status,
+    check_handler,
+    invoke,
+    invoke_step,
+    is_default,
+)
 from task_sdk._progress import ProgressReporter, StepCancelled
 from task_sdk._settings import Settings, hostname
 from task_sdk._store import MemoryOutcomeStore, OutcomeStore
@@ -113,6 +123,7 @@ class Runner:
         self._in_flight: dict[tuple[str, Action], asyncio.Future[TaskReply]] = {}
         self._slots = asyncio.Semaphore(self.settings.concurrency)
         self._ticker: asyncio.Task[None] | None = None
+        self._health_check: asyncio.Task[HealthStatus] | None = None
         self._stopping = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -130,18 +141,27 @@ class Runner:
             self._ticker = asyncio.create_task(self._heartbeat_loop(), name=f"{self.service}-heartbeat")
 
     async def stop(self) -> None:
-        """Stop consuming, let running steps finish (up to ``shutdown_timeout``), then cancel them."""
+        """Stop consuming, let running steps finish (up to ``shutdown_timeout``), then cancel them.
+
+        The transport and the store are closed whatever happens (even if this is cancelled).
+        """
         self._stopping = True
-        with contextlib.suppress(Exception):
-            await self._transport.stop_consuming()
-        self._log.info("runner.draining", running=len(self._steps), timeout=self.settings.shutdown_timeout)
-        await self._drain(self.settings.shutdown_timeout)
-        if self._ticker is not None:
-            self._ticker.cancel()
-            await asyncio.gather(self._ticker, return_exceptions=True)
-        await self._transport.close()
-        self._store.close()
-        self._log.info("runner.stopped")
+        try:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self.settings.publish_timeout):
+                    await self._transport.stop_consuming()
+            self._log.info(
+                "runner.draining", running=len(self._steps), timeout=self.settings.shutdown_timeout
+            )
+            await self._drain(self.settings.shutdown_timeout)
+        finally:
+            background = [task for task in (self._ticker, self._health_check) if task is not None]
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            await self._transport.close()
+            self._store.close()
+            self._log.info("runner.stopped")
 
     async def _drain(self, grace: float) -> None:
         if self._steps:
@@ -165,7 +185,10 @@ class Runner:
         loop = asyncio.get_running_loop()
         next_beat = loop.time()
         while True:
-            await self.tick()
+            try:
+                await self.tick()
+            except Exception as error:  # never let one bad tick end the heartbeats
+                self._log.error("heartbeat.failed", error=describe_error(error))
             next_beat = max(next_beat + self.settings.heartbeat_seconds, loop.time())
             await asyncio.sleep(next_beat - loop.time())
 
@@ -176,7 +199,7 @@ class Runner:
             self._log.warning("runner.not_consuming", detail=health.detail)
             with contextlib.suppress(Exception):
                 await self._transport.recover()
-        await self._send_best_effort(self._heartbeat(health))
+        await self._send_best_effort(self._heartbeat(health, await self.handler_health()))
         for processing in list(self._processing.values()):
             reporter = processing.reporter
             await self._send_progress(processing.command, reporter.percent, reporter.note)
@@ -186,15 +209,41 @@ class Runner:
             return Health(False, "shutting down: not taking new commands")
         return self._transport.health()
 
-    def _heartbeat(self, health: Health) -> Heartbeat:
+    async def handler_health(self) -> HealthStatus:
+        """The handler's :meth:`~TaskHandler.health`, waited for at most half a heartbeat period.
+
+        A check that takes longer is reported unhealthy and left running; the next heartbeats wait
+        for that same check instead of starting another one (so a hung check never piles up threads).
+        """
+        if is_default(self.handler.health):
+            return HealthStatus(True)
+        if self._health_check is None:
+            self._health_check = asyncio.create_task(self._check_health(), name=f"{self.service}-health")
+        limit = self.settings.heartbeat_seconds / 2
+        done, _ = await asyncio.wait({self._health_check}, timeout=limit)
+        if not done:
+            return HealthStatus(False, f"health() did not answer within {limit:g} s")
+        check, self._health_check = self._health_check, None
+        return check.result()
+
+    async def _check_health(self) -> HealthStatus:
+        try:
+            result = await invoke(self.handler.health)
+        except Exception as error:
+            self._log.warning("health.failed", error=describe_error(error))
+            return HealthStatus(False, f"health() raised {describe_error(error)}")
+        return as_health_status(result)
+
+    def _heartbeat(self, transport: Health, handler: HealthStatus) -> Heartbeat:
+        details = [str(detail) for detail in (transport.detail, handler.detail) if detail]
         return Heartbeat(
             message_id=new_message_id(),
             sent_at=utcnow(),
             service=self.service,
             instance_id=self.instance_id,
             sdk_version=SDK_VERSION,
-            healthy=health.consuming,
-            detail=health.detail,
+            healthy=transport.consuming and bool(handler.healthy),
+            detail="; ".join(details)[:MAX_REASON_CHARS] or None,
             active_releases=self.active_releases,
         )
 

@@ -43,9 +43,13 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class Settings:
-    """How a task service connects and behaves. ``Settings.from_env()`` reads ``RC_*`` variables."""
+    """How a task service connects and behaves. ``Settings.from_env()`` reads ``RC_*`` variables.
+
+    ``state_dir`` may be given as a ``str`` (it is stored as a :class:`~pathlib.Path`); the
+    ``repr`` masks the URL's password, so logging a ``Settings`` never leaks it.
+    """
 
     amqp_url: str = DEFAULT_AMQP_URL
     namespace: str = "rc"
@@ -57,6 +61,8 @@ class Settings:
     reconnect_seconds: float = 2.0
 
     def __post_init__(self) -> None:
+        if self.state_dir is not None and not isinstance(self.state_dir, Path):
+            object.__setattr__(self, "state_dir", Path(self.state_dir))
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, not {self.concurrency}")
         for name in ("heartbeat_seconds", "shutdown_timeout", "publish_timeout", "reconnect_seconds"):
@@ -86,6 +92,10 @@ class Settings:
     def broker_user(self) -> str:
         """The user the connection logs in as: the ``user_id`` every message must carry."""
         return broker_user(self.amqp_url)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={value!r}" for name, value in self.loggable().items())
+        return f"{type(self).__name__}({fields})"
 
     def loggable(self) -> dict[str, object]:
         """The settings fit for a log line: the URL's password masked."""

@@ -10,6 +10,7 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from task_sdk._handler import TaskHandler
 from task_sdk._service import run
@@ -32,10 +33,22 @@ def load_handler(target: str) -> TaskHandler:
     return handler
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_LEVEL_VARIABLE = "RC_LOG_LEVEL"
+
+
 def _settings_help() -> str:
     lines = ["environment (an option given on the command line wins):"]
     lines += [f"  {variable:<22} {text}" for variable, (_, text) in ENVIRONMENT.items()]
+    lines.append(f"  {LOG_LEVEL_VARIABLE:<22} {', '.join(LOG_LEVELS)} (default INFO)")
     return "\n".join(lines)
+
+
+def _log_level(text: str) -> str:
+    level = text.strip().upper()
+    if level not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(LOG_LEVELS)}")
+    return level
 
 
 def parser() -> argparse.ArgumentParser:
@@ -56,11 +69,27 @@ def parser() -> argparse.ArgumentParser:
     cli.add_argument(
         "--heartbeat-seconds", type=float, help="seconds between heartbeats [RC_HEARTBEAT_SECONDS]"
     )
-    cli.add_argument("--state-dir", help="directory of the outcome store (sqlite) [RC_TASK_STATE_DIR]")
+    cli.add_argument(
+        "--state-dir", type=Path, help="directory of the outcome store (sqlite) [RC_TASK_STATE_DIR]"
+    )
     cli.add_argument(
         "--shutdown-timeout", type=float, help="seconds to drain after a signal [RC_SHUTDOWN_TIMEOUT]"
     )
-    cli.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    cli.add_argument(
+        "--publish-timeout",
+        type=float,
+        help="seconds to wait for the broker to confirm a message [RC_PUBLISH_TIMEOUT]",
+    )
+    cli.add_argument(
+        "--reconnect-seconds",
+        type=float,
+        help="seconds between reconnection attempts [RC_RECONNECT_SECONDS]",
+    )
+    cli.add_argument(
+        "--log-level",
+        type=_log_level,
+        help=f"{', '.join(LOG_LEVELS)} (default INFO) [{LOG_LEVEL_VARIABLE}]",
+    )
     return cli
 
 
@@ -75,10 +104,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             heartbeat_seconds=arguments.heartbeat_seconds,
             state_dir=arguments.state_dir,
             shutdown_timeout=arguments.shutdown_timeout,
+            publish_timeout=arguments.publish_timeout,
+            reconnect_seconds=arguments.reconnect_seconds,
         )
-    except (ImportError, AttributeError, TypeError, ValueError) as error:
+        log_level = arguments.log_level or _log_level(os.environ.get(LOG_LEVEL_VARIABLE) or "INFO")
+    except (ImportError, AttributeError, TypeError, ValueError, argparse.ArgumentTypeError) as error:
         raise SystemExit(f"rc-task: {error}") from None
-    run(handler, settings, log_level=arguments.log_level)
+    run(handler, settings, log_level=log_level)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import aio_pika
@@ -20,6 +23,17 @@ from task_sdk._settings import Settings
 from task_sdk._transport import Outgoing, Transport
 
 T = TypeVar("T")
+M = TypeVar("M", Heartbeat, Progress, TaskReply)
+
+#: The repository's root: the working directory of service subprocesses (``tests.sdk.handlers`` imports).
+REPOSITORY = Path(__file__).resolve().parents[2]
+
+
+def rc_task_command() -> list[str]:
+    """The installed ``rc-task`` console script (the real entry point), next to this interpreter."""
+    script = Path(sys.executable).with_name("rc-task")
+    assert script.exists(), f"the rc-task entry point is not installed next to {sys.executable}"
+    return [str(script)]
 
 
 class RabbitBackend:
@@ -113,3 +127,36 @@ async def _get_within(queue: asyncio.Queue[T], seconds: float) -> T | None:
             return await queue.get()
     except TimeoutError:
         return None
+
+
+async def next_message(
+    coordinator: RabbitBackend,
+    kind: type[M],
+    condition: Callable[[M], bool] = lambda _: True,
+    within: float = 15.0,
+) -> M:
+    """The next message of ``kind`` the service sends that meets ``condition``."""
+    async with asyncio.timeout(within):
+        while True:
+            message = await coordinator.receive(within)
+            if isinstance(message, kind) and condition(message):
+                return message
+
+
+async def waiting_in_queue(amqp_url: str, queue: str) -> int:
+    """Messages ready in ``queue`` (neither delivered nor acked)."""
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        declared = await (await connection.channel()).declare_queue(queue, passive=True)
+        return declared.declaration_result.message_count or 0
+
+
+async def consumers_of(amqp_url: str, queue: str) -> int:
+    """Consumers of ``queue`` (0 if it does not exist)."""
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        try:
+            declared = await (await connection.channel()).declare_queue(queue, passive=True)
+        except aio_pika.exceptions.ChannelNotFoundEntity:
+            return 0
+        return declared.declaration_result.consumer_count or 0

@@ -9,8 +9,10 @@ import time
 from collections import Counter
 from datetime import UTC, datetime
 
+import structlog
+
 from schemas.messages import ReleaseInfo
-from task_sdk import ProgressReporter, Reject, TaskHandler
+from task_sdk import HealthStatus, ProgressReporter, Reject, TaskHandler
 
 SERVICE = "sdk-test"
 
@@ -93,7 +95,52 @@ class BlockingSleeper(Recorder):
 
 
 class Slow(Recorder):
-    """For the subprocess tests: ``process`` takes ``$SLOW_SECONDS`` (default 2)."""
+    """For the subprocess tests: ``process`` takes ``$SLOW_SECONDS`` (default 2); ``initialize`` logs
+    ``slow.initialize`` at debug level (to see ``--log-level`` work)."""
 
     def __init__(self) -> None:
         super().__init__(process_seconds=float(os.environ.get("SLOW_SECONDS", "2")), steps=10)
+
+    async def initialize(self, release: ReleaseInfo) -> None:
+        structlog.get_logger("tests").debug("slow.initialize", release_id=release.id)
+        await super().initialize(release)
+
+
+class Checked(Recorder):
+    """A ``health()`` whose answer the test sets: a :class:`HealthStatus`, an exception to raise,
+    or ``hang`` (never answers until ``release_hang`` is set). Counts the checks."""
+
+    def __init__(self, answer: object = None) -> None:
+        super().__init__()
+        self.answer: object = HealthStatus(True) if answer is None else answer
+        self.checks = 0
+        self.running = 0
+        self.most_running = 0
+        self.release_hang = asyncio.Event()
+
+    async def health(self) -> object:  # type: ignore[override]
+        self.checks += 1
+        self.running += 1
+        self.most_running = max(self.most_running, self.running)
+        try:
+            if self.answer == "hang":
+                await self.release_hang.wait()
+                return HealthStatus(True, "answered late")
+            if isinstance(self.answer, BaseException):
+                raise self.answer
+            return self.answer
+        finally:
+            self.running -= 1
+
+
+class BlockingCheck(Recorder):
+    """A plain ``def health()`` (so it runs in a worker thread) that blocks briefly, then says unhealthy."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: set[int] = set()
+
+    def health(self) -> HealthStatus:
+        self.threads.add(threading.get_ident())
+        time.sleep(0.02)
+        return HealthStatus(False, "database read-only")

@@ -148,3 +148,24 @@ def test_a_handler_must_name_its_service_and_write_process() -> None:
         Harness(Lazy())
     with pytest.raises(ValueError, match="invalid service name"):
         Harness(BadName())
+
+
+class Chatty(TaskHandler):
+    """A plain ``def process`` that reports progress far faster than it can be sent."""
+
+    service = SERVICE
+
+    def process(self, release: ReleaseInfo, progress: ProgressReporter) -> None:
+        for done in range(1, 20_001):
+            progress.report_sync(done / 200, f"row {done}")
+
+
+async def test_fast_synchronous_reports_are_merged_and_the_last_one_is_sent() -> None:
+    harness = Harness(Chatty())
+    result = await harness.run_release()
+    await harness.drain(0.2)
+
+    reported = [p for p in harness.progress_of(result.release) if p.note and p.note.startswith("row")]
+    assert result.outcomes == ["accepted", "staged", "published"]
+    assert len(reported) < 2_000, f"{len(reported)} progress messages for 20000 reports"
+    assert (reported[-1].percent, reported[-1].note) == (100, "row 20000")

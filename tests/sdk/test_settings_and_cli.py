@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from task_sdk import Settings
+from task_sdk import Settings, TaskHandler
 from task_sdk._settings import ENVIRONMENT, broker_user, mask_url
 from task_sdk.cli import load_handler, main, parser
 from tests.sdk.handlers import Slow
@@ -48,7 +48,7 @@ def test_the_help_documents_every_setting() -> None:
     text = parser().format_help()
     for variable in ENVIRONMENT:
         assert variable in text
-    for option in ("--amqp-url", "--namespace", "--concurrency", "--heartbeat-seconds"):
+    for option in ("--amqp-url", "--namespace", "--concurrency", "--heartbeat-seconds", "--state-dir"):
         assert option in text
 
 
@@ -61,3 +61,57 @@ def test_a_wrong_handler_is_a_clear_error() -> None:
         main(["tests.sdk.handlers:SERVICE"])
     with pytest.raises(SystemExit, match="expected module:Class"):
         main(["tests.sdk.handlers"])
+
+
+def test_the_settings_repr_never_shows_the_password() -> None:
+    settings = Settings(amqp_url="amqp://svc:s3cret@broker:5672/prod")
+    assert "s3cret" not in repr(settings)
+    assert "amqp://svc:***@broker:5672/prod" in repr(settings)
+
+
+def test_a_state_dir_given_as_a_string_becomes_a_path() -> None:
+    assert Settings(state_dir="state").state_dir == Path("state")  # type: ignore[arg-type]
+    assert Settings.from_env({}, state_dir="state").state_dir == Path("state")
+
+
+def test_every_option_reaches_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable in [*ENVIRONMENT, "RC_LOG_LEVEL"]:
+        monkeypatch.delenv(variable, raising=False)
+    calls: list[tuple[TaskHandler, Settings, str]] = []
+    monkeypatch.setattr(
+        "task_sdk.cli.run",
+        lambda handler, settings, *, log_level: calls.append((handler, settings, log_level)),
+    )
+
+    options = ["--amqp-url", "amqp://svc:pw@broker/", "--namespace", "staging", "--concurrency", "3"]
+    options += ["--heartbeat-seconds", "0.5", "--state-dir", "state", "--shutdown-timeout", "7"]
+    options += ["--publish-timeout", "4", "--reconnect-seconds", "0.5", "--log-level", "debug"]
+    main(["tests.sdk.handlers:Slow", *options])
+
+    handler, settings, log_level = calls[0]
+    assert isinstance(handler, Slow)
+    assert settings == Settings(
+        amqp_url="amqp://svc:pw@broker/",
+        namespace="staging",
+        concurrency=3,
+        heartbeat_seconds=0.5,
+        state_dir=Path("state"),
+        shutdown_timeout=7.0,
+        publish_timeout=4.0,
+        reconnect_seconds=0.5,
+    )
+    assert isinstance(settings.state_dir, Path)
+    assert log_level == "DEBUG"
+
+    monkeypatch.setenv("RC_LOG_LEVEL", "warning")
+    main(["tests.sdk.handlers:Slow"])
+    assert calls[1][2] == "WARNING"
+
+
+def test_a_wrong_log_level_is_refused(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("task_sdk.cli.run", lambda *_, **__: pytest.fail("the service was started"))
+    with pytest.raises(SystemExit):
+        main(["tests.sdk.handlers:Slow", "--log-level", "chatty"])
+    assert "'chatty' is not one of DEBUG, INFO, WARNING, ERROR" in capsys.readouterr().err

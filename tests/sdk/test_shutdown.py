@@ -9,11 +9,7 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import Callable
-from pathlib import Path
-from typing import TypeVar
 
-import aio_pika
 import pytest
 
 from schemas.enums import Action, Outcome
@@ -21,13 +17,10 @@ from schemas.messages import Heartbeat, Progress, TaskReply, encode
 from schemas.topology import Topology
 from task_sdk import Settings
 from task_sdk.testing import make_command, make_release
-from tests.sdk._rabbit import RabbitBackend
+from tests.sdk._rabbit import REPOSITORY, RabbitBackend, next_message, waiting_in_queue
 from tests.sdk.handlers import SERVICE
 
 pytestmark = pytest.mark.integration
-
-REPOSITORY = Path(__file__).resolve().parents[2]
-M = TypeVar("M", Heartbeat, Progress, TaskReply)
 
 
 async def test_sigterm_during_process_drains_the_step_and_exits_0(amqp_url: str, namespace: str) -> None:
@@ -35,15 +28,15 @@ async def test_sigterm_during_process_drains_the_step_and_exits_0(amqp_url: str,
     await coordinator.open(SERVICE)
     service = await _start_service(amqp_url, namespace, process_seconds=1.5)
     try:
-        await _next(coordinator, Heartbeat)  # it is up and consuming
+        await next_message(coordinator, Heartbeat)  # it is up and consuming
         start = make_command(SERVICE, Action.START, make_release())
         await coordinator.send(encode(start), Topology.command_key(SERVICE, Action.START))
-        await _next(coordinator, Progress, lambda p: p.percent > 0)  # process() is running
+        await next_message(coordinator, Progress, lambda p: p.percent > 0)  # process() is running
 
         service.send_signal(signal.SIGTERM)
         late = make_command(SERVICE, Action.INITIALIZE, make_release())
         await coordinator.send(encode(late), Topology.command_key(SERVICE, Action.INITIALIZE))
-        reply = await _next(coordinator, TaskReply)
+        reply = await next_message(coordinator, TaskReply)
         exit_code = await asyncio.wait_for(service.wait(), 15)
     finally:
         if service.returncode is None:
@@ -54,7 +47,7 @@ async def test_sigterm_during_process_drains_the_step_and_exits_0(amqp_url: str,
     assert exit_code == 0, (await _stderr(service))[-3000:]
     assert (reply.in_reply_to, reply.outcome) == (start.message_id, Outcome.STAGED)
     assert (
-        await _waiting_in_queue(amqp_url, Topology(namespace).task_queue(SERVICE)) == 1
+        await waiting_in_queue(amqp_url, Topology(namespace).task_queue(SERVICE)) == 1
     )  # `late` left for others
 
 
@@ -77,27 +70,6 @@ async def _start_service(amqp_url: str, namespace: str, process_seconds: float) 
     )
 
 
-async def _next(
-    coordinator: RabbitBackend,
-    kind: type[M],
-    condition: Callable[[M], bool] = lambda _: True,
-    within: float = 15.0,
-) -> M:
-    """The next message of ``kind`` the service sends that meets ``condition``."""
-    async with asyncio.timeout(within):
-        while True:
-            message = await coordinator.receive(within)
-            if isinstance(message, kind) and condition(message):
-                return message
-
-
 async def _stderr(service: asyncio.subprocess.Process) -> str:
     assert service.stderr is not None
     return (await service.stderr.read()).decode(errors="replace")
-
-
-async def _waiting_in_queue(amqp_url: str, queue: str) -> int:
-    connection = await aio_pika.connect(amqp_url)
-    async with connection:
-        declared = await (await connection.channel()).declare_queue(queue, passive=True)
-        return declared.declaration_result.message_count or 0
