@@ -64,7 +64,7 @@ class AmqpTransport:
 
     async def open(self, service: str, consumer_tag: str, on_delivery: DeliveryHandler) -> None:
         self._connection = await aio_pika.connect_robust(
-            self._settings.amqp_url,
+            self._settings.connection_url(),
             client_properties={"connection_name": f"{service}@{hostname()}"},
             reconnect_interval=self._settings.reconnect_seconds,
             timeout=self._settings.publish_timeout,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+import ssl
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -35,9 +36,13 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "shutdown_timeout",
         "seconds running steps may take to finish after SIGTERM/SIGINT (default 30)",
     ),
-    "RC_PUBLISH_TIMEOUT": (
+    "RC_BROKER_PUBLISH_TIMEOUT": (
         "publish_timeout",
         "seconds to wait for the broker to confirm a message (default 10)",
+    ),
+    "RC_AMQP_CA_FILE": (
+        "amqp_ca_file",
+        "CA bundle (PEM) to verify the broker's certificate with, for amqps:// URLs (default: system CAs)",
     ),
     "RC_RECONNECT_SECONDS": ("reconnect_seconds", "seconds between reconnection attempts (default 2)"),
 }
@@ -59,10 +64,13 @@ class Settings:
     shutdown_timeout: float = 30.0
     publish_timeout: float = 10.0
     reconnect_seconds: float = 2.0
+    amqp_ca_file: str | None = None
 
     def __post_init__(self) -> None:
         if self.state_dir is not None and not isinstance(self.state_dir, Path):
             object.__setattr__(self, "state_dir", Path(self.state_dir))
+        if self.amqp_ca_file is not None:
+            _check_ca_file(self.amqp_ca_file)
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, not {self.concurrency}")
         for name in ("heartbeat_seconds", "shutdown_timeout", "publish_timeout", "reconnect_seconds"):
@@ -83,6 +91,14 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+    def connection_url(self) -> str:
+        """The broker URL with ``amqp_ca_file`` passed to aio-pika (``amqps://...?cafile=``)."""
+        if not self.amqp_ca_file or not self.amqp_url.startswith("amqps://"):
+            return self.amqp_url
+        joiner = "&" if "?" in self.amqp_url else "?"
+        # Quoted: aio-pika reads the query with yarl, which cuts a path at '&' or '#' and makes '+' a space.
+        return f"{self.amqp_url}{joiner}cafile={urllib.parse.quote(self.amqp_ca_file, safe='/')}"
 
     @property
     def topology(self) -> Topology:
@@ -139,3 +155,13 @@ def broker_user(url: str) -> str:
 
 def hostname() -> str:
     return socket.gethostname()
+
+
+def _check_ca_file(path: str) -> None:
+    """A missing or unreadable CA bundle is a clear error now, not a connection retried forever."""
+    try:
+        ssl.create_default_context(cafile=path)
+    except FileNotFoundError:
+        raise ValueError(f"RC_AMQP_CA_FILE {path!r} does not exist") from None
+    except (OSError, ssl.SSLError) as error:
+        raise ValueError(f"RC_AMQP_CA_FILE {path!r} is not a readable PEM CA bundle: {error}") from None

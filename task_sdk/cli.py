@@ -78,7 +78,7 @@ def parser() -> argparse.ArgumentParser:
     cli.add_argument(
         "--publish-timeout",
         type=float,
-        help="seconds to wait for the broker to confirm a message [RC_PUBLISH_TIMEOUT]",
+        help="seconds to wait for the broker to confirm a message [RC_BROKER_PUBLISH_TIMEOUT]",
     )
     cli.add_argument(
         "--reconnect-seconds",

@@ -198,6 +198,11 @@ async def test_task_sdk_connects_with_amqps_and_a_cafile_in_the_url(
     await assert_verifies_with(captured[0], ca_file)
 
 
+def test_task_sdk_names_a_missing_ca_file(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"RC_AMQP_CA_FILE .* does not exist"):
+        SdkSettings.from_env({"RC_AMQP_URL": BROKER, "RC_AMQP_CA_FILE": str(tmp_path / "missing.pem")})
+
+
 def test_rc_http_bridge_hands_an_amqps_url_to_the_sdk(ca_file: Path) -> None:
     url = _with_cafile(BROKER, ca_file)
     arguments = bridge_parser().parse_args(
@@ -207,10 +212,6 @@ def test_rc_http_bridge_hands_an_amqps_url_to_the_sdk(ca_file: Path) -> None:
     assert settings.amqp_url == url
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="task_sdk has no CA-file setting: RC_AMQP_CA_FILE is ignored (only ?cafile= in RC_AMQP_URL works)",
-)
 async def test_task_sdk_honours_rc_amqp_ca_file(ca_file: Path, captured: list[str]) -> None:
     settings = SdkSettings.from_env({"RC_AMQP_URL": BROKER, "RC_AMQP_CA_FILE": str(ca_file)})
 
