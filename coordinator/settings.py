@@ -34,7 +34,11 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "",
         "Comma-separated broker users allowed to answer for any service (development only).",
     ),
-    "RC_PREFETCH": ("64", "Unacknowledged deliveries the coordinator takes at once."),
+    "RC_PREFETCH": (
+        "512",
+        "Unacknowledged deliveries the coordinator takes at once (the replies waiting for one release "
+        "are stored with one write).",
+    ),
     "RC_BROKER_PUBLISH_TIMEOUT": ("10", "Seconds to wait for the broker to confirm a publication."),
     "RC_METRICS_PORT": ("9464", "Port of the Prometheus /metrics endpoint (0 disables it)."),
     "RC_LOG_LEVEL": ("info", "debug, info, warning or error."),
@@ -51,7 +55,7 @@ class Settings:
     timeouts: Timeouts = field(default_factory=Timeouts)
     heartbeat_timeout: timedelta = timedelta(seconds=30)
     trusted_users: frozenset[str] = frozenset()
-    prefetch: int = 64
+    prefetch: int = 512
     broker_publish_timeout: float = 10.0
     metrics_port: int = 9464
     log_level: str = "info"
