@@ -111,6 +111,9 @@ class Config:
     coordinator_module: str = "coordinator"
     fault_gap: tuple[float, float] = (1.5, 4.0)
     concurrency: int = 3
+    #: Seconds a service spends processing one release (spread +-50 %): long enough for faults to
+    #: meet releases in flight.
+    work_seconds: float = 4.0
     workdir: Path | None = None
     json_path: Path | None = None
 
@@ -188,6 +191,8 @@ class Chaos:
         }
         self.topology = Topology(self.namespace)
         self.report = Report()
+        #: Releases driven after the planned ones, when a fault kind still lacked a release to target.
+        self.extra: list[asyncio.Task[None]] = []
         self.procs: dict[str, Proc] = {}
         self.release_ids: list[str] = []
         self.captured: deque[tuple[TaskReply, str]] = deque(maxlen=400)
@@ -226,6 +231,7 @@ class Chaos:
                 log("time limit reached: stopping the drivers")
             self.done.set()
             await faults
+            await asyncio.gather(*self.extra)
             tap.cancel()
             await asyncio.gather(tap, return_exceptions=True)
             await self._settle()
@@ -251,7 +257,10 @@ class Chaos:
             for connection in self.connections.values():
                 with contextlib.suppress(Exception):
                     await connection.close()
-            await delete_namespace(ADMIN_AMQP_URL, self.namespace)
+            try:
+                await delete_namespace(ADMIN_AMQP_URL, self.namespace)
+            except Exception as error:  # still delete the users: they must not outlive the run
+                log(f"could not delete every queue of {self.namespace}: {error!r}")
             for user in (*self.installation.users(), self.intruder):
                 await asyncio.to_thread(_delete_user, user, management)
             log("broker users, queues and exchanges deleted")
@@ -312,6 +321,7 @@ class Chaos:
                 "RC_HEARTBEAT_SECONDS": "1",
                 "RC_TASK_STATE_DIR": str(workdir / "state" / service),
                 "RC_SHUTDOWN_TIMEOUT": "2",
+                "CHAOS_WORK_SECONDS": str(self.config.work_seconds),
             }
             argv = [sys.executable, "-m", "bench.chaos_service", service, str(workdir / f"{service}.journal")]
             self.procs[service] = Proc(service, argv, env, workdir / f"{service}.log")
@@ -360,7 +370,9 @@ class Chaos:
 
     async def _drive(self, number: int) -> None:
         # Spread the releases over the faults, so that every kind of fault meets releases in flight.
-        wanted = max(0, (number + 1) * len(FAULTS) // max(1, self.config.releases) - 1)
+        releases = max(1, self.config.releases)
+        planned = max(2 * len(FAULTS), releases)  # faults over the run: every kind twice or one per release
+        wanted = max(0, (number + 1) * planned // releases - 1)
         async with self.fault_counted:
             await self.fault_counted.wait_for(
                 lambda: sum(self.report.faults.values()) >= wanted or self.done.is_set()
@@ -413,6 +425,12 @@ class Chaos:
                     self.fault_counted.notify_all()
             elif kind in FAULTS[3:]:
                 plan.insert(0, kind)  # nothing captured yet to build it from: try again later
+                if self.done.is_set() and all(task.done() for task in self.extra):
+                    if len(self.extra) >= 10:
+                        log(f"fault {kind}: no release in flight to build it from; giving up on it")
+                        plan.remove(kind)
+                    else:  # every release ended before this kind found a target: drive one more for it
+                        self.extra.append(asyncio.create_task(self._drive(self.config.releases + 1000)))
 
     async def _fault_kill_coordinator(self) -> bool:
         self.procs["coordinator"].kill()
@@ -724,6 +742,9 @@ def parse(argv: list[str] | None = None) -> Config:
         help="module run as the coordinator (e.g. a sabotaged one, see bench/sabotage.py)",
     )
     parser.add_argument("--fault-gap", type=float, nargs=2, default=(1.5, 4.0), metavar=("MIN", "MAX"))
+    parser.add_argument(
+        "--work-seconds", type=float, default=4.0, help="seconds a service processes one release (+-50%%)"
+    )
     parser.add_argument("--json", type=Path, default=Path("bench/results/chaos.json"))
     args = parser.parse_args(argv)
     config = Config(
@@ -733,6 +754,7 @@ def parse(argv: list[str] | None = None) -> Config:
         broker_fault=args.broker_fault,
         coordinator_module=args.coordinator,
         fault_gap=(args.fault_gap[0], args.fault_gap[1]),
+        work_seconds=args.work_seconds,
         json_path=args.json,
     )
     if args.seed is not None:

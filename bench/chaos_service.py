@@ -41,8 +41,9 @@ class ChaosService(TaskHandler):
 
     async def process(self, release: ReleaseInfo, progress: ProgressReporter) -> None:
         steps = random.randint(3, 8)
+        seconds = float(os.environ.get("CHAOS_WORK_SECONDS", "1")) * random.uniform(0.5, 1.5)
         for step in range(1, steps + 1):
-            await asyncio.sleep(random.uniform(0.05, 0.25))
+            await asyncio.sleep(seconds / steps)
             await progress.report(100 * step / steps, f"chunk {step}/{steps}")
         self.record(release, "staged")
 

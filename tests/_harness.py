@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import aio_pika
+import aiormq
 import pymongo
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -184,6 +185,10 @@ async def delete_namespace(url: str, namespace: str) -> None:
         channel = await connection.channel()
         # Never if_unused/if_empty=True: quorum queues refuse them and the broker closes the connection.
         for name in queues:
-            await channel.queue_delete(name, if_unused=False, if_empty=False)
+            try:
+                await channel.queue_delete(name, if_unused=False, if_empty=False)
+            except aiormq.exceptions.ChannelLockedResource:
+                # An exclusive queue of a connection still open: it goes when that connection closes.
+                channel = await connection.channel()
         for name in exchanges:
             await channel.exchange_delete(name, if_unused=False)
