@@ -105,7 +105,13 @@ def test_scale(amqp_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     latency = data["latency"]
     assert isinstance(latency, dict)
     assert latency["large"]["stored"] == 100
-    assert latency["large"]["list_ms"]["count"] == 5
+    assert latency["baseline"]["stored"] == 10
+    for op in ("list", "show", "study", "study_rare", "events"):
+        assert latency["large"][f"{op}_ms"]["count"] == 5
+        assert latency["baseline"][f"{op}_ms"]["count"] == 5
+        assert latency["store_direct"]["large"][f"{op}_ms"]["count"] == 5
+    assert latency["load"]["large"]["releases"] == 100
+    assert latency["load"]["large"]["events"] > 100
     memory = data["memory"]
     assert isinstance(memory, dict)
     assert memory["releases"] == 4
