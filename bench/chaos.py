@@ -193,6 +193,7 @@ class Chaos:
         self.report = Report()
         #: Releases driven after the planned ones, when a fault kind still lacked a release to target.
         self.extra: list[asyncio.Task[None]] = []
+        self.fault_attempts = 0
         self.procs: dict[str, Proc] = {}
         self.release_ids: list[str] = []
         self.captured: deque[tuple[TaskReply, str]] = deque(maxlen=400)
@@ -374,9 +375,7 @@ class Chaos:
         planned = max(2 * len(FAULTS), releases)  # faults over the run: every kind twice or one per release
         wanted = max(0, (number + 1) * planned // releases - 1)
         async with self.fault_counted:
-            await self.fault_counted.wait_for(
-                lambda: sum(self.report.faults.values()) >= wanted or self.done.is_set()
-            )
+            await self.fault_counted.wait_for(lambda: self.fault_attempts >= wanted or self.done.is_set())
         answer = await self._admin(CreateRelease(name=f"chaos {number}", studies=("SD_CHAOS001",)))
         if not answer.ok or not isinstance(answer.result, ReleaseResult):
             log(f"release {number}: create refused: {answer.error}")
@@ -413,6 +412,7 @@ class Chaos:
             for proc in self.procs.values():
                 proc.check()
             kind = plan.pop() if plan else self.rng.choice(FAULTS)
+            self.fault_attempts += 1  # paces the releases, whether or not this kind finds a target
             try:
                 applied = await getattr(self, f"_fault_{kind}")()
             except Exception as error:
@@ -421,9 +421,9 @@ class Chaos:
             if applied:
                 self.report.faults[kind] += 1
                 log(f"fault: {kind}")
-                async with self.fault_counted:
-                    self.fault_counted.notify_all()
-            elif kind in FAULTS[3:]:
+            async with self.fault_counted:
+                self.fault_counted.notify_all()
+            if not applied and kind in FAULTS[3:]:
                 plan.insert(0, kind)  # nothing captured yet to build it from: try again later
                 if self.done.is_set() and all(task.done() for task in self.extra):
                     if len(self.extra) >= 10:
