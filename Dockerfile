@@ -30,6 +30,6 @@ COPY deploy/__init__.py deploy/healthcheck.py ./deploy/
 # A task service's outcome store (RC_TASK_STATE_DIR); mount a volume here to keep it across restarts.
 VOLUME ["/var/lib/rc"]
 USER rc:rc
-# Prometheus metrics of the coordinator (and of the SDK, where RC_METRICS_PORT is set).
+# Prometheus metrics of the coordinator (RC_METRICS_PORT).
 EXPOSE 9464
 CMD ["rc-coordinator"]
