@@ -23,6 +23,7 @@ from schemas.messages import Heartbeat, TaskReply
 from schemas.topology import SCHEMA_VERSION_HEADER, Topology
 from task_sdk.testing import Harness, make_release
 from tests._proxy import TcpProxy
+from tests.sdk._rabbit import consumers_of, waiting_in_queue
 from tests.sdk.conftest import HarnessFactory
 from tests.sdk.handlers import SERVICE, Recorder
 
@@ -40,25 +41,6 @@ async def proxy(amqp_url: str) -> AsyncIterator[TcpProxy]:
     parts = urllib.parse.urlsplit(amqp_url)
     async with TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5672) as running:
         yield running
-
-
-async def ready_messages(amqp_url: str, queue: str) -> int:
-    """Messages waiting in ``queue`` (neither delivered nor acked)."""
-    connection = await aio_pika.connect(amqp_url)
-    async with connection:
-        declared = await (await connection.channel()).declare_queue(queue, passive=True)
-        return declared.declaration_result.message_count or 0
-
-
-async def consumers(amqp_url: str, queue: str) -> int:
-    """Consumers of ``queue`` (0 if it does not exist)."""
-    connection = await aio_pika.connect(amqp_url)
-    async with connection:
-        try:
-            declared = await (await connection.channel()).declare_queue(queue, passive=True)
-        except aio_pika.exceptions.ChannelNotFoundEntity:
-            return 0
-        return declared.declaration_result.consumer_count or 0
 
 
 async def test_every_message_carries_the_contract_properties(make_harness: HarnessFactory) -> None:
@@ -99,7 +81,7 @@ async def test_a_connection_cut_during_a_quick_step_still_replies_exactly_once(
     assert _distinct_replies(harness, initialize.message_id) == 1
     assert handler.calls["initialize"] == 1  # the redelivery was answered, not re-run
     assert proxy.connections_made >= 2
-    assert await ready_messages(amqp_url, Topology(namespace).task_queue(SERVICE)) == 0  # and acked
+    assert await waiting_in_queue(amqp_url, Topology(namespace).task_queue(SERVICE)) == 0  # and acked
 
 
 async def test_a_connection_cut_during_processing_still_replies_exactly_once(
@@ -141,7 +123,7 @@ async def test_the_consumer_comes_back_after_the_broker_cancelled_it(
     async with await aio_pika.connect(amqp_url) as connection:
         await (await connection.channel()).queue_delete(queue)  # the broker cancels the service's consumer
     async with asyncio.timeout(10):
-        while await consumers(amqp_url, queue) != 1:
+        while await consumers_of(amqp_url, queue) != 1:
             await harness.drain(0.2)
 
     assert (await harness.initialize(make_release())).outcome is Outcome.ACCEPTED
