@@ -159,8 +159,13 @@ class Runner:
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
-            await self._transport.close()
-            self._store.close()
+            try:  # a broker that stopped answering must not keep the service from exiting
+                async with asyncio.timeout(self.settings.publish_timeout):
+                    await self._transport.close()
+            except TimeoutError:
+                self._log.warning("runner.close_timed_out", timeout=self.settings.publish_timeout)
+            finally:
+                self._store.close()
             self._log.info("runner.stopped")
 
     async def _drain(self, grace: float) -> None:

@@ -33,6 +33,7 @@ class Recording(InMemoryTransport):
         self.closed = False
         self.opened = asyncio.Event()
         self.refuse = settings.amqp_url.endswith("/refuse")
+        self.hang_on_close = settings.amqp_url.endswith("/hang")
         Recording.made.append(self)
 
     async def open(self, *arguments: object, **keywords: object) -> None:
@@ -43,6 +44,8 @@ class Recording(InMemoryTransport):
 
     async def close(self) -> None:
         self.closed = True
+        if self.hang_on_close:
+            await asyncio.Event().wait()  # a broker that stopped answering
         await super().close()
 
 
@@ -63,6 +66,20 @@ async def test_serve_returns_when_its_stop_event_is_set_and_closes_the_connectio
 
     stop.set()
     await asyncio.wait_for(service, 5)
+
+    assert [transport.closed for transport in transports] == [True]
+
+
+async def test_a_connection_that_never_closes_does_not_keep_serve_from_returning(
+    transports: list[Recording],
+) -> None:
+    stop = asyncio.Event()
+    settings = FAST.replace(amqp_url="amqp://guest:guest@127.0.0.1:5672/hang")
+    service = asyncio.create_task(serve(Recorder(), settings, stop=stop))
+    await asyncio.wait_for(_opened(transports), 5)
+
+    stop.set()
+    await asyncio.wait_for(service, 2 * settings.publish_timeout + 1)  # bounded by publish_timeout
 
     assert [transport.closed for transport in transports] == [True]
 
