@@ -160,6 +160,7 @@ class Coordinator:
         """Serve until ``stop`` is set: stand by while another replica leads, lead otherwise."""
         await self.store.ensure_indexes()
         announced_standby = False
+        failures = 0  # sessions in a row that ended by an error
         while not stop.is_set():
             broker = Broker(
                 self.settings.amqp_url_with_tls(),
@@ -186,15 +187,20 @@ class Coordinator:
             announced_standby = False
             try:
                 await self._lead(broker, stop)
-            except Exception:
-                log.exception("session ended by an error; starting a new one")
+                failures = 0
+            except Exception as error:
+                failures += 1
+                if failures == 1:
+                    log.exception("session ended by an error; starting a new one")
+                else:  # the traceback was logged once; say it again only in short
+                    log.error("session ended by an error again", error=repr(error), failures=failures)
             finally:
                 self.active.clear()
                 metrics.IS_ACTIVE.set(0)
                 self.broker = None
                 with contextlib.suppress(Exception):
                     await broker.close()
-            await _sleep_or_stop(stop, 0.5)
+            await _sleep_or_stop(stop, retry_delay(failures))
 
     async def _lead(self, broker: Broker, stop: asyncio.Event) -> None:
         self.broker = broker
@@ -971,6 +977,11 @@ def _peek_release_id(incoming: AbstractIncomingMessage) -> str | None:
     if value and len(value) == 11 and value.startswith("RE_"):
         return value
     return None
+
+
+def retry_delay(failures: int) -> float:
+    """Seconds before the next session: 0.5 s, doubled for each failed session in a row, at most 30 s."""
+    return min(30.0, 0.5 * 2 ** max(0, failures - 1)) if failures else 0.5
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
