@@ -26,6 +26,7 @@ import math
 import os
 import platform
 import queue
+import re
 import secrets
 import shutil
 import signal
@@ -250,6 +251,34 @@ def rss_kib(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+
+def check_file_handles(queues: int) -> None:
+    """Refuse to start when the local node's file-handle budget cannot hold ``queues`` more quorum queues.
+
+    RabbitMQ reserves about 3 handles per quorum queue; when the budget runs out, the node stops setting
+    up new connections without an error. Only checked when ``rabbitmqctl`` can reach a local node.
+    """
+    try:
+        done = subprocess.run(
+            ["rabbitmqctl", "-q", "eval", "file_handle_cache:info([total_limit, total_used])."],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return
+    numbers = [int(n) for n in re.findall(r"\d+", done.stdout)]
+    if done.returncode != 0 or len(numbers) != 2:
+        return
+    limit, used = numbers
+    if limit - used < 3 * queues + 100:
+        raise SystemExit(
+            f"RabbitMQ's file-handle budget ({used} of {limit} used) cannot hold {queues} more quorum "
+            "queues: the node would stop accepting connections. Run scripts/ensure-rabbitmq.sh (it raises "
+            "the budget of a local node) or give the node a higher ulimit -n."
+        )
 
 
 def rabbitmq_pid(url: str) -> int | None:

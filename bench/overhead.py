@@ -45,6 +45,7 @@ from bench._common import (
     CpuMeter,
     amqp_message,
     amqp_url,
+    check_file_handles,
     command_body,
     connect_store,
     declare_topology,
@@ -234,6 +235,7 @@ async def measure_n(
     profile_dir: Path | None,
     release_timeout: float,
 ) -> dict[str, Any]:
+    check_file_handles(n + 10)
     namespace = new_namespace(f"n{n}")
     services = service_names(n)
     say(f"N={n}: namespace {namespace}, {min(processes, n)} host processes")
