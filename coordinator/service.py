@@ -285,7 +285,11 @@ class Coordinator:
                 self._done.pop(release_id, None)
                 for step in fold.steps:
                     self._observe(*step)
-                await self._deliver(fold.release)
+                try:
+                    await self._deliver(fold.release)
+                except Exception:  # stored, maybe not sent: the sweeper tries again until it is
+                    self._count_undelivered(release_id, max(1, len(fold.release.outbox)))
+                    raise
                 return fold.decisions
         raise RuntimeError(f"{release_id}: gave up after {_CAS_ATTEMPTS} lost races")
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 from coordinator.store import Store
 from rc_cli.client import AdminClient
+from schemas.documents import Event, OutboxEntry
 from schemas.enums import Action, EventKind, Outcome, ReleaseState, TaskState
 from schemas.messages import (
     AdminOperation,
@@ -190,3 +191,38 @@ async def test_operator_refusals_are_clear(
         "only a staged release can be published; this one is running"
     )
     assert await refusal(admin, ShowRelease(release_id="RE_ZZZZZZZZ")) == "unknown release RE_ZZZZZZZZ"
+
+
+async def test_commands_of_a_stored_transition_are_sent_even_if_its_first_delivery_fails(
+    coordinator: Running, admin: AdminClient, services: StartService, store: Store
+) -> None:
+    """The transition to running is stored, then both publishing its start commands and recording its
+    audit event fail once: the commands must still go out (the sweeper retries), not wait for a restart."""
+    sims = await setup(admin, services)
+    broker = coordinator.coordinator.broker
+    assert broker is not None
+    publish_entry, record = broker.publish_entry, store.record
+    failures = {"publish": 0, "record": 0}
+    refused: set[str] = set()
+
+    async def flaky_publish(entry: OutboxEntry, release_id: str) -> None:
+        if ".start." in entry.message_id and entry.message_id not in refused:  # every start, once
+            refused.add(entry.message_id)
+            failures["publish"] += 1
+            raise TimeoutError("no confirm (injected)")
+        await publish_entry(entry, release_id)
+
+    async def flaky_record(events: Iterable[Event]) -> None:
+        events = list(events)
+        if any(e.state_after is ReleaseState.RUNNING for e in events) and not failures["record"]:
+            failures["record"] += 1
+            raise ConnectionError("store unreachable (injected)")
+        await record(events)
+
+    broker.publish_entry = flaky_publish  # type: ignore[method-assign]
+    store.record = flaky_record  # type: ignore[method-assign]
+    release_id = await create(admin)
+    await wait_for_state(store, release_id, ReleaseState.STAGED)
+    assert failures == {"publish": len(SERVICES), "record": 1}
+    for sim in sims:
+        assert sim.actions(release_id) == [Action.INITIALIZE, Action.START]
