@@ -194,6 +194,7 @@ class Chaos:
         #: Releases driven after the planned ones, when a fault kind still lacked a release to target.
         self.extra: list[asyncio.Task[None]] = []
         self.fault_attempts = 0
+        self.handle_budget = _handle_budget() if config.broker_fault == "rabbitmqctl" else None
         self.procs: dict[str, Proc] = {}
         self.release_ids: list[str] = []
         self.captured: deque[tuple[TaskReply, str]] = deque(maxlen=400)
@@ -452,6 +453,13 @@ class Chaos:
             await asyncio.sleep(self.rng.uniform(0.5, 2.0))
             await asyncio.to_thread(self._rabbitmqctl, "start_app")
             await asyncio.to_thread(self._rabbitmqctl, "await_startup")
+            # start_app resets the file-handle budget to what the node's ulimit allows (often too few
+            # for many quorum queues; see scripts/ensure-rabbitmq.sh): give back what the run found.
+            if self.handle_budget:
+                with contextlib.suppress(subprocess.SubprocessError):
+                    await asyncio.to_thread(
+                        self._rabbitmqctl, "eval", f"file_handle_cache:set_limit({self.handle_budget})."
+                    )
             self.connections.clear()
             return True
         self.proxy.pause()
@@ -673,6 +681,22 @@ class Chaos:
 def _staged_before_published(done: dict[str, float]) -> bool:
     """The service staged its data before it made it public (as its journal says)."""
     return "staged" in done and "published" in done and done["staged"] <= done["published"]
+
+
+def _handle_budget() -> int | None:
+    """The file-handle budget of the local node now (None if rabbitmqctl cannot tell)."""
+    try:
+        done = subprocess.run(
+            ["rabbitmqctl", "-q", "eval", "proplists:get_value(total_limit, file_handle_cache:info())."],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    value = done.stdout.strip()
+    return int(value) if done.returncode == 0 and value.isdigit() else None
 
 
 def _delete_user(user: str, management: str | None) -> None:
