@@ -38,6 +38,7 @@ class SimulatedService:
         heartbeat: float | None = 0.2,
         duplicate_replies: bool = False,
         consume: bool = True,
+        delay: Mapping[Action, float] | None = None,
     ) -> None:
         self.url = amqp_url
         self.topology = Topology(namespace)
@@ -47,6 +48,7 @@ class SimulatedService:
         self.heartbeat_period = heartbeat
         self.duplicate_replies = duplicate_replies
         self.consume = consume
+        self.delay = dict(delay or {})
         self.received: list[Command] = []
         self.user = unquote(urlparse(amqp_url).username or "guest")
         self._connection: AbstractRobustConnection | None = None
@@ -137,6 +139,7 @@ class SimulatedService:
         self.received.append(command)
         outcome = self.behaviour.get(command.action)
         if outcome is not None:
+            await asyncio.sleep(self.delay.get(command.action, 0))  # "the work" takes that long
             await self.answer(command, outcome)
         await incoming.ack()
 

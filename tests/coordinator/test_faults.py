@@ -115,6 +115,35 @@ async def test_killed_between_storing_and_publishing_the_release_still_completes
         assert sim.actions(release_id) == [Action.INITIALIZE, Action.START, Action.PUBLISH]
 
 
+async def test_killed_between_receiving_and_storing_a_reply_loses_nothing(
+    settings: Settings,
+    spawn: Callable[..., subprocess.Popen[bytes]],
+    admin: AdminClient,
+    services: StartService,
+    store: Store,
+    start_coordinator: Callable[[Settings], Awaitable[Running]],
+) -> None:
+    """A reply is acknowledged only once its effect is stored: one received by a coordinator that dies
+    before storing it is delivered again to the next one."""
+    doomed = spawn(str(HERE / "crash_before_store.py"))
+    await answers_within(admin, 30)
+    # Processing takes a while, so the start commands are long confirmed and cleared from the outbox
+    # when the replies come: a fresh coordinator has nothing to replay that would make services answer again.
+    sims = [await services(name, delay={Action.START: 1.5}) for name in SERVICES]
+    for name in SERVICES:
+        await admin.request(RequireService(service=name))
+    release_id = await create(admin)
+    assert await asyncio.to_thread(doomed.wait, 30) == -signal.SIGKILL
+    stored = await store.get(release_id)
+    assert stored is not None
+    assert stored.state is ReleaseState.RUNNING  # no "staged" reply stored: it died on the first
+
+    await start_coordinator(settings)
+    await wait_for_state(store, release_id, ReleaseState.STAGED)
+    for sim in sims:
+        assert sim.actions(release_id) == [Action.INITIALIZE, Action.START]  # nothing had to be redone
+
+
 async def test_a_second_coordinator_stands_by_then_takes_over(
     settings: Settings, spawn: Callable[..., subprocess.Popen[bytes]], admin: AdminClient, tmp_path: Path
 ) -> None:
