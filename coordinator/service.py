@@ -242,9 +242,18 @@ class Coordinator:
         log.info("recovered", replayed_messages=replayed, open_releases=len(self._deadlines))
 
     async def _sweep_forever(self) -> None:
+        """Deadlines, retries of undelivered messages and idle clean-ups, every quarter second; an error
+        (the store unreachable for a moment) is logged and the next round tries again."""
+        failures = 0
         while True:
-            await asyncio.sleep(0.25)
-            await self._sweep()
+            await asyncio.sleep(0.25 if not failures else retry_delay(failures))
+            try:
+                await self._sweep()
+            except Exception as error:
+                failures += 1
+                log.warning("sweep failed; trying again", error=repr(error), failures=failures)
+            else:
+                failures = 0
 
     async def _sweep(self) -> None:
         now = self.clock()

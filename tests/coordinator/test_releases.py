@@ -130,6 +130,28 @@ async def test_a_silent_service_fails_processing_by_deadline(
     assert failed.state_reason == "no progress during processing before the deadline from: portal"
 
 
+async def test_deadlines_still_fire_after_a_sweep_failed(
+    coordinator: Running, admin: AdminClient, services: StartService, store: Store
+) -> None:
+    """The sweeper (deadlines, retries) survives an error: the store unreachable for a moment."""
+    sweep = coordinator.coordinator._sweep
+    failed_sweeps = 0
+
+    async def flaky_sweep() -> None:
+        nonlocal failed_sweeps
+        if not failed_sweeps:
+            failed_sweeps += 1
+            raise ConnectionError("store unreachable (injected)")
+        await sweep()
+
+    coordinator.coordinator._sweep = flaky_sweep  # type: ignore[method-assign]
+    await setup(admin, services, portal={"behaviour": {Action.START: None}})
+    release_id = await create(admin)
+    failed = await wait_for_state(store, release_id, ReleaseState.FAILED, within=20)
+    assert failed_sweeps == 1
+    assert failed.state_reason == "no progress during processing before the deadline from: portal"
+
+
 async def test_hold_blocks_publish_until_unhold(
     coordinator: Running, admin: AdminClient, services: StartService, store: Store
 ) -> None:
