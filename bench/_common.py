@@ -947,7 +947,7 @@ _BUCKETS = (
 
 
 def _short(file: str) -> str:
-    for marker in ("site-packages/", "/lib/python3", "/work/", str(REPO) + "/"):
+    for marker in ("site-packages/", "/lib/python3", str(REPO) + "/"):
         if marker in file:
             file = file.split(marker, 1)[1]
     return file.split("/", 1)[1] if file.startswith("3.") else file
