@@ -1,9 +1,12 @@
 """The coordinator: wires the pure state machine to the store and the broker.
 
-For every input (a reply, progress, a heartbeat, an operator request, a deadline) it reads the
-release, asks :func:`coordinator.machine.decide`, stores the result with a compare-and-set
-(outbox and audit events in the same update), acknowledges the input, and only then publishes
-the outbox. Anything that crashes in between is replayed from the store on the next start.
+For every input (a reply, progress, a heartbeat, an operator request, a deadline) it takes the
+release (cached while this coordinator leads, else read), asks :func:`coordinator.machine.decide`,
+stores the result with a compare-and-set (outbox and audit events in the same update), publishes
+the outbox with confirms, and only then acknowledges the input. The replies waiting for one release
+are decided in a row and stored with one compare-and-set (:class:`coordinator.batches.KeyedBatcher`).
+Anything that crashes in between is replayed: an unacknowledged input is delivered again, and the
+outbox of every open release is published again on the next start.
 """
 
 from __future__ import annotations
