@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import socket
-import ssl
-import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from coordinator.machine import Timeouts
+from schemas.broker_url import check_ca_file, with_ca_file
 
 #: name -> (default, help). The single source of the documentation printed by ``--help``.
 SETTINGS: dict[str, tuple[str, str]] = {
@@ -88,9 +87,10 @@ class Settings:
                 raise ValueError(f"{name} must be a whole number, not {value!r}")
             return int(value)
 
+        ca_file = get("RC_AMQP_CA_FILE")
         return cls(
             amqp_url=get("RC_AMQP_URL"),
-            amqp_ca_file=_ca_file(get("RC_AMQP_CA_FILE")),
+            amqp_ca_file=check_ca_file(ca_file) if ca_file else None,
             mongodb_url=get("RC_MONGODB_URL") or None,
             mongodb_database=get("RC_MONGODB_DATABASE") or None,
             namespace=get("RC_NAMESPACE"),
@@ -110,22 +110,4 @@ class Settings:
 
     def amqp_url_with_tls(self) -> str:
         """The broker URL with the CA file passed to aio-pika (``amqps://...?cafile=``)."""
-        if not self.amqp_ca_file or not self.amqp_url.startswith("amqps://"):
-            return self.amqp_url
-        joiner = "&" if "?" in self.amqp_url else "?"
-        # Quoted: aio-pika reads the query with yarl, which cuts a path at '&' or '#' and makes '+' a space.
-        return f"{self.amqp_url}{joiner}cafile={urllib.parse.quote(self.amqp_ca_file, safe='/')}"
-
-
-def _ca_file(value: str) -> str | None:
-    """``RC_AMQP_CA_FILE`` checked now: a missing or unreadable bundle is a clear error at start-up, not a
-    connection failure retried forever."""
-    if not value:
-        return None
-    try:
-        ssl.create_default_context(cafile=value)
-    except FileNotFoundError:
-        raise ValueError(f"RC_AMQP_CA_FILE {value!r} does not exist") from None
-    except (OSError, ssl.SSLError) as error:
-        raise ValueError(f"RC_AMQP_CA_FILE {value!r} is not a readable PEM CA bundle: {error}") from None
-    return value
+        return with_ca_file(self.amqp_url, self.amqp_ca_file)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
-import ssl
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from schemas.broker_url import check_ca_file, with_ca_file
 from schemas.topology import Topology
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -70,7 +70,7 @@ class Settings:
         if self.state_dir is not None and not isinstance(self.state_dir, Path):
             object.__setattr__(self, "state_dir", Path(self.state_dir))
         if self.amqp_ca_file is not None:
-            _check_ca_file(self.amqp_ca_file)
+            check_ca_file(self.amqp_ca_file)
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, not {self.concurrency}")
         for name in ("heartbeat_seconds", "shutdown_timeout", "publish_timeout", "reconnect_seconds"):
@@ -94,11 +94,7 @@ class Settings:
 
     def connection_url(self) -> str:
         """The broker URL with ``amqp_ca_file`` passed to aio-pika (``amqps://...?cafile=``)."""
-        if not self.amqp_ca_file or not self.amqp_url.startswith("amqps://"):
-            return self.amqp_url
-        joiner = "&" if "?" in self.amqp_url else "?"
-        # Quoted: aio-pika reads the query with yarl, which cuts a path at '&' or '#' and makes '+' a space.
-        return f"{self.amqp_url}{joiner}cafile={urllib.parse.quote(self.amqp_ca_file, safe='/')}"
+        return with_ca_file(self.amqp_url, self.amqp_ca_file)
 
     @property
     def topology(self) -> Topology:
@@ -155,13 +151,3 @@ def broker_user(url: str) -> str:
 
 def hostname() -> str:
     return socket.gethostname()
-
-
-def _check_ca_file(path: str) -> None:
-    """A missing or unreadable CA bundle is a clear error now, not a connection retried forever."""
-    try:
-        ssl.create_default_context(cafile=path)
-    except FileNotFoundError:
-        raise ValueError(f"RC_AMQP_CA_FILE {path!r} does not exist") from None
-    except (OSError, ssl.SSLError) as error:
-        raise ValueError(f"RC_AMQP_CA_FILE {path!r} is not a readable PEM CA bundle: {error}") from None
