@@ -253,11 +253,11 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-def check_file_handles(queues: int) -> None:
-    """Refuse to start when the local node's file-handle budget cannot hold ``queues`` more quorum queues.
+def file_handles() -> tuple[int, int] | None:
+    """``(limit, used)`` of the local RabbitMQ node's file-handle budget; None if ``rabbitmqctl`` cannot tell.
 
     RabbitMQ reserves about 3 handles per quorum queue; when the budget runs out, the node stops setting
-    up new connections without an error. Only checked when ``rabbitmqctl`` can reach a local node.
+    up new connections without an error (see scripts/ensure-rabbitmq.sh).
     """
     try:
         done = subprocess.run(
@@ -267,12 +267,20 @@ def check_file_handles(queues: int) -> None:
             timeout=30,
             check=False,
         )
-    except (OSError, subprocess.TimeoutExpired):
-        return
+    except (OSError, subprocess.SubprocessError):
+        return None
     numbers = [int(n) for n in re.findall(r"\d+", done.stdout)]
     if done.returncode != 0 or len(numbers) != 2:
+        return None
+    return numbers[0], numbers[1]
+
+
+def check_file_handles(queues: int) -> None:
+    """Refuse to start when the local node's file-handle budget cannot hold ``queues`` more quorum queues."""
+    budget = file_handles()
+    if budget is None:
         return
-    limit, used = numbers
+    limit, used = budget
     if limit - used < 3 * queues + 100:
         raise SystemExit(
             f"RabbitMQ's file-handle budget ({used} of {limit} used) cannot hold {queues} more quorum "

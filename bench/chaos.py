@@ -51,6 +51,7 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 from pymongo import AsyncMongoClient
 
+from bench._common import file_handles
 from bench.chaos_service import read_journal
 from coordinator.embedded_store import EmbeddedStore
 from deploy.setup import Installation, Permission, grant
@@ -194,7 +195,8 @@ class Chaos:
         #: Releases driven after the planned ones, when a fault kind still lacked a release to target.
         self.extra: list[asyncio.Task[None]] = []
         self.fault_attempts = 0
-        self.handle_budget = _handle_budget() if config.broker_fault == "rabbitmqctl" else None
+        budget = file_handles() if config.broker_fault == "rabbitmqctl" else None
+        self.handle_budget = budget[0] if budget else None
         self.procs: dict[str, Proc] = {}
         self.release_ids: list[str] = []
         self.captured: deque[tuple[TaskReply, str]] = deque(maxlen=400)
@@ -681,22 +683,6 @@ class Chaos:
 def _staged_before_published(done: dict[str, float]) -> bool:
     """The service staged its data before it made it public (as its journal says)."""
     return "staged" in done and "published" in done and done["staged"] <= done["published"]
-
-
-def _handle_budget() -> int | None:
-    """The file-handle budget of the local node now (None if rabbitmqctl cannot tell)."""
-    try:
-        done = subprocess.run(
-            ["rabbitmqctl", "-q", "eval", "proplists:get_value(total_limit, file_handle_cache:info())."],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    value = done.stdout.strip()
-    return int(value) if done.returncode == 0 and value.isdigit() else None
 
 
 def _delete_user(user: str, management: str | None) -> None:
