@@ -21,13 +21,14 @@ class DiesBeforePublishing(Coordinator):
         await super()._deliver(release)
 
 
-async def main() -> None:
+def serve(coordinator: type[Coordinator]) -> None:
+    """Run ``coordinator`` (a doomed subclass) as ``python -m coordinator`` would, from the environment."""
+    logs.configure("info")
     settings = Settings.from_env()
     assert settings.mongodb_url is not None
     store = Store.connect(settings.mongodb_url, settings.database)
-    await DiesBeforePublishing(settings, store).run(asyncio.Event())
+    asyncio.run(coordinator(settings, store).run(asyncio.Event()))
 
 
 if __name__ == "__main__":
-    logs.configure("info")
-    asyncio.run(main())
+    serve(DiesBeforePublishing)

@@ -14,12 +14,10 @@ from collections.abc import Sequence
 
 from aio_pika.abc import AbstractIncomingMessage
 
-from coordinator import logs
 from coordinator.machine import Decision, Event, ReplyReceived
 from coordinator.service import Coordinator
-from coordinator.settings import Settings
-from coordinator.store import Store
 from schemas.enums import Action
+from tests.coordinator.crash_after_store import serve
 
 ACK_FIRST = os.environ.get("RC_TEST_ACK_FIRST") == "1"
 
@@ -37,13 +35,5 @@ class DiesBeforeStoring(Coordinator):
         return await super()._apply_all(release_id, inputs)
 
 
-async def main() -> None:
-    settings = Settings.from_env()
-    assert settings.mongodb_url is not None
-    store = Store.connect(settings.mongodb_url, settings.database)
-    await DiesBeforeStoring(settings, store).run(asyncio.Event())
-
-
 if __name__ == "__main__":
-    logs.configure("info")
-    asyncio.run(main())
+    serve(DiesBeforeStoring)

@@ -29,7 +29,7 @@ from tests.coordinator.simulated import SimulatedService
 from tests.coordinator.test_releases import call, create
 
 StartService = Callable[..., Awaitable[SimulatedService]]
-HERE = Path(__file__).parent
+ROOT = Path(__file__).parents[2]
 
 
 def coordinator_env(settings: Settings) -> dict[str, str]:
@@ -56,6 +56,7 @@ def spawn(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., subproce
         with open(tmp_path / log, "wb") as sink:
             process = subprocess.Popen(
                 [sys.executable, *command],
+                cwd=ROOT,  # where ``-m tests.coordinator...`` is found
                 env=coordinator_env(settings),
                 stdout=sink,
                 stderr=subprocess.STDOUT,
@@ -94,7 +95,7 @@ async def test_killed_between_storing_and_publishing_the_release_still_completes
     store: Store,
     start_coordinator: Callable[[Settings], Awaitable[Running]],
 ) -> None:
-    doomed = spawn(str(HERE / "crash_after_store.py"))
+    doomed = spawn("-m", "tests.coordinator.crash_after_store")
     await answers_within(admin, 30)
     sims = [await services(name) for name in SERVICES]
     for name in SERVICES:
@@ -125,7 +126,7 @@ async def test_killed_between_receiving_and_storing_a_reply_loses_nothing(
 ) -> None:
     """A reply is acknowledged only once its effect is stored: one received by a coordinator that dies
     before storing it is delivered again to the next one."""
-    doomed = spawn(str(HERE / "crash_before_store.py"))
+    doomed = spawn("-m", "tests.coordinator.crash_before_store")
     await answers_within(admin, 30)
     # Processing takes a while, so the start commands are long confirmed and cleared from the outbox
     # when the replies come: a fresh coordinator has nothing to replay that would make services answer again.
