@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 import aio_pika
 from aio_pika.abc import (
@@ -26,25 +25,13 @@ from aio_pika.abc import (
 )
 from aiormq.exceptions import ChannelLockedResource, ChannelNotFoundEntity
 
+from schemas.broker_url import broker_user
 from schemas.documents import OutboxEntry
 from schemas.enums import MessageKind
 from schemas.messages import SCHEMA_VERSION
 from schemas.topology import DEAD_REASON_HEADER, SCHEMA_VERSION_HEADER, Topology
 
 Handler = Callable[[AbstractIncomingMessage], Awaitable[None]]
-
-
-def broker_user(url: str) -> str:
-    return unquote(urlparse(url).username or "guest")
-
-
-def masked(url: str) -> str:
-    """The URL with its password hidden, for logs and error messages."""
-    parsed = urlparse(url)
-    if parsed.password is None:
-        return url
-    netloc = parsed.netloc.replace(f":{parsed.password}@", ":***@", 1)
-    return parsed._replace(netloc=netloc).geturl()
 
 
 class NotLeader(Exception):

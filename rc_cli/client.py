@@ -32,6 +32,7 @@ from aio_pika.abc import (
     AbstractQueue,
 )
 
+from schemas.broker_url import broker_user, mask_url
 from schemas.messages import (
     SCHEMA_VERSION,
     AdminAnswer,
@@ -48,8 +49,6 @@ from schemas.topology import SCHEMA_VERSION_HEADER, Topology
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_NAMESPACE = "rc"
 DEFAULT_TIMEOUT = 10.0
-#: aio-pika's user when the URL names none.
-DEFAULT_BROKER_USER = "guest"
 
 
 class AdminClientError(Exception):
@@ -88,29 +87,6 @@ def expect_ok(answer: AdminAnswer) -> AdminResult | None:
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-def mask_url(url: str) -> str:
-    """``url`` with its password (if any) replaced by ``***``: safe to print."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return "<invalid URL>"
-    if password is None:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-
-
-def broker_user(url: str) -> str:
-    """The broker user a connection to ``url`` logs in as (RabbitMQ checks ``user_id`` against it)."""
-    try:
-        username = urllib.parse.urlsplit(url).username
-    except ValueError:
-        username = None
-    return urllib.parse.unquote(username) if username else DEFAULT_BROKER_USER
 
 
 def default_operator() -> str:

@@ -31,11 +31,11 @@ from rc_cli.client import (
     AdminClientError,
     Refused,
     expect_ok,
-    mask_url,
 )
 from rc_cli.events import DEFAULT_FOLLOW_INTERVAL, follow_events
 from rc_cli.watch import watch_release
 from schemas._base import RELEASE_ID_PATTERN
+from schemas.broker_url import mask_url
 from schemas.documents import MAX_NOTE_BYTES, NOTE_ID_PATTERN, Event, ReleaseView
 from schemas.enums import EventKind, ReleaseState
 from schemas.messages import (

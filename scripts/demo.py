@@ -45,8 +45,9 @@ from rich.table import Table
 from rich.text import Text
 
 from rc_cli import render
-from rc_cli.client import AdminClient, AdminClientError, Refused, broker_user, expect_ok, mask_url
+from rc_cli.client import AdminClient, AdminClientError, Refused, expect_ok
 from rc_cli.watch import watch_release
+from schemas.broker_url import broker_user, mask_url
 from schemas.documents import ReleaseView
 from schemas.enums import ReleaseState, TaskState
 from schemas.messages import (

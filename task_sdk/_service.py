@@ -9,11 +9,12 @@ from typing import Any
 
 import structlog
 
+from schemas.broker_url import mask_url
 from task_sdk._amqp import AmqpTransport
 from task_sdk._handler import TaskHandler, check_handler
 from task_sdk._logging import configure_logging
 from task_sdk._runner import Runner
-from task_sdk._settings import Settings, mask_url
+from task_sdk._settings import Settings
 from task_sdk._store import MemoryOutcomeStore, OutcomeStore, SqliteOutcomeStore
 
 log = structlog.get_logger("task_sdk")

@@ -5,13 +5,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
-import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from schemas.broker_url import check_ca_file, with_ca_file
+from schemas.broker_url import broker_user, check_ca_file, mask_url, with_ca_file
 from schemas.topology import Topology
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -132,21 +131,6 @@ def _convert(variable: str, field: str, raw: str) -> Any:
         return _CONVERTERS.get(field, str)(raw)
     except ValueError:
         raise ValueError(f"{variable}={raw!r} is not a valid value for {field}") from None
-
-
-def mask_url(url: str) -> str:
-    """``url`` with the password replaced by ``***`` (never log credentials)."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
-
-
-def broker_user(url: str) -> str:
-    """The user name in an AMQP URL (AMQP's default ``guest`` when the URL names none)."""
-    username = urllib.parse.urlsplit(url).username
-    return urllib.parse.unquote(username) if username else "guest"
 
 
 def hostname() -> str:

@@ -8,7 +8,7 @@ from typing import Any
 
 import aio_pika
 
-from rc_cli.client import mask_url
+from schemas.broker_url import mask_url
 from schemas.enums import ReleaseState, TaskState
 from schemas.topology import SCHEMA_VERSION_HEADER, Topology
 from tests.cli.conftest import Rc

@@ -8,7 +8,8 @@ import pytest
 from rich.console import Console, RenderableType
 
 from rc_cli import render
-from rc_cli.client import broker_user, default_operator, format_seconds, mask_url
+from rc_cli.client import default_operator, format_seconds
+from schemas.broker_url import broker_user, mask_url
 from schemas.documents import Event, ReleaseView, ServiceRecord, Task
 from schemas.enums import EventKind, ReleaseState, TaskState
 from schemas.messages import ReleasePage, ReleaseResult, ServiceList
@@ -154,6 +155,8 @@ def test_watch_view_has_one_bar_per_task() -> None:
         ("amqp://127.0.0.1/", "amqp://127.0.0.1/"),
         ("amqp://ops@127.0.0.1/", "amqp://ops@127.0.0.1/"),
         ("amqp://ops:@127.0.0.1/", "amqp://ops:***@127.0.0.1/"),
+        ("mongodb://ops:pw@db1:27017,db2:27017/rc", "mongodb://ops:***@db1:27017,db2:27017/rc"),
+        ("amqp://ops:secret@[::1/", "<invalid URL>"),  # unparsable: where the password ends is unknown
     ],
 )
 def test_mask_url(url: str, masked: str) -> None:

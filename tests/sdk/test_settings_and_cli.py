@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from schemas.broker_url import broker_user, mask_url
 from task_sdk import Settings, TaskHandler
-from task_sdk._settings import ENVIRONMENT, broker_user, mask_url
+from task_sdk._settings import ENVIRONMENT
 from task_sdk.cli import load_handler, main, parser
 from tests.sdk.handlers import Slow
 

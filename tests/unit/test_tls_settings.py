@@ -34,9 +34,9 @@ from coordinator.store import Store
 from rc_cli.client import AdminClient, BrokerUnreachable
 from rc_http_bridge.__main__ import configuration
 from rc_http_bridge.__main__ import parser as bridge_parser
+from schemas.broker_url import mask_url
 from task_sdk._amqp import AmqpTransport
 from task_sdk._settings import Settings as SdkSettings
-from task_sdk._settings import mask_url
 
 #: A self-signed CA certificate (EC P-256, valid until 2126), only ever loaded as a trust anchor.
 CA_PEM = """\
