@@ -9,7 +9,7 @@
    p50 and p95. Plus one run of the real ``rc`` command for each (a new Python process: includes
    interpreter start-up).
 2. **The store alone, and the coordinator without the broker.** The very queries the coordinator makes
-   for each request (``coordinator/store.py``: ``get``, ``list_releases``, ``event_page``,
+   for each request (``coordinator/store.py``: ``get``, ``state_of``, ``list_releases``, ``event_page``,
    ``study_summary``, ``study_releases``), sent with PyMongo to the same two stores, timed the same way:
    what of the latency is the store's, and what is the coordinator's + the broker round trip. And the same
    requests handled by ``Coordinator.execute`` in this process on the same stores (store + coordinator
@@ -397,7 +397,7 @@ def admin_operation(name: str, release_id: str, stored: int) -> Any:
 
 async def store_queries(site: Site, name: str, release_id: str) -> dict[str, float]:
     """The store queries the coordinator makes for request ``name`` (``coordinator/store.py``), one after
-    the other as it does; ms per query."""
+    the other (the coordinator sends those of ``study show`` at once); ms per query."""
     db = site.db()
     releases, events = db["releases"], db["events"]
     timed: dict[str, float] = {}
@@ -434,8 +434,10 @@ async def store_queries(site: Site, name: str, release_id: str) -> dict[str, flo
                 "study_releases",
                 releases.find({"studies": study}, sort=by_seq, limit=21, projection=brief).to_list(),
             )
-        case _:  # get + event_page(50)
-            await timing("get", releases.find_one({"_id": release_id}))
+        case _:  # state_of + event_page(50)
+            await timing(
+                "state_of", releases.find_one({"_id": release_id}, projection={"_id": 0, "state": 1})
+            )
             await timing(
                 "event_page", events.find({"release_id": release_id}, sort=by_event, limit=51).to_list()
             )

@@ -26,7 +26,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from coordinator import metrics
 from coordinator.admission import admit_reply
 from coordinator.batches import KeyedBatcher
-from coordinator.broker import Broker, NotLeader, masked
+from coordinator.broker import Broker, NotLeader
 from coordinator.machine import (
     OPERATOR_EVENTS,
     AddNote,
@@ -52,6 +52,7 @@ from coordinator.settings import Settings
 from coordinator.store import BadCursor, StaleRevision, Store, VersionTaken
 from coordinator.versioning import next_tentative
 from schemas import documents as docs
+from schemas.broker_url import mask_url
 from schemas.enums import EventKind, ReleaseState
 from schemas.messages import (
     AddNote as AddNoteOp,
@@ -183,7 +184,7 @@ class Coordinator:
                 await _sleep_or_stop(stop, 1.0)
                 continue
             except (TimeoutError, OSError, ConnectionError) as error:
-                log.warning("broker unreachable", url=masked(self.settings.amqp_url), error=str(error))
+                log.warning("broker unreachable", url=mask_url(self.settings.amqp_url), error=str(error))
                 await broker.close()
                 await _sleep_or_stop(stop, 2.0)
                 continue
@@ -216,7 +217,7 @@ class Coordinator:
         await broker.consume(self.topology.admin_queue, self._on_admin_delivery)
         self.active.set()
         metrics.IS_ACTIVE.set(1)
-        log.info("active", namespace=self.settings.namespace, broker=masked(self.settings.amqp_url))
+        log.info("active", namespace=self.settings.namespace, broker=mask_url(self.settings.amqp_url))
         sweeper = asyncio.create_task(self._sweep_forever())
         lost = asyncio.create_task(broker.closed())
         stopped = asyncio.create_task(stop.wait())
@@ -726,8 +727,8 @@ class Coordinator:
         )
 
     async def _events(self, op: ListEvents) -> EventPage:
-        release = await self.store.get(op.release_id)
-        if release is None:
+        state = await self.store.state_of(op.release_id)
+        if state is None:
             raise Refused(f"unknown release {op.release_id}")
         try:
             page, next_cursor = await self.store.event_page(
@@ -736,7 +737,7 @@ class Coordinator:
         except BadCursor as error:
             raise Refused(str(error)) from None
         return EventPage(
-            release_id=release.id, release_state=release.state, events=tuple(page), next_cursor=next_cursor
+            release_id=op.release_id, release_state=state, events=tuple(page), next_cursor=next_cursor
         )
 
     async def _notes(self, op: ListNotes) -> NotePage:
@@ -768,12 +769,12 @@ class Coordinator:
 
     async def _study(self, op: ShowStudy) -> StudyResult:
         before = _seq_cursor(op.cursor)
-        summary = await self.store.study_summary(op.study)
+        summary, (releases, next_seq) = await asyncio.gather(
+            self.store.study_summary(op.study),
+            self.store.study_releases(op.study, op.limit, before, state=op.state, since=op.since),
+        )
         if summary is None:
             raise Refused(f"no release has included study {op.study}")
-        releases, next_seq = await self.store.study_releases(
-            op.study, op.limit, before, state=op.state, since=op.since
-        )
         return StudyResult(
             study=summary,
             releases=tuple(releases),

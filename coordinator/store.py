@@ -9,6 +9,7 @@ commands together" atomic without transactions.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -106,6 +107,13 @@ class Store:
     async def get(self, release_id: str) -> Release | None:
         doc = await _timed("get_release", self.releases.find_one({"_id": release_id}))
         return None if doc is None else _from_doc(doc)
+
+    async def state_of(self, release_id: str) -> ReleaseState | None:
+        """A release's state alone: no need to read and parse the whole document (tasks, notes)."""
+        doc = await _timed(
+            "state_of", self.releases.find_one({"_id": release_id}, projection={"_id": 0, "state": 1})
+        )
+        return None if doc is None else ReleaseState(doc["state"])
 
     async def last_created(self) -> Release | None:
         doc = await self.releases.find_one({}, sort=[("seq", DESCENDING)])
@@ -262,22 +270,27 @@ class Store:
     # ------------------------------------------------------------------ studies
 
     async def study_summary(self, study: str) -> StudySummary | None:
-        """The latest release with ``study``, its last published one, and how many releases had it."""
-        latest = await _timed(
-            "study_latest",
-            self.releases.find_one({"studies": study}, sort=[("seq", DESCENDING)], projection=_BRIEF),
+        """The latest release with ``study``, its last published one, and how many releases had it.
+
+        The three queries are independent index look-ups: they are sent at once (one round trip's wait).
+        """
+        latest, published, count = await asyncio.gather(
+            _timed(
+                "study_latest",
+                self.releases.find_one({"studies": study}, sort=[("seq", DESCENDING)], projection=_BRIEF),
+            ),
+            _timed(
+                "study_published",
+                self.releases.find_one(
+                    {"studies": study, "state": ReleaseState.PUBLISHED.value},
+                    sort=[("final_sort", DESCENDING)],
+                    projection=_BRIEF,
+                ),
+            ),
+            _timed("study_count", self.releases.count_documents({"studies": study})),
         )
         if latest is None:
             return None
-        published = await _timed(
-            "study_published",
-            self.releases.find_one(
-                {"studies": study, "state": ReleaseState.PUBLISHED.value},
-                sort=[("final_sort", DESCENDING)],
-                projection=_BRIEF,
-            ),
-        )
-        count = await _timed("study_count", self.releases.count_documents({"studies": study}))
         return StudySummary(
             study=study,
             release_count=count,
