@@ -15,8 +15,10 @@ For each N (default 3, 30, 300) no-op task services, spread over a few host proc
    store's ``entered`` times: initialize = create request sent -> ``running``; process = ``running`` ->
    ``staged``; publish = publish request sent -> ``published``. Median and p95 over the releases.
 
-Prints per N the floor and coordinator ms/step and the ratio coordinator / floor; writes
-``bench/results/overhead.json``. Targets: ratio <= 1.3 at N = 300, <= 1.5 at N = 3.
+Prints per N the floor and coordinator ms/step and the ratio coordinator / floor, then the CPU ms per
+step of each side (coordinator, store, and this process when it plays the floor's coordinator) next to
+the time the target allows; writes ``bench/results/overhead.json``. Targets: ratio <= 1.3 at N = 300,
+<= 1.5 at N = 3.
 
     python -m bench.overhead [--n 3,30,300] [--releases 10,10,5] [--profile]
 """
@@ -70,6 +72,7 @@ from bench._common import (
     summary,
     write_results,
 )
+from coordinator.settings import Settings as CoordinatorSettings
 from coordinator.store import Store, _from_doc, _to_doc
 from schemas.documents import Release, Task
 from schemas.enums import Action, Outcome, ReleaseState, TaskState
@@ -77,6 +80,10 @@ from schemas.topology import Topology
 
 NAME = "overhead"
 FLOOR_ACTIONS = (Action.INITIALIZE, Action.START, Action.PUBLISH)
+#: The reply prefetch of the floor: the coordinator's own default (``RC_PREFETCH``), so both consume alike.
+FLOOR_PREFETCH = CoordinatorSettings().prefetch
+#: ratio targets of issue 7 (coordinator ms/step <= target x floor ms/step)
+TARGETS = {3: 1.5, 300: 1.3}
 
 
 # ---------------------------------------------------------------------- the floor
@@ -112,7 +119,7 @@ async def measure_floor(
         publisher = await connection.channel(publisher_confirms=True)
         commands = await publisher.get_exchange(topology.commands_exchange, ensure=False)
         consumer = await connection.channel()
-        await consumer.set_qos(prefetch_count=64)  # the coordinator's default RC_PREFETCH
+        await consumer.set_qos(prefetch_count=FLOOR_PREFETCH)
         replies = await consumer.get_queue(topology.replies_queue, ensure=False)
         counter = _ReplyCounter()
         tag = await replies.consume(counter)
@@ -137,6 +144,25 @@ async def measure_floor(
     finally:
         await connection.close()
     return samples
+
+
+def cpu_per_step(
+    floor_cpu: dict[str, float], floor_steps: int, coordinator_cpu: dict[str, float], steps: int
+) -> dict[str, float | None]:
+    """CPU ms per step of the process in the coordinator's role (this process for the floor), of the
+    store and of RabbitMQ: what each side costs, whatever the machine's other load does to wall time."""
+
+    def per_step(cpu: dict[str, float], name: str, count: int) -> float | None:
+        # A process not measured (a remote store or broker) has no figure rather than a zero.
+        return round(1000 * cpu[name] / count, 2) if name in cpu else None
+
+    return {
+        "floor_bench": per_step(floor_cpu, "bench", floor_steps),
+        "floor_rabbitmq": per_step(floor_cpu, "rabbitmq", floor_steps),
+        "coordinator": per_step(coordinator_cpu, "coordinator", steps),
+        "store": per_step(coordinator_cpu, "store", steps),
+        "rabbitmq": per_step(coordinator_cpu, "rabbitmq", steps),
+    }
 
 
 # ---------------------------------------------------------------------- the store alone
@@ -318,6 +344,12 @@ async def measure_n(
             result["ratio_p95"] = ratio(
                 result["coordinator_ms_per_step"]["p95"], result["floor_ms_per_step"]["median"]
             )
+            result["cpu_ms_per_step"] = cpu_per_step(
+                result["floor_cpu_seconds"],
+                (warmup + floor_rounds) * len(FLOOR_ACTIONS),
+                result["coordinator_cpu_seconds"],
+                releases * len(STEPS),
+            )
             await children.stop(coordinator.child)
             for host in hosts:
                 await children.stop(host)
@@ -409,6 +441,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return data
 
 
+def _figure(value: float | None, width: int) -> str:
+    return f"{value:>{width}.1f}" if value is not None else f"{'-':>{width}}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     data = asyncio.run(run(args))
@@ -420,6 +456,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{r['coordinator_ms_per_step']['median']:>13.1f} "
             f"{r['coordinator_ms_per_step']['p95']:>10.1f} {r['ratio']:>7.2f}"
         )
+    print()
+    print("CPU ms per step (floor: this process in the coordinator's role; budget: target x floor ms/step)")
+    print(f"{'N':>5} {'floor':>8} {'coordinator':>12} {'store':>8} {'budget':>8}")
+    for r in data["results"]:
+        cpu = r["cpu_ms_per_step"]
+        target = TARGETS.get(r["n"])
+        budget = f"{target * r['floor_ms_per_step']['median']:.1f}" if target else "-"
+        columns = (("floor_bench", 8), ("coordinator", 12), ("store", 8))
+        figures = [_figure(cpu[name], width) for name, width in columns]
+        print(f"{r['n']:>5} {' '.join(figures)} {budget:>8}")
     print(f"figures written to {path.name} in {args.results_dir.name}/")
     largest = data["results"][-1]
     print(
