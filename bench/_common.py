@@ -545,9 +545,14 @@ class StoreHandle:
         return self.child.pid if self.child else None
 
 
+def configured_store() -> str | None:
+    """``RC_BENCH_MONGODB_URL``: a MongoDB to measure instead of the embedded store."""
+    return os.environ.get("RC_BENCH_MONGODB_URL", "").strip() or None
+
+
 async def start_store(children: Children, *, profile: Path | None = None) -> StoreHandle:
     """``RC_BENCH_MONGODB_URL`` if set, else the embedded in-memory server in a child process."""
-    configured = os.environ.get("RC_BENCH_MONGODB_URL", "").strip()
+    configured = configured_store()
     if configured:
         return StoreHandle(configured, None)
     child = children.add(
@@ -563,6 +568,16 @@ async def start_store(children: Children, *, profile: Path | None = None) -> Sto
 
 def connect_store(url: str, namespace: str) -> Store:
     return Store.connect(url, database_of(namespace))
+
+
+async def close_store(store: Store) -> None:
+    """Close a connection of :func:`connect_store`; on a configured MongoDB, drop the benchmark's
+    database first (the embedded store forgets everything when it stops)."""
+    try:
+        if configured_store():
+            await store.client.drop_database(store.db.name)
+    finally:
+        await store.close()
 
 
 async def register_services(store: Store, names: Iterable[str]) -> None:

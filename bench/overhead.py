@@ -48,6 +48,7 @@ from bench._common import (
     amqp_message,
     amqp_url,
     check_file_handles,
+    close_store,
     command_body,
     connect_store,
     declare_topology,
@@ -359,7 +360,7 @@ async def measure_n(
             if client is not None:
                 await client.close()
             if store_db is not None:
-                await store_db.close()
+                await close_store(store_db)
             try:
                 await delete_namespace(url, namespace, services)
             except Exception as error:

@@ -70,6 +70,8 @@ from bench._common import (
     StoreHandle,
     admin_client,
     amqp_url,
+    close_store,
+    configured_store,
     connect_store,
     database_of,
     declare_topology,
@@ -328,7 +330,7 @@ def _patient_client(url: str) -> AsyncMongoClient[dict[str, Any]]:
 
 async def start_preloaded_store(children: Children, site: Site, within: float) -> None:
     """The store of ``site`` with its releases in it (see the module docstring)."""
-    configured = os.environ.get("RC_BENCH_MONGODB_URL", "").strip()
+    configured = configured_store()
     if configured:
         site.store = StoreHandle(configured, None)
         client = _patient_client(configured)
@@ -579,7 +581,7 @@ async def latency(args: argparse.Namespace, url: str) -> dict[str, Any]:
                 if site.client is not None:
                     await site.client.close()
                 if site.direct is not None:
-                    if os.environ.get("RC_BENCH_MONGODB_URL", "").strip():
+                    if configured_store():
                         with contextlib.suppress(Exception):
                             await site.direct.drop_database(site.database)
                     await site.direct.close()
@@ -650,7 +652,7 @@ async def memory(args: argparse.Namespace, url: str) -> dict[str, Any]:
             if client is not None:
                 await client.close()
             if store_db is not None:
-                await store_db.close()
+                await close_store(store_db)
             await delete_namespace(url, namespace, services)
     return result
 
@@ -740,10 +742,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     path = write_results(NAME, data, args.results_dir)
     latency_, memory_ = data["latency"], data["memory"]
     load = latency_["load"]["large"]
+    indexes = (
+        f"indexes {load['index_seconds']} s first"
+        if "index_seconds" in load
+        else "indexes built afterwards by the coordinator"
+    )
     print(
         f"load: {load['releases']} releases + {load['events']} events in {load['total_seconds']} s "
-        f"(indexes {load.get('index_seconds', '-')} s first); coordinator start-up (ensure_indexes) "
-        f"{latency_['coordinator_start_seconds']} s"
+        f"({indexes}); coordinator start-up (ensure_indexes) {latency_['coordinator_start_seconds']} s"
     )
     print(f"{'p50 / p95 ms':<22}" + "".join(f"{op:>20}" for op in OPERATIONS))
     for label, figures in (

@@ -43,6 +43,7 @@ from bench._common import (
     admin_client,
     amqp_message,
     amqp_url,
+    close_store,
     cpu_seconds,
     create_release,
     declare_topology,
@@ -80,6 +81,8 @@ from schemas.topology import Topology
 NAME = "throughput"
 TARGET_RATE = 5000.0
 PREFETCH = 64
+#: Fewer replies drain between a few polls of the queue depth: no 10 %-90 % window to take a rate from.
+MIN_REPLIES = 100
 
 
 def window_rate(points: Sequence[tuple[float, float]], total: int) -> tuple[float, float, float]:
@@ -260,8 +263,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             cpu: dict[str, float] = {}
             if len(window) >= 2 and rate:
                 consumed = window[-1][1] - window[0][1]
+                measured = {
+                    "coordinator": True,
+                    "store": bool(pids["store"]),
+                    "rabbitmq": bool(pids["rabbitmq"]),
+                }
                 for index, name in ((2, "coordinator"), (3, "store"), (4, "rabbitmq")):
-                    cpu[name] = round((window[-1][index] - window[0][index]) / consumed * 1000, 3)
+                    if measured[name]:  # a remote store or broker: its CPU is not ours to read
+                        cpu[name] = round((window[-1][index] - window[0][index]) / consumed * 1000, 3)
+            else:
+                say(f"the queue drained between two polls: no rate measured; use more than {depth} replies")
             data["coordinator"] = {
                 "replies": depth,
                 "applied": applied,
@@ -299,7 +310,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await children.stop(store.child)
         finally:
             if store_db is not None:
-                await store_db.close()
+                await close_store(store_db)
             try:
                 await delete_namespace(url, namespace, services, [f"{namespace}.bare"])
             except Exception as error:
@@ -315,7 +326,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--time-limit", type=float, default=1200.0, help="seconds the whole run may take")
     parser.add_argument("--profile", action="store_true", help="run the draining coordinator under py-spy")
     parser.add_argument("--results-dir", type=Path, default=RESULTS, help="where the JSON goes")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.services < 1 or args.releases < 1:
+        parser.error("--services and --releases must be at least 1")
+    if args.services * args.releases < MIN_REPLIES:
+        parser.error(
+            f"--services x --releases is {args.services * args.releases}: at least {MIN_REPLIES} replies "
+            "are needed for a rate between 10 % and 90 % of the queue (it is polled every 20 ms)"
+        )
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:

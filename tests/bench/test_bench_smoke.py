@@ -11,12 +11,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
+from pymongo import MongoClient
 
 from bench import overhead, scale, throughput
 
 LAST_LINE = re.compile(r"^[a-z0-9_]+: [-+0-9.e]+ \S+ \(ratio [-+0-9.einf]+\)$")
 
 pytestmark = pytest.mark.timeout(240)
+
+TINY_OVERHEAD = ["--n", "3", "--releases", "1", "--floor-rounds", "1", "--warmup", "0"]
 
 
 def run_main(
@@ -37,22 +40,7 @@ def load(directory: Path, name: str) -> dict[str, object]:
 
 
 def test_overhead(amqp_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    line = run_main(
-        overhead.main,
-        [
-            "--n",
-            "3",
-            "--releases",
-            "1",
-            "--floor-rounds",
-            "1",
-            "--warmup",
-            "0",
-            "--results-dir",
-            str(tmp_path),
-        ],
-        capsys,
-    )
+    line = run_main(overhead.main, [*TINY_OVERHEAD, "--results-dir", str(tmp_path)], capsys)
     assert line.startswith("overhead_n3: ")
     data = load(tmp_path, "overhead")
     results = data["results"]
@@ -115,3 +103,46 @@ def test_scale(amqp_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     memory = data["memory"]
     assert isinstance(memory, dict)
     assert memory["releases"] == 4
+
+
+def test_the_benchmarks_measure_a_store_named_by_url(
+    amqp_url: str,
+    mongo_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``RC_BENCH_MONGODB_URL`` (how a real MongoDB is measured; here whichever server the suite runs on):
+    every script runs on it, reports no CPU figure for a store process it did not start, and drops the
+    databases it made there."""
+    monkeypatch.setenv("RC_BENCH_MONGODB_URL", mongo_url)
+    server: MongoClient[dict[str, object]] = MongoClient(mongo_url)
+    try:
+        before = set(server.list_database_names())
+
+        results = str(tmp_path)
+        run_main(overhead.main, [*TINY_OVERHEAD, "--results-dir", results], capsys)
+        runs = load(tmp_path, "overhead")["results"]
+        assert isinstance(runs, list)
+        [result] = runs
+        assert result["replies"] == 9
+        assert result["cpu_ms_per_step"]["store"] is None
+        assert result["cpu_ms_per_step"]["coordinator"] > 0
+
+        run_main(throughput.main, ["--services", "10", "--releases", "10", "--results-dir", results], capsys)
+        coordinator = load(tmp_path, "throughput")["coordinator"]
+        assert isinstance(coordinator, dict)
+        assert coordinator["applied"] == 100
+        assert "store" not in coordinator["cpu_ms_per_reply"]
+
+        tiny_scale = ["--releases", "30", "--small", "5", "--calls", "2", "--memory-first", "1"]
+        run_main(scale.main, [*tiny_scale, "--memory-releases", "2", "--results-dir", results], capsys)
+        latency = load(tmp_path, "scale")["latency"]
+        assert isinstance(latency, dict)
+        assert latency["large"]["stored"] == 30
+        assert "insert_many over the wire" in latency["load"]["large"]["how"]
+
+        made = {name for name in set(server.list_database_names()) - before if name.startswith("bench_")}
+        assert not made, f"left behind on the store: {sorted(made)}"
+    finally:
+        server.close()
