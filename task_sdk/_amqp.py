@@ -40,18 +40,11 @@ class AmqpDelivery:
     def body(self) -> bytes:
         return self._message.body
 
-    @property
-    def redelivered(self) -> bool:
-        return bool(self._message.redelivered)
-
     async def ack(self) -> None:
         await self._message.ack()
 
     async def dead_letter(self) -> None:
         await self._message.reject(requeue=False)
-
-    async def hand_back(self) -> None:
-        await self._message.reject(requeue=True)
 
 
 class AmqpTransport:
@@ -132,13 +125,6 @@ class AmqpTransport:
         )
         await queue.bind(self._topology.commands_exchange, routing_key=self._topology.task_binding(service))
         return queue
-
-    async def other_consumers(self) -> int:
-        """From a (re-)declaration of the queue: its consumer count, less this one."""
-        if self._queue is None:
-            return 0
-        declared = await self._queue.declare(timeout=self._settings.publish_timeout)
-        return max(0, (declared.consumer_count or 0) - (1 if self._consuming else 0))
 
     async def stop_consuming(self) -> None:
         self._consuming = False

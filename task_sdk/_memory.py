@@ -18,7 +18,6 @@ class Settlement(StrEnum):
     PENDING = "pending"
     ACKED = "acked"
     DEAD_LETTERED = "dead_lettered"
-    HANDED_BACK = "handed_back"
 
 
 @dataclass(eq=False)
@@ -35,9 +34,6 @@ class MemoryDelivery:
         self._settle(Settlement.DEAD_LETTERED)
         self.dead_letters.put_nowait(self.body)
 
-    async def hand_back(self) -> None:
-        self._settle(Settlement.HANDED_BACK)
-
     def _settle(self, settlement: Settlement) -> None:
         if self.settlement is not Settlement.PENDING:
             raise RuntimeError(f"delivery settled twice ({self.settlement} then {settlement})")
@@ -53,8 +49,6 @@ class InMemoryTransport:
         self.deliveries: list[MemoryDelivery] = []
         #: The next N publications fail with PublishFailed (then succeed).
         self.fail_publications = 0
-        #: Other instances of the service the queue has (what :meth:`other_consumers` answers).
-        self.consumers_besides = 0
         self._on_delivery: DeliveryHandler | None = None
         self._waiting: list[MemoryDelivery] = []
         self._consuming = False
@@ -78,9 +72,6 @@ class InMemoryTransport:
 
     async def wait_ready(self) -> None:
         return None
-
-    async def other_consumers(self) -> int:
-        return self.consumers_besides
 
     def health(self) -> Health:
         return Health(True) if self._consuming else Health(False, "not consuming")

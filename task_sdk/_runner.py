@@ -15,9 +15,6 @@ runs on RabbitMQ and in memory. The rules it enforces (DESIGN.md sections 6 and 
   already running is just acked; a quick step already running is answered when it finishes.
 * **No lost reply.** A reply is published until the broker confirms it, retrying across reconnects;
   duplicates are possible and carry the same ``message_id``, so the coordinator can drop them.
-* **Room first.** A ``start`` that finds every processing slot busy (``concurrency``) is handed back to
-  the queue once when another instance of the service consumes it, so an idle instance starts it
-  instead of this one queueing it; delivered again, or with no other instance, it is taken on and waits.
 """
 
 from __future__ import annotations
@@ -358,34 +355,9 @@ class Runner:
             )
             await self._answer(reply, delivery)
             return
-        if await self._hand_back_when_busy(command, delivery):
-            return
         self._store.record_taken(command)
         self._begin_processing(command)
         await self._settle(delivery.ack)
-
-    async def _hand_back_when_busy(self, command: Command, delivery: Delivery) -> bool:
-        """With every processing slot taken, give a start back to the queue once, if another instance
-        consumes it: an idle instance starts it now instead of this one queueing it.
-
-        Only a first delivery is handed back (it returns marked redelivered and is then taken by
-        whichever instance gets it), so a start never bounces between busy instances, and it uses one
-        delivery of the queue's delivery limit at most.
-        """
-        if delivery.redelivered or len(self._processing) < self.settings.concurrency:
-            return False
-        try:
-            others = await self._transport.other_consumers()
-        except Exception as error:  # cannot tell: take it, as without other instances
-            self._log.warning("start.consumers_unknown", error=describe_error(error))
-            return False
-        if not others:
-            return False
-        self._log.info(
-            "start.handed_back", release_id=command.release_id, busy=len(self._processing), others=others
-        )
-        await self._settle(delivery.hand_back)
-        return True
 
     def _was_canceled(self, release_id: str) -> bool:
         cancel = self._store.outcome(release_id, Action.CANCEL)

@@ -23,21 +23,12 @@ class Delivery(Protocol):
     @property
     def body(self) -> bytes: ...
 
-    @property
-    def redelivered(self) -> bool:
-        """The broker delivered this command before (to this or another consumer)."""
-        ...
-
     async def ack(self) -> None:
         """The command is done with (or safely taken on): the broker may forget it."""
         ...
 
     async def dead_letter(self) -> None:
         """The command is invalid: reject it without requeue (the queue dead-letters it)."""
-        ...
-
-    async def hand_back(self) -> None:
-        """Return the command to the queue, for another consumer (it comes back marked redelivered)."""
         ...
 
 
@@ -73,10 +64,6 @@ class Transport(Protocol):
 
     async def wait_ready(self) -> None:
         """Return once a publication is worth retrying (e.g. after a reconnection)."""
-        ...
-
-    async def other_consumers(self) -> int:
-        """How many other consumers (instances of the service) take commands from the queue now."""
         ...
 
     def health(self) -> Health: ...

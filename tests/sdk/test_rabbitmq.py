@@ -21,12 +21,10 @@ import pytest
 from schemas.enums import Action, Outcome
 from schemas.messages import Heartbeat, TaskReply
 from schemas.topology import SCHEMA_VERSION_HEADER, Topology
-from task_sdk._amqp import AmqpTransport
-from task_sdk._runner import Runner
 from task_sdk.testing import Harness, make_release
 from tests._proxy import TcpProxy
 from tests.sdk._rabbit import consumers_of, waiting_in_queue
-from tests.sdk.conftest import FAST, HarnessFactory
+from tests.sdk.conftest import HarnessFactory
 from tests.sdk.handlers import SERVICE, Recorder
 
 pytestmark = [pytest.mark.integration, pytest.mark.parametrize("backend_kind", ["rabbitmq"], indirect=True)]
@@ -129,28 +127,3 @@ async def test_the_consumer_comes_back_after_the_broker_cancelled_it(
             await harness.drain(0.2)
 
     assert (await harness.initialize(make_release())).outcome is Outcome.ACCEPTED
-
-
-async def test_starts_go_to_an_idle_instance_rather_than_wait_behind_a_busy_one(
-    make_harness: HarnessFactory, amqp_url: str, namespace: str
-) -> None:
-    """Two instances of one service: the broker deals commands out in turn, but a start dealt to the
-    instance whose slots are all busy is handed back and taken by the one that has room."""
-    busy = make_harness(Recorder(process_seconds=20, steps=1), concurrency=1, shutdown_timeout=0.5)
-    await busy.start()
-    first = busy.command(Action.START, make_release())
-    await busy.send(first)
-    await busy.wait_for(lambda: busy.runner.active_releases == (first.release_id,), "the first start taken")
-
-    settings = FAST.replace(namespace=namespace, amqp_url=amqp_url, concurrency=4, shutdown_timeout=0.5)
-    idle = Runner(Recorder(process_seconds=20, steps=1), AmqpTransport(settings), settings)
-    await idle.start(heartbeats=False)
-    try:
-        later = [busy.command(Action.START, make_release()) for _ in range(4)]
-        for command in later:
-            await busy.send(command)
-        wanted = {command.release_id for command in later}
-        await busy.wait_for(lambda: set(idle.active_releases) == wanted, "every later start on the idle one")
-        assert busy.runner.active_releases == (first.release_id,)
-    finally:
-        await idle.stop()

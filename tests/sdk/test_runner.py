@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 
 from schemas.enums import Action, Outcome
-from schemas.messages import Command, ReleaseInfo
+from schemas.messages import ReleaseInfo
 from task_sdk import ProgressReporter, Reject, Settings, SqliteOutcomeStore, TaskHandler
-from task_sdk._memory import Settlement
 from task_sdk.testing import Harness, InMemoryBackend, make_command, make_release
 from tests.sdk.handlers import SERVICE, Recorder
 
@@ -170,32 +169,3 @@ async def test_fast_synchronous_reports_are_merged_and_the_last_one_is_sent() ->
     assert result.outcomes == ["accepted", "staged", "published"]
     assert len(reported) < 2_000, f"{len(reported)} progress messages for 20000 reports"
     assert (reported[-1].percent, reported[-1].note) == (100, "row 20000")
-
-
-async def test_a_busy_instance_hands_a_new_start_back_once_when_another_instance_consumes() -> None:
-    """Every slot busy: a first delivery of a start goes back to the queue for another instance, and only
-    then; a start delivered again, or with no other instance, is taken on (and waits for a slot)."""
-    backend = InMemoryBackend()
-    settings = Settings(heartbeat_seconds=0.3, shutdown_timeout=0.2, concurrency=1)
-    async with Harness(Recorder(process_seconds=30, steps=1), settings=settings, backend=backend) as harness:
-
-        async def settlement_of(command: Command, *, redelivered: bool = False) -> Settlement:
-            await harness.send(command, redelivered=redelivered)
-            delivery = backend.memory.deliveries[-1]
-            await harness.wait_for(lambda: delivery.settlement is not Settlement.PENDING, "settled")
-            return delivery.settlement
-
-        running = harness.command(Action.START, make_release())
-        assert await settlement_of(running) is Settlement.ACKED
-        handed_back, taken_again, taken_alone = (
-            harness.command(Action.START, make_release()) for _ in range(3)
-        )
-
-        backend.memory.consumers_besides = 1
-        assert await settlement_of(handed_back) is Settlement.HANDED_BACK  # another instance may take it
-        assert await settlement_of(taken_again, redelivered=True) is Settlement.ACKED  # it came back: taken
-        backend.memory.consumers_besides = 0
-        assert await settlement_of(taken_alone) is Settlement.ACKED  # nobody else to take it
-
-        assert handed_back.release_id not in harness.runner.active_releases
-        assert {taken_again.release_id, taken_alone.release_id} <= set(harness.runner.active_releases)
