@@ -21,6 +21,7 @@ import pytest
 from coordinator.settings import Settings
 from coordinator.store import Store
 from rc_cli.client import AdminClient
+from schemas.documents import Release
 from schemas.enums import Action, EventKind, Outcome, ReleaseState, ReplyKind
 from schemas.messages import ListServices, PublishRelease, RequireService, TaskReply
 from schemas.topology import DEAD_REASON_HEADER, Topology
@@ -87,6 +88,28 @@ async def answers_within(admin: AdminClient, seconds: float) -> float:
     raise AssertionError(f"no coordinator answered within {seconds}s")
 
 
+async def first_release_until_killed(
+    doomed: subprocess.Popen[bytes],
+    admin: AdminClient,
+    services: StartService,
+    store: Store,
+    delay: dict[Action, float] | None = None,
+) -> tuple[str, list[SimulatedService], Release]:
+    """With ``doomed`` (a coordinator that kills itself at one point) serving: the services, required, and
+    one release created; once ``doomed`` is dead, the release's id, the services and the release as
+    stored (still running)."""
+    await answers_within(admin, 30)
+    sims = [await services(name, delay=delay) for name in SERVICES]
+    for name in SERVICES:
+        await admin.request(RequireService(service=name))
+    release_id = await create(admin)
+    assert await asyncio.to_thread(doomed.wait, 30) == -signal.SIGKILL
+    stored = await store.get(release_id)
+    assert stored is not None
+    assert stored.state is ReleaseState.RUNNING
+    return release_id, sims, stored
+
+
 async def test_killed_between_storing_and_publishing_the_release_still_completes(
     settings: Settings,
     spawn: Callable[..., subprocess.Popen[bytes]],
@@ -96,15 +119,7 @@ async def test_killed_between_storing_and_publishing_the_release_still_completes
     start_coordinator: Callable[[Settings], Awaitable[Running]],
 ) -> None:
     doomed = spawn("-m", "tests.coordinator.crash_after_store")
-    await answers_within(admin, 30)
-    sims = [await services(name) for name in SERVICES]
-    for name in SERVICES:
-        await admin.request(RequireService(service=name))
-    release_id = await create(admin)
-    assert await asyncio.to_thread(doomed.wait, 30) == -signal.SIGKILL
-    stored = await store.get(release_id)
-    assert stored is not None
-    assert stored.state is ReleaseState.RUNNING
+    release_id, sims, stored = await first_release_until_killed(doomed, admin, services, store)
     assert [e.message_id for e in stored.outbox if ".start." in e.message_id]  # stored, never sent
     assert all(Action.START not in sim.actions(release_id) for sim in sims)
 
@@ -127,17 +142,12 @@ async def test_killed_between_receiving_and_storing_a_reply_loses_nothing(
     """A reply is acknowledged only once its effect is stored: one received by a coordinator that dies
     before storing it is delivered again to the next one."""
     doomed = spawn("-m", "tests.coordinator.crash_before_store")
-    await answers_within(admin, 30)
     # Processing takes a while, so the start commands are long confirmed and cleared from the outbox
     # when the replies come: a fresh coordinator has nothing to replay that would make services answer again.
-    sims = [await services(name, delay={Action.START: 1.5}) for name in SERVICES]
-    for name in SERVICES:
-        await admin.request(RequireService(service=name))
-    release_id = await create(admin)
-    assert await asyncio.to_thread(doomed.wait, 30) == -signal.SIGKILL
-    stored = await store.get(release_id)
-    assert stored is not None
-    assert stored.state is ReleaseState.RUNNING  # no "staged" reply stored: it died on the first
+    # The release is still running when it dies: no "staged" reply stored, it died on the first.
+    release_id, sims, _ = await first_release_until_killed(
+        doomed, admin, services, store, delay={Action.START: 1.5}
+    )
 
     await start_coordinator(settings)
     await wait_for_state(store, release_id, ReleaseState.STAGED)
