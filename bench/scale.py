@@ -98,7 +98,7 @@ from coordinator.settings import Settings as CoordinatorSettings
 from coordinator.store import _BRIEF, EVENT_INDEXES, RELEASE_INDEXES, Store, _event_doc, _to_doc
 from rc_cli.client import AdminClient, expect_ok
 from schemas.documents import Event, Release, Task
-from schemas.enums import Action, EventKind, Outcome, ReleaseState, TaskState
+from schemas.enums import PUBLISHED_PATH, Action, EventKind, Outcome, ReleaseState, TaskState
 from schemas.messages import (
     AdminAnswer,
     AdminRequest,
@@ -123,14 +123,7 @@ OPERATIONS = ("list", "show", "study", "study_rare", "events")
 LOAD_BATCH = 500
 _FINAL = {ReleaseState.PUBLISHED: TaskState.PUBLISHED, ReleaseState.CANCELED: TaskState.CANCELED}
 _PATH = {
-    ReleaseState.PUBLISHED: (
-        ReleaseState.WAITING,
-        ReleaseState.INITIALIZING,
-        ReleaseState.RUNNING,
-        ReleaseState.STAGED,
-        ReleaseState.PUBLISHING,
-        ReleaseState.PUBLISHED,
-    ),
+    ReleaseState.PUBLISHED: PUBLISHED_PATH,
     ReleaseState.CANCELED: (ReleaseState.WAITING, ReleaseState.INITIALIZING, ReleaseState.CANCELED),
     ReleaseState.FAILED: (
         ReleaseState.WAITING,

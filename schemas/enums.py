@@ -72,6 +72,16 @@ class ReleaseState(StrEnum):
 
 TERMINAL_RELEASE_STATES = frozenset({ReleaseState.PUBLISHED, ReleaseState.CANCELED, ReleaseState.FAILED})
 
+#: The states a release goes through, in order, when nothing goes wrong.
+PUBLISHED_PATH = (
+    ReleaseState.WAITING,
+    ReleaseState.INITIALIZING,
+    ReleaseState.RUNNING,
+    ReleaseState.STAGED,
+    ReleaseState.PUBLISHING,
+    ReleaseState.PUBLISHED,
+)
+
 
 class TaskState(StrEnum):
     WAITING = "waiting"

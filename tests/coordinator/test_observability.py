@@ -47,10 +47,11 @@ from coordinator.embedded_store import can_import_mongoeco
 from deploy.setup import Installation, grant
 from rc_cli.client import AdminClient, expect_ok
 from schemas.broker_url import mask_url
-from schemas.enums import ReleaseState
+from schemas.enums import PUBLISHED_PATH, ReleaseState
 from schemas.messages import ListServices, ReleaseResult, ServiceList, ShowRelease
 from schemas.topology import Topology
 from tests._harness import delete_namespace
+from tests.cli.conftest import rc_env, run_rc
 
 ROOT = Path(__file__).resolve().parents[2]
 MANAGEMENT_PORT = 15672
@@ -241,28 +242,14 @@ class Run:
         return next(p for p in self.processes if p.name == name)
 
     async def rc(self, *args: str, amqp_url: str | None = None, fails: bool = False) -> Any:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RC_")}
-        env |= {
-            "RC_AMQP_URL": amqp_url or self.urls["operator"],
-            "RC_NAMESPACE": self.namespace,
-            "RC_OPERATOR": "observer",
-            "RC_TIMEOUT": "15",
-            "COLUMNS": "160",
-        }
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "rc_cli",
-            *args,
-            env=env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+        env = rc_env(amqp_url or self.urls["operator"], self.namespace)
+        env |= {"RC_OPERATOR": "observer", "RC_TIMEOUT": "15"}
+        done = await run_rc(*args, env=env)
+        self.rc_outputs.append(f"$ rc {' '.join(args)}\n{done.stdout}\n{done.stderr}")
+        assert (done.code != 0) is fails, f"rc {args}: exit {done.code}: {done.stdout!r} {done.stderr!r}"
+        return (
+            json.loads(done.stdout) if "--json" in args and done.stdout.strip() else done.stdout + done.stderr
         )
-        out, err = await asyncio.wait_for(process.communicate(), 30)
-        self.rc_outputs.append(f"$ rc {' '.join(args)}\n{out.decode()}\n{err.decode()}")
-        assert (process.returncode != 0) is fails, f"rc {args}: exit {process.returncode}: {out!r} {err!r}"
-        return json.loads(out) if "--json" in args and out.strip() else out.decode() + err.decode()
 
     def spawn(self, name: str, command: list[str], env: dict[str, str]) -> Process:
         out, err = self.directory / f"{name}.out", self.directory / f"{name}.err"
@@ -487,15 +474,7 @@ async def drive(run: Run, store_url: str, metrics_port: int) -> None:
 
 
 def _before(state: ReleaseState) -> set[ReleaseState]:
-    order = [
-        ReleaseState.WAITING,
-        ReleaseState.INITIALIZING,
-        ReleaseState.RUNNING,
-        ReleaseState.STAGED,
-        ReleaseState.PUBLISHING,
-        ReleaseState.PUBLISHED,
-    ]
-    return set(order[: order.index(state)])
+    return set(PUBLISHED_PATH[: PUBLISHED_PATH.index(state)])
 
 
 # ---------------------------------------------------------------------- credentials
@@ -547,13 +526,7 @@ async def test_no_process_logs_a_credential(run: Run) -> None:
 
 async def test_metrics_endpoint_reports_the_run(run: Run) -> None:
     parsed = samples(run.metrics_text)
-    expected_states = [
-        ReleaseState.WAITING,
-        ReleaseState.INITIALIZING,
-        ReleaseState.RUNNING,
-        ReleaseState.STAGED,
-        ReleaseState.PUBLISHING,
-    ]
+    expected_states = PUBLISHED_PATH[:-1]  # every state of the path but the last, published
     # Releases by state: the one release is published, no state holds any other.
     assert value(parsed, "rc_releases", state="published") == 1
     for state in expected_states:
