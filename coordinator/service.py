@@ -998,7 +998,7 @@ def _peek_release_id(incoming: AbstractIncomingMessage) -> str | None:
 
 def retry_delay(failures: int) -> float:
     """Seconds before the next session: 0.5 s, doubled for each failed session in a row, at most 30 s."""
-    return min(30.0, 0.5 * 2 ** max(0, failures - 1)) if failures else 0.5
+    return min(30.0, 0.5 * 2.0 ** max(0, failures - 1))
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
