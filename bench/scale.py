@@ -97,7 +97,7 @@ from coordinator.service import Coordinator
 from coordinator.settings import Settings as CoordinatorSettings
 from coordinator.store import _BRIEF, EVENT_INDEXES, RELEASE_INDEXES, Store, _event_doc, _to_doc
 from rc_cli.client import AdminClient, expect_ok
-from schemas.documents import Event, Release, Task
+from schemas.documents import AuditEvent, Release, Task
 from schemas.enums import PUBLISHED_PATH, Action, EventKind, Outcome, ReleaseState, TaskState
 from schemas.messages import (
     AdminAnswer,
@@ -141,7 +141,7 @@ def rare_study(seq: int) -> str:
     return f"SD_{seq % RARE_STUDIES:08d}"
 
 
-def stored_release(seq: int) -> tuple[Release, list[Event]]:
+def stored_release(seq: int) -> tuple[Release, list[AuditEvent]]:
     """Release number ``seq`` of a long history (mostly published), with one event per transition."""
     state = (
         ReleaseState.CANCELED
@@ -187,7 +187,7 @@ def stored_release(seq: int) -> tuple[Release, list[Event]]:
         updated_at=entered[state],
     )
     events = [
-        Event(
+        AuditEvent(
             id=f"{release_id}.r{i}",
             release_id=release_id,
             at=entered[s],

@@ -144,7 +144,7 @@ class RemoveNote:
     note_id: str
 
 
-Event = (
+Input = (
     Begin
     | ReplyReceived
     | ProgressReceived
@@ -159,10 +159,10 @@ Event = (
     | EditNote
     | RemoveNote
 )
-OperatorEvent = Hold | Unhold | Publish | Cancel
-NoteEvent = AddNote | EditNote | RemoveNote
-#: Events that come from an operator (recorded as operator actions in the audit trail).
-OPERATOR_EVENTS = (Hold, Unhold, Publish, Cancel, Edit, AddNote, EditNote, RemoveNote)
+OperatorInput = Hold | Unhold | Publish | Cancel
+NoteInput = AddNote | EditNote | RemoveNote
+#: Inputs that come from an operator (recorded as operator actions in the audit trail).
+OPERATOR_INPUTS = (Hold, Unhold, Publish, Cancel, Edit, AddNote, EditNote, RemoveNote)
 
 # --------------------------------------------------------------------------- output
 
@@ -224,7 +224,7 @@ _SUCCESS_BY_ACTION: dict[Action, Outcome] = {
 }
 
 
-def decide(release: Release, event: Event, timeouts: Timeouts, topology: Topology | None = None) -> Decision:
+def decide(release: Release, event: Input, timeouts: Timeouts, topology: Topology | None = None) -> Decision:
     """Apply one event to one release. Never raises for a well-typed event."""
     step = _Step(release, timeouts, topology or Topology())
     match event:
@@ -325,7 +325,7 @@ def notes_size(notes: Iterable[Note]) -> int:
     return sum(len(to_json(note)) for note in notes)
 
 
-def note_refusal(release: Release, event: NoteEvent) -> str | None:
+def note_refusal(release: Release, event: NoteInput) -> str | None:
     """Why a note change may not be applied to ``release`` now, or ``None`` if it may."""
     if release.state not in NOTES_EDITABLE:
         return (
@@ -348,7 +348,7 @@ def note_refusal(release: Release, event: NoteEvent) -> str | None:
     return None
 
 
-def with_note_change(release: Release, event: NoteEvent) -> tuple[tuple[Note, ...], int, str]:
+def with_note_change(release: Release, event: NoteInput) -> tuple[tuple[Note, ...], int, str]:
     """The notes after ``event`` (allowed by :func:`note_refusal`), the next note number, and what changed."""
     match event:
         case AddNote():
@@ -550,7 +550,7 @@ class _Step:
             ReleaseState.CANCELED, event.now, f"canceled; no answer to cancel from: {names}"
         )
 
-    def operator(self, event: OperatorEvent) -> Decision:
+    def operator(self, event: OperatorInput) -> Decision:
         state = self.original.state
         match event:
             case Hold():
@@ -578,7 +578,7 @@ class _Step:
         reason = f"edited by {event.operator}: {_describe_changes(self.original, changes)}"
         return self._changed(event.now, reason, **changes)
 
-    def note(self, event: NoteEvent) -> Decision:
+    def note(self, event: NoteInput) -> Decision:
         refusal = note_refusal(self.original, event)
         if refusal is not None:
             return self._refuse(refusal)
@@ -838,7 +838,7 @@ def replace_timeouts(timeouts: Timeouts, **seconds: float) -> Timeouts:
 __all__ = [
     "DESCRIPTION_EDITABLE",
     "NOTES_EDITABLE",
-    "OPERATOR_EVENTS",
+    "OPERATOR_INPUTS",
     "STUDIES_EDITABLE",
     "AddNote",
     "Begin",
@@ -847,10 +847,10 @@ __all__ = [
     "Decision",
     "Edit",
     "EditNote",
-    "Event",
     "HealthVerdict",
     "Hold",
-    "NoteEvent",
+    "Input",
+    "NoteInput",
     "ProgressReceived",
     "Publish",
     "RemoveNote",

@@ -28,7 +28,7 @@ from coordinator.admission import admit_reply
 from coordinator.batches import KeyedBatcher
 from coordinator.broker import Broker, NotLeader
 from coordinator.machine import (
-    OPERATOR_EVENTS,
+    OPERATOR_INPUTS,
     AddNote,
     Begin,
     Cancel,
@@ -36,9 +36,9 @@ from coordinator.machine import (
     Decision,
     Edit,
     EditNote,
-    Event,
     HealthVerdict,
     Hold,
+    Input,
     ProgressReceived,
     Publish,
     RemoveNote,
@@ -273,12 +273,12 @@ class Coordinator:
 
     # ================================================================== the core step
 
-    async def _apply(self, release_id: str, event: Event, *, actor: str = "coordinator") -> Decision | None:
+    async def _apply(self, release_id: str, event: Input, *, actor: str = "coordinator") -> Decision | None:
         """Decide and store one event for one release, then deliver what it caused."""
         decisions = await self._apply_all(release_id, [(event, actor)])
         return None if decisions is None else decisions[0]
 
-    async def _apply_all(self, release_id: str, inputs: Sequence[tuple[Event, str]]) -> list[Decision] | None:
+    async def _apply_all(self, release_id: str, inputs: Sequence[tuple[Input, str]]) -> list[Decision] | None:
         """Decide events for one release in order, store them all with one compare-and-set (re-reading
         and deciding again after a lost race), then deliver what they caused. None: unknown release."""
         async with self.locks.hold(release_id):
@@ -306,7 +306,7 @@ class Coordinator:
                 return fold.decisions
         raise RuntimeError(f"{release_id}: gave up after {_CAS_ATTEMPTS} lost races")
 
-    async def _fold(self, release: docs.Release, inputs: Sequence[tuple[Event, str]]) -> _Fold:
+    async def _fold(self, release: docs.Release, inputs: Sequence[tuple[Input, str]]) -> _Fold:
         """Run the pure state machine over the events, each seeing the result of the one before."""
         fold = _Fold(release)
         for event, actor in inputs:
@@ -338,7 +338,7 @@ class Coordinator:
         """The release for reading fields that do not change (its services), without its lock."""
         return self._cache.get(release_id) or await self.store.get(release_id)
 
-    async def _refresh(self, event: Event) -> Event:
+    async def _refresh(self, event: Input) -> Input:
         """Operator publish needs the highest final version as of now, read on every attempt."""
         if isinstance(event, Publish):
             return Publish(event.now, event.operator, await self.store.highest_final_version())
@@ -406,7 +406,7 @@ class Coordinator:
         else:
             self._deadlines[release.id] = deadline
 
-    def _observe(self, before: docs.Release, after: docs.Release, decision: Decision, event: Event) -> None:
+    def _observe(self, before: docs.Release, after: docs.Release, decision: Decision, event: Input) -> None:
         self._arm(after)
         if before.state is not after.state:
             metrics.TRANSITIONS.labels(after.state.value).inc()
@@ -552,7 +552,7 @@ class Coordinator:
         )
         await self.store.record(
             [
-                docs.Event(
+                docs.AuditEvent(
                     id=uuid.uuid4().hex,
                     release_id=release_id,
                     at=self.clock(),
@@ -568,8 +568,8 @@ class Coordinator:
 
     def _event(
         self, release_id: str, kind: EventKind, reason: str, message: TaskReply | Progress
-    ) -> docs.Event:
-        return docs.Event(
+    ) -> docs.AuditEvent:
+        return docs.AuditEvent(
             id=uuid.uuid4().hex,
             release_id=release_id,
             at=self.clock(),
@@ -684,7 +684,7 @@ class Coordinator:
                 return ServiceList(services=tuple(await self.store.all_services()))
 
     async def _operate(
-        self, release_id: str, event: Event, actor: str, op: str, *, events: int = 0
+        self, release_id: str, event: Input, actor: str, op: str, *, events: int = 0
     ) -> ReleaseResult:
         """Apply an operator's event; a refusal is recorded in the audit trail, then raised."""
         decision = await self._apply(release_id, event, actor=actor)
@@ -695,7 +695,7 @@ class Coordinator:
         if not decision.applied:
             await self.store.record(
                 [
-                    docs.Event(
+                    docs.AuditEvent(
                         id=uuid.uuid4().hex,
                         release_id=release_id,
                         at=self.clock(),
@@ -800,7 +800,7 @@ class Coordinator:
         result = await self._create(again, author, actor, rerun_of=original)
         await self.store.record(
             [
-                docs.Event(
+                docs.AuditEvent(
                     id=f"{original.id}.rerun.{result.release.id}",
                     release_id=original.id,
                     at=self.clock(),
@@ -849,7 +849,7 @@ class Coordinator:
                 created_at=now,
                 updated_at=now,
                 journal=(
-                    docs.Event(
+                    docs.AuditEvent(
                         id=f"{release_id}.r0",
                         release_id=release_id,
                         at=now,
@@ -899,10 +899,10 @@ class Coordinator:
 # ---------------------------------------------------------------------- helpers
 
 
-def _with_journal(release: docs.Release, decision: Decision, event: Event, actor: str) -> docs.Release:
+def _with_journal(release: docs.Release, decision: Decision, event: Input, actor: str) -> docs.Release:
     after = decision.release
     changed_state = release.state is not after.state
-    entry = docs.Event(
+    entry = docs.AuditEvent(
         id=f"{after.id}.r{after.revision}",
         release_id=after.id,
         at=after.updated_at,
@@ -952,15 +952,15 @@ class _Fold:
 
     release: docs.Release
     decisions: list[Decision] = field(default_factory=list)
-    steps: list[tuple[docs.Release, docs.Release, Decision, Event]] = field(default_factory=list)
+    steps: list[tuple[docs.Release, docs.Release, Decision, Input]] = field(default_factory=list)
 
 
-def _event_of(message: TaskReply | Progress, now: datetime) -> Event:
+def _event_of(message: TaskReply | Progress, now: datetime) -> Input:
     return ReplyReceived(message, now) if isinstance(message, TaskReply) else ProgressReceived(message, now)
 
 
-def _kind_of(event: Event) -> EventKind:
-    return EventKind.OPERATOR if isinstance(event, OPERATOR_EVENTS) else EventKind.ACCEPTED
+def _kind_of(event: Input) -> EventKind:
+    return EventKind.OPERATOR if isinstance(event, OPERATOR_INPUTS) else EventKind.ACCEPTED
 
 
 def _seq_cursor(cursor: str | None) -> int | None:
@@ -972,7 +972,7 @@ def _seq_cursor(cursor: str | None) -> int | None:
     return int(cursor)
 
 
-def _service_of(event: Event) -> str | None:
+def _service_of(event: Input) -> str | None:
     if isinstance(event, ReplyReceived):
         return event.reply.service
     if isinstance(event, ProgressReceived):
@@ -980,7 +980,7 @@ def _service_of(event: Event) -> str | None:
     return None
 
 
-def _message_id_of(event: Event) -> str | None:
+def _message_id_of(event: Input) -> str | None:
     if isinstance(event, ReplyReceived):
         return event.reply.message_id
     if isinstance(event, ProgressReceived):

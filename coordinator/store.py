@@ -24,7 +24,7 @@ from pymongo.errors import DuplicateKeyError
 
 from coordinator import metrics
 from coordinator.versioning import sort_key
-from schemas.documents import Event, OutboxEntry, Release, ReleaseBrief, ServiceRecord, StudySummary
+from schemas.documents import AuditEvent, OutboxEntry, Release, ReleaseBrief, ServiceRecord, StudySummary
 from schemas.enums import TERMINAL_RELEASE_STATES, EventKind, ReleaseState
 
 Doc = dict[str, Any]
@@ -223,7 +223,7 @@ class Store:
 
     # ------------------------------------------------------------------ events
 
-    async def record(self, events: Iterable[Event]) -> None:
+    async def record(self, events: Iterable[AuditEvent]) -> None:
         docs = [_event_doc(e) for e in events]
         if not docs:
             return
@@ -233,7 +233,7 @@ class Store:
             if not _only_duplicates(error):
                 raise
 
-    async def events_of(self, release_id: str, limit: int) -> list[Event]:
+    async def events_of(self, release_id: str, limit: int) -> list[AuditEvent]:
         page, _ = await self.event_page(release_id, limit)
         return page
 
@@ -246,7 +246,7 @@ class Store:
         kind: EventKind | None = None,
         state: ReleaseState | None = None,
         since: datetime | None = None,
-    ) -> tuple[list[Event], str | None]:
+    ) -> tuple[list[AuditEvent], str | None]:
         """A release's events newest first (by ``at``, then id), and the cursor of the next page.
 
         Raises :class:`BadCursor` for a cursor that is not a ``next_cursor`` of this method.
@@ -477,7 +477,7 @@ def _brief(doc: Doc) -> ReleaseBrief:
     )
 
 
-def encode_event_cursor(event: Event) -> str:
+def encode_event_cursor(event: AuditEvent) -> str:
     return f"{event.at.isoformat()}~{event.id}"
 
 
@@ -542,15 +542,15 @@ def _from_doc(doc: Doc) -> Release:
     return Release.model_validate({**data, "id": doc["_id"]})
 
 
-def _event_doc(event: Event) -> Doc:
+def _event_doc(event: AuditEvent) -> Doc:
     doc = event.model_dump(mode="python")
     doc["_id"] = doc.pop("id")
     return doc
 
 
-def _event_from_doc(doc: Doc) -> Event:
+def _event_from_doc(doc: Doc) -> AuditEvent:
     data = {k: v for k, v in doc.items() if k != "_id"}
-    return Event.model_validate({**data, "id": doc["_id"]})
+    return AuditEvent.model_validate({**data, "id": doc["_id"]})
 
 
 def _service_from_doc(doc: Doc) -> ServiceRecord:
@@ -591,8 +591,8 @@ Retry = Callable[[], Awaitable[T]]
 __all__ = [
     "EVENT_INDEXES",
     "RELEASE_INDEXES",
+    "AuditEvent",
     "BadCursor",
-    "Event",
     "OutboxEntry",
     "StaleRevision",
     "Store",

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from rc_cli.client import AdminClient, InvalidAnswer, NoAnswer, NoCoordinator, expect_ok
-from schemas.documents import Event
+from schemas.documents import AuditEvent
 from schemas.enums import ReleaseState
 from schemas.messages import Announcement, EventPage, ListEvents
 
@@ -34,7 +34,7 @@ async def event_page(client: AdminClient, operation: ListEvents) -> EventPage:
 async def follow_events(
     client: AdminClient,
     first: ListEvents,
-    on_event: Callable[[Event], None],
+    on_event: Callable[[AuditEvent], None],
     *,
     interval: float = DEFAULT_FOLLOW_INTERVAL,
     on_note: Callable[[str], None] | None = None,
@@ -46,7 +46,7 @@ async def follow_events(
     page = await event_page(client, first)
     seen: dict[str, datetime] = {}
 
-    def report(events: list[Event]) -> int:
+    def report(events: list[AuditEvent]) -> int:
         fresh = sorted((e for e in events if e.id not in seen), key=lambda e: (e.at, e.id))
         for event in fresh:
             seen[event.id] = event.at
@@ -89,10 +89,10 @@ async def follow_events(
 
 async def _newer(
     client: AdminClient, first: ListEvents, since: datetime | None
-) -> tuple[list[Event], ReleaseState]:
+) -> tuple[list[AuditEvent], ReleaseState]:
     """Every event at or after ``since`` (all pages), and the release's state."""
     operation = first.model_copy(update={"since": since, "cursor": None, "limit": 500})
-    events: list[Event] = []
+    events: list[AuditEvent] = []
     while True:
         page = await event_page(client, operation)
         events += page.events

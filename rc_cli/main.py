@@ -36,7 +36,7 @@ from rc_cli.events import DEFAULT_FOLLOW_INTERVAL, follow_events
 from rc_cli.watch import watch_release
 from schemas._base import RELEASE_ID_PATTERN
 from schemas.broker_url import mask_url
-from schemas.documents import MAX_NOTE_BYTES, NOTE_ID_PATTERN, Event, ReleaseView
+from schemas.documents import MAX_NOTE_BYTES, NOTE_ID_PATTERN, AuditEvent, ReleaseView
 from schemas.enums import EventKind, ReleaseState
 from schemas.messages import (
     AddNote,
@@ -746,7 +746,7 @@ def release_events(
         _show_result(settings, _request(settings, operation))
         return
 
-    def print_event(event: Event) -> None:
+    def print_event(event: AuditEvent) -> None:
         if settings.json:
             _print_json(event.model_dump(mode="json"), compact=True)
         else:

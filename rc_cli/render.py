@@ -13,7 +13,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from schemas.documents import Event, Note, ReleaseBrief, ReleaseView, ServiceRecord, StudySummary, Task
+from schemas.documents import AuditEvent, Note, ReleaseBrief, ReleaseView, ServiceRecord, StudySummary, Task
 from schemas.enums import ReleaseState, TaskState
 from schemas.messages import (
     EventPage,
@@ -28,7 +28,7 @@ from schemas.messages import (
 # ---------------------------------------------------------------------- JSON
 
 
-def release_json(view: ReleaseView, events: Iterable[Event] = ()) -> dict[str, Any]:
+def release_json(view: ReleaseView, events: Iterable[AuditEvent] = ()) -> dict[str, Any]:
     """A release as JSON: every ReleaseView field at the top level (``id``, ``state``, ``version``, ``tasks``,
     ...) plus ``events`` (the recent events the coordinator sent along, oldest first)."""
     data: dict[str, Any] = view.model_dump(mode="json")
@@ -151,7 +151,7 @@ def tasks_table(view: ReleaseView) -> Table:
     return table
 
 
-def events_table(events: Sequence[Event]) -> Table:
+def events_table(events: Sequence[AuditEvent]) -> Table:
     table = Table(box=box.SIMPLE, show_edge=False, pad_edge=False)
     table.add_column("at", no_wrap=True)
     table.add_column("kind", no_wrap=True)
@@ -301,7 +301,7 @@ def event_page(page: EventPage) -> RenderableType:
     return Group(events_table(page.events), *_more(page.next_cursor))
 
 
-def event_line(event: Event) -> str:
+def event_line(event: AuditEvent) -> str:
     """One event on one line (``rc release events --follow``)."""
     what = event.reason
     if event.state_before is not None and event.state_after is not None:

@@ -1,6 +1,6 @@
 """The message and document contract of the Release Coordinator (pydantic v2 models)."""
 
-from schemas.documents import Event, OutboxEntry, Release, ReleaseView, ServiceRecord, Task
+from schemas.documents import AuditEvent, OutboxEntry, Release, ReleaseView, ServiceRecord, Task
 from schemas.enums import (
     Action,
     EventKind,
@@ -49,11 +49,11 @@ __all__ = [
     "AdminOperation",
     "AdminRequest",
     "Announcement",
+    "AuditEvent",
     "CancelRelease",
     "Command",
     "CreateRelease",
     "Envelope",
-    "Event",
     "EventKind",
     "Heartbeat",
     "HoldRelease",

@@ -42,7 +42,7 @@ class OutboxEntry(DocumentModel):
     body: str
 
 
-class Event(DocumentModel):
+class AuditEvent(DocumentModel):
     """One entry of the append-only audit trail."""
 
     id: str = Field(min_length=1, max_length=200)
@@ -102,7 +102,7 @@ class Release(DocumentModel):
     entered: dict[ReleaseState, datetime] = Field(default_factory=dict)
     outbox: tuple[OutboxEntry, ...] = ()
     #: Audit events stored with the transition that caused them, moved to ``events`` afterwards.
-    journal: tuple[Event, ...] = ()
+    journal: tuple[AuditEvent, ...] = ()
     revision: int = 0
     created_at: datetime
     updated_at: datetime
@@ -201,7 +201,7 @@ __all__ = [
     "MAX_NOTES_TOTAL_BYTES",
     "MAX_NOTE_BYTES",
     "NOTE_ID_PATTERN",
-    "Event",
+    "AuditEvent",
     "MessageId",
     "Note",
     "OutboxEntry",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from schemas.documents import Event, Release, ServiceRecord
+from schemas.documents import AuditEvent, Release, ServiceRecord
 from schemas.messages import (
     AdminAnswer,
     AdminRequest,
@@ -40,7 +40,7 @@ MODELS: tuple[type[BaseModel], ...] = (
     AdminAnswer,
     Announcement,
     Release,
-    Event,
+    AuditEvent,
     ServiceRecord,
 )
 

@@ -25,7 +25,7 @@ from schemas._base import (
 from schemas.documents import (
     MAX_NOTE_BYTES,
     NOTE_ID_PATTERN,
-    Event,
+    AuditEvent,
     Note,
     ReleaseBrief,
     ReleaseView,
@@ -346,7 +346,7 @@ class AdminRequest(Envelope):
 class ReleaseResult(StrictModel):
     result_type: Literal["release"] = "release"
     release: ReleaseView
-    events: tuple[Event, ...] = ()
+    events: tuple[AuditEvent, ...] = ()
 
 
 class ReleasePage(StrictModel):
@@ -366,7 +366,7 @@ class EventPage(StrictModel):
     #: The release's state when the page was read (``--follow`` stops once it is final).
     release_state: ReleaseState
     #: Newest first.
-    events: tuple[Event, ...]
+    events: tuple[AuditEvent, ...]
     next_cursor: str | None = None
 
 

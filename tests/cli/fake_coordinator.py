@@ -19,7 +19,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
-from schemas.documents import Event, ReleaseView, ServiceRecord, Task
+from schemas.documents import AuditEvent, ReleaseView, ServiceRecord, Task
 from schemas.enums import EventKind, ReleaseState, TaskState
 from schemas.messages import (
     AdminAnswer,
@@ -82,7 +82,7 @@ class FakeCoordinator:
     silent: bool = False
     releases: dict[str, ReleaseView] = field(default_factory=dict)
     services: dict[str, ServiceRecord] = field(default_factory=dict)
-    events: dict[str, list[Event]] = field(default_factory=dict)
+    events: dict[str, list[AuditEvent]] = field(default_factory=dict)
     received: list[Received] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -210,7 +210,9 @@ class FakeCoordinator:
 
     def _record(self, release_id: str, kind: EventKind, reason: str, **extra: Any) -> None:
         self.events.setdefault(release_id, []).append(
-            Event(id=uuid.uuid4().hex, release_id=release_id, at=now(), kind=kind, reason=reason, **extra)
+            AuditEvent(
+                id=uuid.uuid4().hex, release_id=release_id, at=now(), kind=kind, reason=reason, **extra
+            )
         )
 
     async def update(

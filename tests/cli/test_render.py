@@ -10,7 +10,7 @@ from rich.console import Console, RenderableType
 from rc_cli import render
 from rc_cli.client import default_operator, format_seconds
 from schemas.broker_url import broker_user, mask_url
-from schemas.documents import Event, ReleaseView, ServiceRecord, Task
+from schemas.documents import AuditEvent, ReleaseView, ServiceRecord, Task
 from schemas.enums import EventKind, ReleaseState, TaskState
 from schemas.messages import ReleasePage, ReleaseResult, ServiceList
 
@@ -52,7 +52,7 @@ def text_of(renderable: RenderableType, width: int = 160) -> str:
 
 
 def test_release_json_has_the_view_at_the_top_level() -> None:
-    event = Event(id="e1", release_id="RE_0A1B2C3D", at=MOMENT, kind=EventKind.CREATED, reason="created")
+    event = AuditEvent(id="e1", release_id="RE_0A1B2C3D", at=MOMENT, kind=EventKind.CREATED, reason="created")
     data = render.release_result_json(ReleaseResult(release=view(), events=(event,)))
     assert data["id"] == "RE_0A1B2C3D"
     assert data["state"] == "running"
@@ -94,7 +94,7 @@ def test_state_and_version_lines() -> None:
 
 
 def test_release_details_show_header_tasks_and_events() -> None:
-    event = Event(
+    event = AuditEvent(
         id="e1",
         release_id="RE_0A1B2C3D",
         at=MOMENT,

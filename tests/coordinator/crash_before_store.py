@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from aio_pika.abc import AbstractIncomingMessage
 
-from coordinator.machine import Decision, Event, ReplyReceived
+from coordinator.machine import Decision, Input, ReplyReceived
 from coordinator.service import Coordinator
 from schemas.enums import Action
 from tests.coordinator.crash_after_store import serve
@@ -29,7 +29,7 @@ class DiesBeforeStoring(Coordinator):
             await asyncio.sleep(0.1)  # let the ack reach the broker, as it would during a store write
         await super()._handle_reply(incoming)
 
-    async def _apply_all(self, release_id: str, inputs: Sequence[tuple[Event, str]]) -> list[Decision] | None:
+    async def _apply_all(self, release_id: str, inputs: Sequence[tuple[Input, str]]) -> list[Decision] | None:
         if any(isinstance(e, ReplyReceived) and e.reply.action is Action.START for e, _ in inputs):
             os.kill(os.getpid(), signal.SIGKILL)
         return await super()._apply_all(release_id, inputs)

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from coordinator.store import Store
 from rc_cli.client import AdminClient
-from schemas.documents import Event, OutboxEntry
+from schemas.documents import AuditEvent, OutboxEntry
 from schemas.enums import Action, EventKind, Outcome, ReleaseState, TaskState
 from schemas.messages import (
     AdminOperation,
@@ -234,7 +234,7 @@ async def test_commands_of_a_stored_transition_are_sent_even_if_its_first_delive
             raise TimeoutError("no confirm (injected)")
         await publish_entry(entry, release_id)
 
-    async def flaky_record(events: Iterable[Event]) -> None:
+    async def flaky_record(events: Iterable[AuditEvent]) -> None:
         events = list(events)
         if any(e.state_after is ReleaseState.RUNNING for e in events) and not failures["record"]:
             failures["record"] += 1

@@ -6,7 +6,7 @@ import itertools
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from coordinator.machine import Begin, Decision, Event, ReplyReceived, Timeouts, decide
+from coordinator.machine import Begin, Decision, Input, ReplyReceived, Timeouts, decide
 from schemas.documents import Release, Task
 from schemas.enums import Action, Outcome, ReleaseState
 from schemas.messages import Progress, TaskReply
@@ -72,7 +72,7 @@ class Driver:
         self.now += timedelta(seconds=seconds)
         return self.now
 
-    def apply(self, event: Event) -> Decision:
+    def apply(self, event: Input) -> Decision:
         decision = decide(self.release, event, TIMEOUTS)
         self.decisions.append(decision)
         self.release = decision.release

@@ -9,9 +9,9 @@ from coordinator.machine import (
     Begin,
     Cancel,
     DeadlineCheck,
-    Event,
     HealthVerdict,
     Hold,
+    Input,
     ProgressReceived,
     Publish,
     ReplyReceived,
@@ -44,7 +44,7 @@ move = st.one_of(
 )
 
 
-def to_event(d: Driver, m: tuple[object, ...], last: TaskReply | None) -> Event | None:
+def to_event(d: Driver, m: tuple[object, ...], last: TaskReply | None) -> Input | None:
     match m:
         case ("reply", str(s), Action() as action, outcome):
             return ReplyReceived(reply(d.release, s, action, outcome), d.tick())  # type: ignore[arg-type]

@@ -11,9 +11,9 @@ from coordinator.machine import (
     Begin,
     Cancel,
     DeadlineCheck,
-    Event,
     HealthVerdict,
     Hold,
+    Input,
     ProgressReceived,
     Publish,
     ReplyReceived,
@@ -28,11 +28,11 @@ FIRST = SERVICES[0]
 LATER = timedelta(days=1)
 
 
-def _reply(action: Action, outcome: Outcome) -> Callable[[Driver], Event]:
+def _reply(action: Action, outcome: Outcome) -> Callable[[Driver], Input]:
     return lambda d: ReplyReceived(reply(d.release, FIRST, action, outcome, "why"), d.tick())
 
 
-EVENTS: dict[str, Callable[[Driver], Event]] = {
+EVENTS: dict[str, Callable[[Driver], Input]] = {
     "begin": lambda d: Begin(d.tick()),
     "begin_unhealthy": lambda d: Begin(d.tick(), {FIRST: "no consumer"}),
     "accepted": _reply(Action.INITIALIZE, Outcome.ACCEPTED),
