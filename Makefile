@@ -13,8 +13,8 @@ PYTHON ?=
 
 venv: $(STAMP)
 
-# Re-runs only when pyproject.toml changes. Prefers Python >= 3.13: the embedded MongoDB-protocol
-# server used by the tests (mongoeco) needs it.
+# Re-runs only when pyproject.toml changes. The product runs on Python >= 3.11; the virtualenv prefers
+# Python >= 3.13, which the MongoDB engine's tests need for their MongoDB-protocol server (mongoeco).
 $(STAMP): pyproject.toml
 	@is_new() { "$$1" -c 'import sys; sys.exit(sys.version_info < (3, 13))' >/dev/null 2>&1; }; \
 	py="$(PYTHON)"; \
@@ -27,8 +27,8 @@ $(STAMP): pyproject.toml
 	fi; \
 	if [ -z "$$py" ]; then \
 	  py=python3; \
-	  echo "WARNING: no Python >= 3.13 found; using $$(command -v python3). The embedded store (mongoeco) needs" \
-	       "Python >= 3.13: set RC_MONGODB_URL, or RC_EMBEDDED_PYTHON to a Python >= 3.13 with mongoeco[wire]." >&2; \
+	  echo "WARNING: no Python >= 3.13 found; using $$(command -v python3). The MongoDB engine's tests need" \
+	       "a MongoDB: set RC_MONGODB_URL, or RC_MONGOECO_PYTHON to a Python >= 3.13 with mongoeco[wire]." >&2; \
 	fi; \
 	if [ ! -x "$(PY)" ]; then echo "creating $(VENV) with $$py"; "$$py" -m venv "$(VENV)"; fi
 	$(PY) -m pip install --quiet -e '.[dev]'

@@ -4,8 +4,9 @@ The benchmarks start every process they measure themselves, and stop them on exi
 Ctrl-C. Each child also stops by itself when its standard input closes, which happens when the benchmark
 process dies, so nothing outlives a run:
 
-* the store: the embedded in-memory MongoDB-protocol server (``python -m coordinator.embedded_store``), or
-  the MongoDB named by ``RC_BENCH_MONGODB_URL``;
+* the store: the default engine, a SQLite file in a temporary folder deleted at the end (the engine runs
+  inside the coordinator process, in threads named ``rc-store-*`` whose CPU time is read apart), or the
+  MongoDB named by ``RC_BENCH_MONGODB_URL``;
 * the coordinator: ``python -m bench._common coordinator``, which runs the real ``rc-coordinator`` entry point
   (:func:`coordinator.__main__.main`, configured by ``RC_*`` variables) and optionally counts the commands it
   sends to the store (a PyMongo command listener exposed on its ``/metrics`` as
@@ -50,7 +51,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from prometheus_client.parser import text_string_to_metric_families
 
 from coordinator.settings import Settings as CoordinatorSettings
-from coordinator.store import Store
+from coordinator.store import HeartbeatRecord, Store, default_store_url, store_for
 from rc_cli.client import AdminClient, expect_ok
 from schemas.enums import Action, Outcome, ReleaseState, ReplyKind
 from schemas.messages import (
@@ -234,14 +235,46 @@ async def rabbitmq_version(url: str) -> str | None:
 # ---------------------------------------------------------------------- /proc
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` so far (0 if it is gone)."""
+#: A process, or the threads of a process whose names start with a prefix (the embedded store's).
+Measured = int | tuple[int, str]
+#: The names the embedded store gives its threads (see ``coordinator/store/sqlite.py``).
+STORE_THREADS = "rc-store"
+
+
+def cpu_seconds(what: Measured) -> float:
+    """User + system CPU seconds of a process, or of some of its threads, so far (0 if gone)."""
+    if isinstance(what, int):
+        return _stat_cpu(Path(f"/proc/{what}/stat"))
+    pid, prefix = what
+    total = 0.0
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                if (task / "comm").read_text().startswith(prefix):
+                    total += _stat_cpu(task / "stat")
+    return total
+
+
+def _stat_cpu(stat: Path) -> float:
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = stat.read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def measured_store(coordinator_pid: int, store: StoreHandle) -> Measured | None:
+    """What to meter as the store: the embedded engine's threads inside the coordinator, the store's own
+    process, or nothing (a store this run did not start)."""
+    return (coordinator_pid, STORE_THREADS) if store.in_process else store.pid
+
+
+def without_store_threads(cpu: dict[str, float], store: StoreHandle) -> dict[str, float]:
+    """The coordinator's CPU without its embedded store's threads (metered as ``store``)."""
+    if store.in_process and "coordinator" in cpu and "store" in cpu:
+        return cpu | {"coordinator": round(cpu["coordinator"] - cpu["store"], 3)}
+    return cpu
 
 
 def rss_kib(pid: int) -> int:
@@ -317,7 +350,7 @@ def rabbitmq_pid(url: str) -> int | None:
 class CpuMeter:
     """CPU seconds used by named processes between :meth:`start` and :meth:`stop`."""
 
-    def __init__(self, pids: Mapping[str, int | None]) -> None:
+    def __init__(self, pids: Mapping[str, Measured | None]) -> None:
         self.pids = {name: pid for name, pid in pids.items() if pid}
         self._before: dict[str, float] = {}
         self._started = 0.0
@@ -504,10 +537,11 @@ def _first_child(pid: int) -> int | None:
 
 
 class Children:
-    """Every child of one run: stopped in reverse order on exit, whatever happened."""
+    """Every child of one run: stopped in reverse order on exit, whatever happened; then the clean-ups."""
 
     def __init__(self) -> None:
         self.children: list[Child] = []
+        self.cleanups: list[Callable[[], None]] = []
 
     def add(self, child: Child) -> Child:
         self.children.append(child.start())
@@ -530,6 +564,8 @@ class Children:
                 await asyncio.shield(self.stop(child))
             except BaseException:
                 child.close()
+        for cleanup in reversed(self.cleanups):
+            cleanup()
 
 
 # ---------------------------------------------------------------------- the store
@@ -538,45 +574,45 @@ class Children:
 @dataclass
 class StoreHandle:
     url: str
-    child: Child | None
+    child: Child | None = None
 
     @property
     def pid(self) -> int | None:
         return self.child.pid if self.child else None
 
+    @property
+    def in_process(self) -> bool:
+        """The embedded engine: its CPU is the coordinator's ``rc_store_cpu_seconds_total``."""
+        return self.url.startswith("sqlite")
+
 
 def configured_store() -> str | None:
-    """``RC_BENCH_MONGODB_URL``: a MongoDB to measure instead of the embedded store."""
+    """``RC_BENCH_MONGODB_URL``: a MongoDB to measure instead of the default (SQLite) engine."""
     return os.environ.get("RC_BENCH_MONGODB_URL", "").strip() or None
 
 
-async def start_store(children: Children, *, profile: Path | None = None) -> StoreHandle:
-    """``RC_BENCH_MONGODB_URL`` if set, else the embedded in-memory server in a child process."""
+async def start_store(children: Children, namespace: str) -> StoreHandle:
+    """``RC_BENCH_MONGODB_URL`` if set, else a SQLite file in a temporary folder of this run."""
     configured = configured_store()
     if configured:
-        return StoreHandle(configured, None)
-    child = children.add(
-        Child(
-            "store",
-            [sys.executable, "-m", "coordinator.embedded_store", "--port", "0", "--exit-on-stdin-eof"],
-            profile=profile,
-        )
-    )
-    line = await child.expect("READY ", 60)
-    return StoreHandle(line.split(" ", 1)[1].strip(), child)
+        return StoreHandle(configured)
+    folder = Path(tempfile.mkdtemp(prefix="rc-bench-"))
+    children.cleanups.append(lambda: shutil.rmtree(folder, ignore_errors=True))
+    return StoreHandle(default_store_url(namespace, folder))
 
 
-def connect_store(url: str, namespace: str) -> Store:
-    return Store.connect(url, database_of(namespace))
+async def connect_store(url: str, namespace: str) -> Store:
+    store = store_for(url, database_of(namespace))
+    await store.open()
+    return store
 
 
 async def close_store(store: Store) -> None:
-    """Close a connection of :func:`connect_store`; on a configured MongoDB, drop the benchmark's
-    database first (the embedded store forgets everything when it stops)."""
-    try:
-        if configured_store():
-            await store.client.drop_database(store.db.name)
-    finally:
+    """Close a store of :func:`connect_store`; on a configured MongoDB, drop the benchmark's database first
+    (a SQLite file goes with its temporary folder)."""
+    if configured_store():
+        await store.drop()
+    else:
         await store.close()
 
 
@@ -585,7 +621,7 @@ async def register_services(store: Store, names: Iterable[str]) -> None:
     at = now()
     for name in names:
         await store.set_required(name, True, at)
-        await store.heartbeat(name, f"bench-{name}", "bench", True, None, at)
+        await store.heartbeat(HeartbeatRecord(name, f"bench-{name}", "bench", True, None, at))
 
 
 # ---------------------------------------------------------------------- the coordinator
@@ -609,7 +645,7 @@ def coordinator_env(
 ) -> dict[str, str]:
     env = {
         "RC_AMQP_URL": url,
-        "RC_MONGODB_URL": store_url,
+        "RC_STORE_URL": store_url,
         "RC_NAMESPACE": namespace,
         "RC_TRUSTED_USERS": "guest",
         # Services are registered healthy once; no heartbeats are sent during a run (they would be load).
@@ -696,6 +732,8 @@ STORE_OPERATIONS_METRIC = "rc_store_seconds_count"
 STORE_COMMANDS_METRIC = "bench_store_commands_total"
 #: Store commands that change something (for "writes per reply").
 WRITE_COMMANDS = ("insert", "update", "delete", "findAndModify")
+#: Timed store operations that write (on the embedded engine, each one transaction).
+WRITE_OPERATIONS = ("insert_release", "compare_and_set", "record_events", "settle", "heartbeat")
 
 
 def store_figures(delta: Metrics, replies: int) -> dict[str, Any]:
@@ -716,6 +754,9 @@ def store_figures(delta: Metrics, replies: int) -> dict[str, Any]:
         )
         figures["writes_per_reply"] = round(writes / replies, 3) if replies else None
         figures["round_trips_per_reply"] = round(sum(commands.values()) / replies, 3) if replies else None
+    else:  # the embedded engine: its writes are transactions, each a timed operation
+        transactions = sum(v for k, v in operations.items() if k in WRITE_OPERATIONS)
+        figures["writes_per_reply"] = round(transactions / replies, 3) if replies else None
     return figures
 
 

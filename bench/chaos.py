@@ -49,11 +49,10 @@ from urllib.parse import quote
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
-from pymongo import AsyncMongoClient
 
 from bench._common import file_handles
 from bench.chaos_service import read_journal
-from coordinator.embedded_store import EmbeddedStore
+from coordinator.store import default_store_url, store_for
 from deploy.setup import Installation, Permission, grant
 from rc_cli.client import AdminClient, AdminClientError
 from schemas.documents import ReleaseView
@@ -204,6 +203,7 @@ class Chaos:
         self.connections: dict[str, aio_pika.abc.AbstractConnection] = {}
         self.proxy: TcpProxy | None = None
         self.store_url = ""
+        self.workdir: Path | None = None
         self.database = f"chaos_{self.hex}"
         self.done = asyncio.Event()
         self.fault_counted = asyncio.Condition()
@@ -269,24 +269,25 @@ class Chaos:
                 await asyncio.to_thread(_delete_user, user, management)
             log("broker users, queues and exchanges deleted")
 
+    def _workdir(self) -> Path:
+        """The run's folder (logs, journals, the SQLite store): the configured one or a new temporary one."""
+        if self.workdir is None:
+            workdir = self.config.workdir or Path(tempfile.mkdtemp(prefix="rc-chaos-"))
+            workdir.mkdir(parents=True, exist_ok=True)
+            self.workdir = workdir
+        return self.workdir
+
     @contextlib.asynccontextmanager
     async def _store(self) -> AsyncIterator[None]:
-        embedded: EmbeddedStore | None = None
-        configured = os.environ.get("RC_MONGODB_URL")
-        if configured:
-            self.store_url = configured
-        else:
-            embedded = EmbeddedStore()
-            self.store_url = await asyncio.to_thread(embedded.start)
+        """``RC_STORE_URL`` or ``RC_MONGODB_URL`` if set (its database is dropped at the end), else the
+        default engine: a SQLite file in the run's folder."""
+        configured = os.environ.get("RC_STORE_URL") or os.environ.get("RC_MONGODB_URL")
+        self.store_url = configured or default_store_url(self.namespace, self._workdir())
         try:
             yield
         finally:
-            if configured:
-                client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(configured)
-                await client.drop_database(self.database)
-                await client.close()
-            if embedded is not None:
-                await asyncio.to_thread(embedded.stop)
+            if configured and configured.startswith("mongodb"):
+                await store_for(configured, self.database).drop()
 
     @contextlib.asynccontextmanager
     async def _proxy(self) -> AsyncIterator[None]:
@@ -299,16 +300,14 @@ class Chaos:
 
     @contextlib.asynccontextmanager
     async def _processes(self) -> AsyncIterator[None]:
-        workdir = self.config.workdir or Path(tempfile.mkdtemp(prefix="rc-chaos-"))
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.workdir = workdir
+        workdir = self._workdir()
         log(f"logs and journals in {workdir}")
         base = {k: v for k, v in os.environ.items() if not k.startswith("RC_")}
         coordinator_env = {
             **base,
             **TIMEOUTS,
             "RC_AMQP_URL": self.url(self.installation.coordinator_user),
-            "RC_MONGODB_URL": self.store_url,
+            "RC_STORE_URL": self.store_url,
             "RC_MONGODB_DATABASE": self.database,
             "RC_NAMESPACE": self.namespace,
             "RC_METRICS_PORT": "0",
@@ -518,7 +517,7 @@ class Chaos:
     async def _fault_spoofed(self) -> bool:
         """A failure in a processing service's name, sent by another broker user: if the coordinator
         believed it, the release would fail."""
-        running = [r for r in await self._stored_releases() if r["state"] == ReleaseState.RUNNING.value]
+        running = [r for r in (await self._stored())[0] if r["state"] == ReleaseState.RUNNING.value]
         targets = [(r["_id"], s) for r in running for s, t in r["tasks"].items() if t["state"] == "running"]
         if not targets:
             return False
@@ -588,7 +587,7 @@ class Chaos:
         log("settling: waiting for every release to finish")
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
-            releases = await self._stored_releases()
+            releases, _ = await self._stored()
             open_ = [r for r in releases if ReleaseState(r["state"]) not in TERMINAL]
             staged = [r for r in open_ if r["state"] == ReleaseState.STAGED.value]
             for release in staged:  # created by a retried request the operator never saw: clean up
@@ -598,24 +597,22 @@ class Chaos:
                 return
             await asyncio.sleep(1)
 
-    async def _stored_releases(self) -> list[dict[str, Any]]:
-        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(self.store_url, tz_aware=True)
+    async def _stored(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Every release and every audit event, as documents keyed by ``_id``, read through the store."""
+        store = store_for(self.store_url, self.database)
+        await store.open()
         try:
-            return await client[self.database]["releases"].find({}).to_list()
+            releases = [r async for batch in store.export_releases(500) for r in batch]
+            events = [e async for batch in store.export_events(500) for e in batch]
         finally:
-            await client.close()
-
-    async def _stored_events(self) -> list[dict[str, Any]]:
-        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(self.store_url, tz_aware=True)
-        try:
-            return await client[self.database]["events"].find({}).to_list()
-        finally:
-            await client.close()
+            await store.close()
+        as_docs = [{**r.model_dump(mode="python"), "_id": r.id} for r in releases]
+        return as_docs, [{**e.model_dump(mode="python"), "_id": e.id} for e in events]
 
     async def _check(self) -> None:
-        releases = {r["_id"]: r for r in await self._stored_releases()}
-        events = await self._stored_events()
-        journals = {s: read_journal(self.workdir / f"{s}.journal") for s in self.services}
+        stored, events = await self._stored()
+        releases = {r["_id"]: r for r in stored}
+        journals = {s: read_journal(self._workdir() / f"{s}.journal") for s in self.services}
         # (release, service) -> effect -> when the service first did it
         effects: dict[tuple[str, str], dict[str, float]] = {}
         for service, entries in journals.items():

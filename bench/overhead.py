@@ -1,4 +1,4 @@
-"""Coordinator overhead against the bare-broker floor (issue 7).
+"""Coordinator overhead against the bare-broker floor.
 
 For each N (default 3, 30, 300) no-op task services, spread over a few host processes (bare aio-pika, see
 :func:`bench._common.run_host`), in one fresh namespace and one fresh store per N:
@@ -7,18 +7,17 @@ For each N (default 3, 30, 300) no-op task services, spread over a few host proc
    commands with confirms (all at once, as the coordinator's outbox delivery does) and waits until all N
    persistent replies from the hosts have been consumed and acked from the coordinator's own reply queue.
    Three steps (initialize, start, publish) per round, several rounds; figure: median ms per step.
-2. **store round trips**: raw ``find_one``/``update_one`` of a release document with N tasks against the
-   store, and the in-process pydantic conversion of that document (to separate store cost from coordinator
-   cost).
+2. **the store alone**: ``get`` and a one-task ``compare_and_set`` of a release with N tasks, through the
+   engine's interface (to separate the store's cost from the coordinator's).
 3. **coordinator**: the real coordinator in a child process with the store; releases driven by an operator
    client (``AdminClient``): create -> staged -> publish -> published. Per release, ms per step from the
    store's ``entered`` times: initialize = create request sent -> ``running``; process = ``running`` ->
    ``staged``; publish = publish request sent -> ``published``. Median and p95 over the releases.
 
 Prints per N the floor and coordinator ms/step and the ratio coordinator / floor, then the CPU ms per
-step of each side (coordinator, store, and this process when it plays the floor's coordinator) next to
-the time the target allows; writes ``bench/results/overhead.json``. Targets: ratio <= 1.3 at N = 300,
-<= 1.5 at N = 3.
+step of each side (coordinator; store, on the default engine its threads inside the coordinator process;
+this process when it plays the floor's coordinator) next to the time the target allows; writes
+``bench/results/overhead.json``. Targets: ratio <= 1.3 at N = 300, <= 1.5 at N = 3.
 
     python -m bench.overhead [--n 3,30,300] [--releases 10,10,5] [--profile]
 """
@@ -45,6 +44,7 @@ from bench._common import (
     Announcements,
     Children,
     CpuMeter,
+    Measured,
     amqp_message,
     amqp_url,
     check_file_handles,
@@ -56,6 +56,7 @@ from bench._common import (
     drive_release,
     last_line,
     machine_info,
+    measured_store,
     ms,
     new_namespace,
     new_release_id,
@@ -71,10 +72,11 @@ from bench._common import (
     store_figures,
     summarize_profiles,
     summary,
+    without_store_threads,
     write_results,
 )
 from coordinator.settings import Settings as CoordinatorSettings
-from coordinator.store import Store, _from_doc, _to_doc
+from coordinator.store import Store
 from schemas.documents import Release, Task
 from schemas.enums import Action, Outcome, ReleaseState, TaskState
 from schemas.topology import Topology
@@ -207,45 +209,34 @@ def sample_release(services: Sequence[str]) -> Release:
 
 
 async def measure_store(url: str, namespace: str, services: Sequence[str], repeat: int) -> dict[str, Any]:
-    """Raw round trips against the store for a release of len(services) tasks, and the conversions alone."""
-    store = Store.connect(url, f"{namespace.replace('-', '_')}_scratch")
+    """The store alone, through the engine's own interface, for a release of len(services) tasks: a read,
+    and a compare-and-set that changes one task (what a reply costs), each ``repeat`` times."""
+    scratch = url.replace(".db", "-scratch.db") if url.startswith("sqlite") else url
+    store = await connect_store(scratch, f"{namespace}-scratch")
     release = sample_release(services)
     try:
-        await store.insert_release(release)
-        doc = _to_doc(release)
-        fields = {k: v for k, v in doc.items() if k not in ("_id", "outbox", "journal")}
-        timings: dict[str, list[float]] = {k: [] for k in ("find_one", "update_one_full", "update_one_small")}
-        for _ in range(repeat):
+        await store.insert(release, [])
+        timings: dict[str, list[float]] = {"get": [], "compare_and_set": []}
+        service = services[0]
+        for n in range(repeat):
             started = time.perf_counter()
-            await store.releases.find_one({"_id": release.id})
-            timings["find_one"].append(time.perf_counter() - started)
-            started = time.perf_counter()
-            await store.releases.update_one(
-                {"_id": release.id, "state": "running", "revision": 0}, {"$set": fields}
+            await store.get(release.id)
+            timings["get"].append(time.perf_counter() - started)
+            task = release.tasks[service].model_copy(update={"progress": float(n % 100)})
+            after = release.model_copy(
+                update={"revision": release.revision + 1, "tasks": {**release.tasks, service: task}}
             )
-            timings["update_one_full"].append(time.perf_counter() - started)
             started = time.perf_counter()
-            await store.releases.update_one(
-                {"_id": release.id}, {"$pull": {"journal": {"id": {"$in": ["x"]}}}}
-            )
-            timings["update_one_small"].append(time.perf_counter() - started)
-        convert: dict[str, list[float]] = {"from_doc": [], "to_doc": []}
-        for _ in range(repeat):
-            started = time.perf_counter()
-            _from_doc(doc)
-            convert["from_doc"].append(time.perf_counter() - started)
-            started = time.perf_counter()
-            _to_doc(release)
-            convert["to_doc"].append(time.perf_counter() - started)
+            await store.compare_and_set(release, after, [])
+            timings["compare_and_set"].append(time.perf_counter() - started)
+            release = after
         result: dict[str, Any] = {
-            name: round(statistics.median(values) * 1000, 3)
-            for name, values in {**timings, **convert}.items()
+            name: round(statistics.median(values) * 1000, 3) for name, values in timings.items()
         }
-        result["document_bytes"] = len(__import__("bson").encode(doc))
+        result["document_bytes"] = len(release.model_dump_json())
         return result
     finally:
-        await store.client.drop_database(store.db.name)
-        await store.close()
+        await close_store(store)  # a scratch file goes with the run's temporary folder
 
 
 # ---------------------------------------------------------------------- one N
@@ -271,9 +262,7 @@ async def measure_n(
         store_db: Store | None = None
         client = None
         try:
-            store = await start_store(
-                children, profile=profile_dir / f"{NAME}-n{n}-store.speedscope.json" if profile_dir else None
-            )
+            store = await start_store(children, namespace)
             await declare_topology(url, namespace)
             hosts = await start_hosts(children, url, namespace, services, processes)
             say(f"N={n}: floor, {floor_rounds} rounds x 3 steps")
@@ -291,7 +280,7 @@ async def measure_n(
             )
             say(f"N={n}: store alone {result['store_round_trip_ms']}")
 
-            store_db = connect_store(store.url, namespace)
+            store_db = await connect_store(store.url, namespace)
             await register_services(store_db, services)
             coordinator = await start_coordinator(
                 children,
@@ -308,9 +297,9 @@ async def measure_n(
             for i in range(warmup):
                 await drive_release(client, announcements, store_db, f"warm-up {i}", release_timeout)
             before = await coordinator.scrape()
-            pids: dict[str, int | None] = {
+            pids: dict[str, Measured | None] = {
                 "coordinator": coordinator.pid,
-                "store": store.pid,
+                "store": measured_store(coordinator.pid, store),
                 "rabbitmq": rabbitmq_pid(url),
             }
             meter = CpuMeter(pids | {h.name: h.pid for h in hosts}).start()
@@ -344,6 +333,9 @@ async def measure_n(
             )
             result["ratio_p95"] = ratio(
                 result["coordinator_ms_per_step"]["p95"], result["floor_ms_per_step"]["median"]
+            )
+            result["coordinator_cpu_seconds"] = without_store_threads(
+                result["coordinator_cpu_seconds"], store
             )
             result["cpu_ms_per_step"] = cpu_per_step(
                 result["floor_cpu_seconds"],

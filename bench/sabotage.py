@@ -66,7 +66,7 @@ def advance_early() -> None:
 def forget_outbox() -> None:
     async def recover_nothing(self: service.Coordinator) -> None:
         self._deadlines.clear()
-        async for release in self.store.open_releases():
+        for release in await self.store.open_releases():
             self._arm(release)
 
     service.Coordinator._recover = recover_nothing  # type: ignore[method-assign]

@@ -1,4 +1,4 @@
-"""Operator latency with many stored releases, and coordinator memory as releases go through it (issues 7, 9).
+"""Operator latency with many stored releases, and coordinator memory as releases go through it.
 
 1. **Operator latency.** Two stores side by side, each a fresh database with its own coordinator and
    namespace: the *baseline* with ``--small`` (10) releases stored, the *large* one with ``--releases``
@@ -8,9 +8,9 @@
    every release and one in 1 % of them) and ``release events ID`` (first page, 50, a random release):
    p50 and p95. Plus one run of the real ``rc`` command for each (a new Python process: includes
    interpreter start-up).
-2. **The store alone, and the coordinator without the broker.** The very queries the coordinator makes
-   for each request (``coordinator/store.py``: ``get``, ``state_of``, ``list_releases``, ``event_page``,
-   ``study_summary``, ``study_releases``), sent with PyMongo to the same two stores, timed the same way:
+2. **The store alone, and the coordinator without the broker.** The very store calls the coordinator makes
+   for each request (``get``, ``state_of``, ``list_releases``, ``event_page``, ``study_summary``,
+   ``study_releases``), made in this process on the same two stores, timed the same way:
    what of the latency is the store's, and what is the coordinator's + the broker round trip. And the same
    requests handled by ``Coordinator.execute`` in this process on the same stores (store + coordinator
    work, no broker, no second process).
@@ -19,19 +19,10 @@
    ``--memory-releases`` (1,000).
 
 How the releases get into the store. They are valid :class:`schemas.documents.Release` documents (mostly
-published, a few canceled or failed) and their audit events, converted by the store's own conversion. The
-embedded store (mongoeco) cannot take 10,000 of them over the wire in bounded time: its ``insert`` command
-inserts one document at a time and, for a single document, compares the new ``_id`` with every stored
-document (O(n^2) for a load; measured 100 releases + their events in 1.5 s at 300 stored, 7.4 s at 600), and
-its unique-index build compares every document with every earlier one (O(n^2) too; 26 s for 1,000
-releases, so about 45 min for 10,000). So the store is a child of this script (``python -m bench.scale
-store``) that creates the coordinator's indexes (the same definitions, ``RELEASE_INDEXES`` and
-``EVENT_INDEXES``) on the empty collections, inserts the documents through mongoeco's in-process batched
-insert (unique keys checked against the index, O(n) in all), and then serves that very database with
-mongoeco's wire server, exactly as ``python -m coordinator.embedded_store`` does. The coordinator then
-starts on it as on any store (its ``ensure_indexes`` finds the indexes in place). The load time is printed
-and recorded. With ``RC_BENCH_MONGODB_URL`` (a real MongoDB) the releases are inserted over the wire with
-``insert_many`` instead, into fresh databases, before the coordinator creates the indexes.
+published, a few canceled or failed) and their audit events, written through the store's own interface
+(``import_batch``, what ``rc-coordinator store copy`` uses) into a fresh store: by default a SQLite file
+(the default engine), with ``RC_BENCH_MONGODB_URL`` a fresh database on that MongoDB. The load time is
+printed and recorded. The coordinator then starts on that store as on any other.
 
 Targets: list p95 < 100 ms, show p95 < 50 ms, study show and release events < 100 ms with 10,000 releases;
 memory growth < 20 % from 10 to 1,000.
@@ -47,33 +38,26 @@ import contextlib
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from pymongo import DESCENDING, AsyncMongoClient
-
 from bench._common import (
     RESULTS,
     Announcements,
-    Child,
     Children,
     CoordinatorHandle,
     StoreHandle,
     admin_client,
     amqp_url,
     close_store,
-    configured_store,
     connect_store,
-    database_of,
     declare_topology,
     delete_namespace,
     drive_release,
@@ -95,7 +79,7 @@ from bench._common import (
 )
 from coordinator.service import Coordinator
 from coordinator.settings import Settings as CoordinatorSettings
-from coordinator.store import _BRIEF, EVENT_INDEXES, RELEASE_INDEXES, Store, _event_doc, _to_doc
+from coordinator.store import Store
 from rc_cli.client import AdminClient, expect_ok
 from schemas.documents import AuditEvent, Release, Task
 from schemas.enums import PUBLISHED_PATH, Action, EventKind, Outcome, ReleaseState, TaskState
@@ -201,88 +185,16 @@ def stored_release(seq: int) -> tuple[Release, list[AuditEvent]]:
     return release, events
 
 
-def release_batches(count: int, batch: int = LOAD_BATCH) -> Any:
-    """``(release documents, event documents)`` of releases ``1..count``, ``batch`` releases at a time."""
+def release_batches(count: int, batch: int = LOAD_BATCH) -> Iterator[tuple[list[Release], list[AuditEvent]]]:
+    """Releases ``1..count`` and their events, ``batch`` releases at a time."""
     for start in range(1, count + 1, batch):
-        releases: list[dict[str, Any]] = []
-        events: list[dict[str, Any]] = []
+        releases: list[Release] = []
+        events: list[AuditEvent] = []
         for seq in range(start, min(start + batch, count + 1)):
             release, its_events = stored_release(seq)
-            releases.append(_to_doc(release))
-            events.extend(_event_doc(e) for e in its_events)
+            releases.append(release)
+            events.extend(its_events)
         yield releases, events
-
-
-def _index_specs(specs: list[tuple[list[tuple[str, int]], dict[str, Any]]]) -> list[dict[str, Any]]:
-    """``createIndexes`` specs of the coordinator's index definitions (what PyMongo sends for them)."""
-    return [{"key": dict(keys), **options} for keys, options in specs]
-
-
-# ---------------------------------------------------------------------- the preloaded store (child)
-
-
-async def _serve_preloaded(database: str, releases: int) -> int:
-    """Create the coordinator's indexes, insert ``releases`` releases and their events in batches
-    (in-process), print ``LOADED {json}``, then serve the database on the wire and print ``READY uri``."""
-    from mongoeco import AsyncMongoClient as EcoClient
-    from mongoeco.wire import AsyncMongoEcoProxyServer
-
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-
-    def watch_stdin() -> None:
-        with contextlib.suppress(OSError):
-            while os.read(0, 4096):
-                pass
-        loop.call_soon_threadsafe(stop.set)
-
-    threading.Thread(target=watch_stdin, name="stdin-eof", daemon=True).start()
-    async with EcoClient() as client:
-        db = client[database]
-        started = time.perf_counter()
-        await db.command({"createIndexes": "releases", "indexes": _index_specs(RELEASE_INDEXES)})
-        await db.command({"createIndexes": "events", "indexes": _index_specs(EVENT_INDEXES)})
-        indexed = time.perf_counter()
-        generate = insert = 0.0
-        stored = events = 0
-        mark = time.perf_counter()
-        for release_docs, event_docs in release_batches(releases):
-            generated = time.perf_counter()
-            generate += generated - mark
-            await db["releases"].insert_many(release_docs, ordered=False)
-            await db["events"].insert_many(event_docs, ordered=False)
-            mark = time.perf_counter()
-            insert += mark - generated
-            stored += len(release_docs)
-            events += len(event_docs)
-            if stored % 2000 == 0 and stored < releases:
-                print(f"stored {stored} releases ({mark - started:.1f}s)", flush=True)
-        loaded = {
-            "releases": stored,
-            "events": events,
-            "index_seconds": round(indexed - started, 3),
-            "generate_seconds": round(generate, 2),
-            "insert_seconds": round(insert, 2),
-            "total_seconds": round(time.perf_counter() - started, 2),
-        }
-        if stored:
-            stats = await db.command({"collStats": "releases"})
-            loaded["release_document_bytes"] = int(stats.get("avgObjSize", 0))
-        print(f"LOADED {json.dumps(loaded)}", flush=True)
-        async with AsyncMongoEcoProxyServer(client=client, host="127.0.0.1", port=0) as server:
-            print(f"READY {server.address.uri}", flush=True)
-            await stop.wait()
-    return 0
-
-
-def serve_store(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.scale store")
-    parser.add_argument("--database", required=True)
-    parser.add_argument("--releases", type=int, required=True)
-    args = parser.parse_args(argv)
-    return asyncio.run(_serve_preloaded(args.database, args.releases))
 
 
 @dataclass
@@ -295,76 +207,30 @@ class Site:
     store: StoreHandle | None = None
     coordinator: CoordinatorHandle | None = None
     client: AdminClient | None = None
-    direct: AsyncMongoClient[dict[str, Any]] | None = None
+    #: The same store, opened in this process: its queries timed alone.
+    direct: Store | None = None
     #: The coordinator's request handling run in this process on ``direct`` (no broker).
     in_process: Coordinator | None = None
     load: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def database(self) -> str:
-        return database_of(self.namespace)
 
-    def db(self) -> Any:
-        assert self.direct is not None
-        return self.direct[self.database]
-
-
-def _patient_client(url: str) -> AsyncMongoClient[dict[str, Any]]:
-    # The single-threaded embedded store can be busy for seconds; the default heartbeat would then reset
-    # the pool (cancelling what is in flight).
-    return AsyncMongoClient(
-        url,
-        tz_aware=True,
-        heartbeatFrequencyMS=600_000,
-        serverSelectionTimeoutMS=600_000,
-        connectTimeoutMS=600_000,
-    )
-
-
-async def start_preloaded_store(children: Children, site: Site, within: float) -> None:
-    """The store of ``site`` with its releases in it (see the module docstring)."""
-    configured = configured_store()
-    if configured:
-        site.store = StoreHandle(configured, None)
-        client = _patient_client(configured)
-        try:
-            started = time.perf_counter()
-            events = 0
-            for release_docs, event_docs in release_batches(site.stored):
-                await client[site.database]["releases"].insert_many(release_docs, ordered=False)
-                await client[site.database]["events"].insert_many(event_docs, ordered=False)
-                events += len(event_docs)
-            site.load = {
-                "releases": site.stored,
-                "events": events,
-                "total_seconds": round(time.perf_counter() - started, 2),
-                "how": "insert_many over the wire, indexes built afterwards by the coordinator",
-            }
-        finally:
-            await client.close()
-        return
-    child = children.add(
-        Child(
-            f"store-{site.label}",
-            [
-                sys.executable,
-                "-m",
-                "bench.scale",
-                "store",
-                "--database",
-                site.database,
-                "--releases",
-                str(site.stored),
-            ],
-        )
-    )
-    loaded = await child.expect("LOADED ", within)
+async def start_preloaded_store(children: Children, site: Site) -> None:
+    """A fresh store for ``site`` with its releases in it (see the module docstring)."""
+    site.store = await start_store(children, site.namespace)
+    store = site.direct = await connect_store(site.store.url, site.namespace)
+    started = time.perf_counter()
+    events = 0
+    for releases, batch_events in release_batches(site.stored):
+        await store.import_batch(releases, batch_events, ())
+        events += len(batch_events)
+        if (stored := releases[-1].seq) % 2000 == 0 and stored < site.stored:
+            say(f"{site.label}: stored {stored} releases ({time.perf_counter() - started:.1f}s)")
     site.load = {
-        **json.loads(loaded.split(" ", 1)[1]),
-        "how": "in-process batched insert into mongoeco after creating the indexes, then served on the wire",
+        "releases": site.stored,
+        "events": events,
+        "total_seconds": round(time.perf_counter() - started, 2),
+        "how": f"import_batch through the store interface ({store.engine})",
     }
-    ready = await child.expect("READY ", 60)
-    site.store = StoreHandle(ready.split(" ", 1)[1].strip(), child)
 
 
 # ---------------------------------------------------------------------- timing
@@ -391,10 +257,10 @@ def admin_operation(name: str, release_id: str, stored: int) -> Any:
 
 
 async def store_queries(site: Site, name: str, release_id: str) -> dict[str, float]:
-    """The store queries the coordinator makes for request ``name`` (``coordinator/store.py``), one after
-    the other (the coordinator sends those of ``study show`` at once); ms per query."""
-    db = site.db()
-    releases, events = db["releases"], db["events"]
+    """The store calls the coordinator makes for request ``name``, one after the other (the coordinator
+    makes those of ``study show`` at once); ms per call."""
+    store = site.direct
+    assert store is not None
     timed: dict[str, float] = {}
 
     async def timing(label: str, awaitable: Awaitable[Any]) -> None:
@@ -402,40 +268,19 @@ async def store_queries(site: Site, name: str, release_id: str) -> dict[str, flo
         await awaitable
         timed[label] = ms(time.perf_counter() - started)
 
-    by_event = [("at", DESCENDING), ("_id", DESCENDING)]
     match name:
-        case "list":  # list_releases
-            await timing("list_releases", releases.find({}, sort=[("seq", DESCENDING)], limit=51).to_list())
-        case "show":  # get + events_of(20)
-            await timing("get", releases.find_one({"_id": release_id}))
-            await timing(
-                "event_page", events.find({"release_id": release_id}, sort=by_event, limit=21).to_list()
-            )
-        case "study" | "study_rare":  # study_summary + study_releases(20)
+        case "list":
+            await timing("list_releases", store.list_releases(50))
+        case "show":
+            await timing("get", store.get(release_id))
+            await timing("event_page", store.event_page(release_id, 20))
+        case "study" | "study_rare":
             study = COMMON_STUDY if name == "study" else rare_study(min(site.stored, 42))
-            brief = dict(_BRIEF)
-            by_seq = [("seq", DESCENDING)]
-            await timing("study_latest", releases.find_one({"studies": study}, sort=by_seq, projection=brief))
-            await timing(
-                "study_published",
-                releases.find_one(
-                    {"studies": study, "state": ReleaseState.PUBLISHED.value},
-                    sort=[("final_sort", DESCENDING)],
-                    projection=brief,
-                ),
-            )
-            await timing("study_count", releases.count_documents({"studies": study}))
-            await timing(
-                "study_releases",
-                releases.find({"studies": study}, sort=by_seq, limit=21, projection=brief).to_list(),
-            )
-        case _:  # state_of + event_page(50)
-            await timing(
-                "state_of", releases.find_one({"_id": release_id}, projection={"_id": 0, "state": 1})
-            )
-            await timing(
-                "event_page", events.find({"release_id": release_id}, sort=by_event, limit=51).to_list()
-            )
+            await timing("study_summary", store.study_summary(study))
+            await timing("study_releases", store.study_releases(study, 20))
+        case _:
+            await timing("state_of", store.state_of(release_id))
+            await timing("event_page", store.event_page(release_id, 50))
     return timed
 
 
@@ -513,7 +358,8 @@ async def latency(args: argparse.Namespace, url: str) -> dict[str, Any]:
         try:
             say(f"loading {small} and {args.releases} releases into two fresh stores")
             started = time.perf_counter()
-            await asyncio.gather(*(start_preloaded_store(children, s, args.load_limit) for s in sites))
+            for site in sites:
+                await start_preloaded_store(children, site)
             result["load"] = {s.label: s.load for s in sites}
             result["load_wall_seconds"] = round(time.perf_counter() - started, 1)
             say(f"loaded: {json.dumps(sites[1].load)}")
@@ -525,10 +371,8 @@ async def latency(args: argparse.Namespace, url: str) -> dict[str, Any]:
                 site.coordinator = await start_coordinator(children, url, site.store.url, site.namespace)
                 result["coordinator_start_seconds"][site.label] = round(time.perf_counter() - started, 2)
                 site.client = await admin_client(url, site.namespace, 120, None)
-                site.direct = _patient_client(site.store.url)
-                site.in_process = Coordinator(
-                    CoordinatorSettings(namespace=site.namespace), Store(site.direct, site.database)
-                )
+                assert site.direct is not None
+                site.in_process = Coordinator(CoordinatorSettings(namespace=site.namespace), site.direct)
             say(f"coordinators active (start-up s: {result['coordinator_start_seconds']})")
             for site in sites:  # warm-up: every request once, and the store queries once
                 for name in OPERATIONS:
@@ -574,10 +418,8 @@ async def latency(args: argparse.Namespace, url: str) -> dict[str, Any]:
                 if site.client is not None:
                     await site.client.close()
                 if site.direct is not None:
-                    if configured_store():
-                        with contextlib.suppress(Exception):
-                            await site.direct.drop_database(site.database)
-                    await site.direct.close()
+                    with contextlib.suppress(Exception):
+                        await close_store(site.direct)
                 await delete_namespace(url, site.namespace, [])
     return result
 
@@ -593,10 +435,10 @@ async def memory(args: argparse.Namespace, url: str) -> dict[str, Any]:
         store_db = None
         client = None
         try:
-            store = await start_store(children)
+            store = await start_store(children, namespace)
             await declare_topology(url, namespace)
             await start_hosts(children, url, namespace, services, 1)
-            store_db = connect_store(store.url, namespace)
+            store_db = await connect_store(store.url, namespace)
             await register_services(store_db, services)
             coordinator = await start_coordinator(children, url, store.url, namespace)
             announcements = Announcements()
@@ -665,7 +507,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--concurrency", type=int, default=8, help="releases driven at once for the memory part"
     )
-    parser.add_argument("--load-limit", type=float, default=600.0, help="seconds the store load may take")
     parser.add_argument("--time-limit", type=float, default=1800.0, help="seconds the whole run may take")
     parser.add_argument("--results-dir", type=Path, default=RESULTS, help="where the JSON goes")
     return parser.parse_args(argv)
@@ -728,21 +569,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["store"]:
-        return serve_store(argv[1:])
     args = parse_args(argv)
     data = asyncio.run(run(args))
     path = write_results(NAME, data, args.results_dir)
     latency_, memory_ = data["latency"], data["memory"]
     load = latency_["load"]["large"]
-    indexes = (
-        f"indexes {load['index_seconds']} s first"
-        if "index_seconds" in load
-        else "indexes built afterwards by the coordinator"
-    )
     print(
         f"load: {load['releases']} releases + {load['events']} events in {load['total_seconds']} s "
-        f"({indexes}); coordinator start-up (ensure_indexes) {latency_['coordinator_start_seconds']} s"
+        f"({load['how']}); coordinator start-up {latency_['coordinator_start_seconds']} s"
     )
     print(f"{'p50 / p95 ms':<22}" + "".join(f"{op:>20}" for op in OPERATIONS))
     for label, figures in (

@@ -1,4 +1,4 @@
-"""Replies per second the coordinator aggregates, against bare consume + ack (issue 7).
+"""Replies per second the coordinator aggregates, against bare consume + ack.
 
 Method (pre-loaded replies, one coordinator process, many releases in flight):
 
@@ -9,11 +9,13 @@ Method (pre-loaded replies, one coordinator process, many releases in flight):
    coordinator's reply queue.
 4. The coordinator is started again: it recovers the R open releases and drains the queue. The queue depth is
    polled on the broker (a passive declare: no load on the coordinator) every 20 ms, with the CPU time of the
-   coordinator, the store and RabbitMQ. Rate = replies consumed between 90 % and 10 % of the queue left,
+   coordinator, the store (on the default engine, its threads inside the coordinator process) and RabbitMQ.
+   Rate = replies consumed between 90 % and 10 % of the queue left,
    divided by that time (steady state; start-up and tail excluded). Every S-th reply of a release moves it
    to ``running`` (S start commands and an announcement are published): that is part of aggregating.
-5. Store commands per reply come from a PyMongo command listener in the coordinator process
-   (``bench_store_commands_total``) and the coordinator's own ``rc_store_seconds_count{operation}``.
+5. Store operations per reply come from the coordinator's own ``rc_store_seconds_count{operation}``, and on
+   MongoDB the commands from a PyMongo command listener in the coordinator process
+   (``bench_store_commands_total``).
 6. Base: the same number of reply messages pre-loaded into a quorum queue with the same arguments, consumed
    with the same prefetch (64) and acked, by bare aio-pika in this process; same 90 %-10 % window.
 
@@ -40,6 +42,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from bench._common import (
     RESULTS,
     Children,
+    Measured,
     admin_client,
     amqp_message,
     amqp_url,
@@ -51,6 +54,7 @@ from bench._common import (
     host_command,
     last_line,
     machine_info,
+    measured_store,
     new_namespace,
     new_release_id,
     queue_depth,
@@ -66,6 +70,7 @@ from bench._common import (
     start_store,
     store_figures,
     summarize_profiles,
+    without_store_threads,
     write_results,
 )
 from bench._common import (
@@ -174,12 +179,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     async with Children() as children, asyncio.timeout(args.time_limit):
         store_db = None
         try:
-            store = await start_store(
-                children, profile=args.results_dir / f"{NAME}-store.speedscope.json" if args.profile else None
-            )
+            store = await start_store(children, namespace)
             await declare_topology(url, namespace)
             hosts = await start_hosts(children, url, namespace, services, args.processes, mode="hold")
-            store_db = _connect_store(store.url, namespace)
+            store_db = await _connect_store(store.url, namespace)
             await register_services(store_db, services)
             env = {"RC_INITIALIZE_TIMEOUT": "86400", "RC_PREFETCH": str(PREFETCH)}
             coordinator = await start_coordinator(children, url, store.url, namespace, extra_env=env)
@@ -209,9 +212,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 depth = await queue_depth(channel, replies_queue)
                 say(f"{answered} replies published, {depth} in the reply queue; starting the coordinator")
                 points: list[tuple[float, float, float, float, float]] = []
-                pids = {"store": store.pid, "rabbitmq": rabbitmq_pid(url)}
+                broker_pid = rabbitmq_pid(url)
                 stop_polling = asyncio.Event()
                 coordinator_pid: list[int] = []
+                store_measured: list[Measured | None] = []
 
                 async def poll() -> None:
                     while not stop_polling.is_set():
@@ -221,8 +225,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                                 time.perf_counter(),
                                 float(depth - left),
                                 cpu_seconds(coordinator_pid[0]) if coordinator_pid else 0.0,
-                                cpu_seconds(pids["store"]) if pids["store"] else 0.0,
-                                cpu_seconds(pids["rabbitmq"]) if pids["rabbitmq"] else 0.0,
+                                cpu_seconds(store_measured[0])
+                                if store_measured and store_measured[0]
+                                else 0.0,
+                                cpu_seconds(broker_pid) if broker_pid else 0.0,
                             )
                         )
                         if left == 0:
@@ -242,6 +248,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     else None,
                 )
                 coordinator_pid.append(coordinator.pid)
+                store_measured.append(measured_store(coordinator.pid, store))
                 last_progress = time.monotonic()
                 while not poller.done():
                     await asyncio.sleep(1)
@@ -265,12 +272,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 consumed = window[-1][1] - window[0][1]
                 measured = {
                     "coordinator": True,
-                    "store": bool(pids["store"]),
-                    "rabbitmq": bool(pids["rabbitmq"]),
+                    "store": bool(store_measured and store_measured[0]),
+                    "rabbitmq": bool(broker_pid),
                 }
                 for index, name in ((2, "coordinator"), (3, "store"), (4, "rabbitmq")):
                     if measured[name]:  # a remote store or broker: its CPU is not ours to read
                         cpu[name] = round((window[-1][index] - window[0][index]) / consumed * 1000, 3)
+                cpu = without_store_threads(cpu, store)
             else:
                 say(f"the queue drained between two polls: no rate measured; use more than {depth} replies")
             data["coordinator"] = {

@@ -1,20 +1,30 @@
-"""``rc-coordinator`` / ``python -m coordinator``: run the coordinator until SIGTERM or SIGINT."""
+"""``rc-coordinator`` / ``python -m coordinator``: run the coordinator, or move its store.
+
+    rc-coordinator                                   run until SIGTERM or SIGINT
+    rc-coordinator store copy --from URL --to URL    copy every release, event, note and service record
+
+Exit status: 0 done; 2 bad settings or arguments; 4 the store cannot be opened or used (the reason is
+printed in one line, and an existing file is left as it was); 1 a copy refused or not verified.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import signal
 import sys
 
 import structlog
 
 from coordinator import logs, metrics
-from coordinator.embedded_store import EmbeddedStore, EmbeddedStoreUnavailable
 from coordinator.service import Coordinator
 from coordinator.settings import SETTINGS, Settings
-from coordinator.store import Store
+from coordinator.store import StoreUnavailable, UnknownStoreUrl, store_for
+from coordinator.store.copying import CopyRefused, copy_store
+
+EXIT_USAGE = 2
+EXIT_STORE = 4
+EXIT_COPY = 1
 
 
 def _help() -> str:
@@ -23,56 +33,116 @@ def _help() -> str:
         f"  {name:<{width}}  {text} [default: {default or 'unset'}]"
         for name, (default, text) in SETTINGS.items()
     ]
-    return "settings (environment variables):\n" + "\n".join(lines)
+    store = Settings.from_env().store if _env_is_valid() else "(settings invalid)"
+    return (
+        "settings (environment variables):\n"
+        + "\n".join(lines)
+        + f"\n\nwith the current settings the store is {store}"
+        + "\n\nexit status: 0 done, 1 copy refused or not verified, 2 bad settings, 4 store unusable"
+    )
 
 
-def main(argv: list[str] | None = None) -> int:
+def _env_is_valid() -> bool:
+    try:
+        Settings.from_env()
+    except ValueError:
+        return False
+    return True
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rc-coordinator",
         description="Run the Release Coordinator: one active replica at a time, others stand by.",
         epilog=_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.parse_args(argv)
+    commands = parser.add_subparsers(dest="command", metavar="{run,store}")
+    commands.add_parser("run", help="run the coordinator (the default)")
+    store = commands.add_parser("store", help="manage the store").add_subparsers(
+        dest="store_command", required=True
+    )
+    copy = store.add_parser(
+        "copy",
+        help="copy every release, event, note and service record into an empty store",
+        description="Copy a whole installation from one store to another (stop the coordinator first). "
+        "The target must be empty; counts are verified at the end. Example: "
+        "rc-coordinator store copy --from sqlite:///rc.db --to mongodb://db1,db2/?replicaSet=rs",
+    )
+    copy.add_argument("--from", dest="source", required=True, metavar="URL", help="the store to copy")
+    copy.add_argument("--to", dest="target", required=True, metavar="URL", help="an empty store to copy into")
+    copy.add_argument("--database", help="MongoDB database name on both sides (default: the namespace's)")
+    copy.add_argument("--batch", type=int, default=500, help="documents per write (default 500)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     try:
         settings = Settings.from_env()
     except ValueError as error:
         print(f"rc-coordinator: {error}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     logs.configure(settings.log_level)
+    if args.command == "store":
+        database = args.database or settings.database
+        return asyncio.run(_copy(args.source, args.target, database, max(1, args.batch)))
     return asyncio.run(_serve(settings))
 
 
 async def _serve(settings: Settings) -> int:
     log = structlog.get_logger("coordinator")
-    embedded: EmbeddedStore | None = None
-    url = settings.mongodb_url
-    if url is None:
-        embedded = EmbeddedStore()
-        try:
-            url = await asyncio.to_thread(embedded.start)
-        except EmbeddedStoreUnavailable as error:
-            log.error("no store", error=str(error))
-            return 2
-        log.warning(
-            "EMBEDDED IN-MEMORY STORE: RC_MONGODB_URL is unset, releases will NOT survive a restart",
-            store=url,
-        )
+    store = store_for(settings.store, settings.database)
+    try:
+        await store.open()
+    except StoreUnavailable as error:
+        print(f"rc-coordinator: {error}", file=sys.stderr)
+        return EXIT_STORE
+    log.info("store opened", engine=store.engine, location=store.location)
     metrics.serve(settings.metrics_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    store = Store.connect(url, settings.database)
     try:
         await Coordinator(settings, store).run(stop)
     finally:
         await store.close()
-        if embedded is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.to_thread(embedded.stop)
     log.info("stopped")
     return 0
+
+
+async def _copy(source_url: str, target_url: str, database: str, batch: int) -> int:
+    try:
+        source, target = store_for(source_url, database), store_for(target_url, database)
+    except UnknownStoreUrl as error:
+        print(f"rc-coordinator: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        await source.open()
+        try:
+            await target.open()
+            try:
+                counts = await copy_store(source, target, batch=batch, progress=_progress)
+            finally:
+                await target.close()
+        finally:
+            await source.close()
+    except StoreUnavailable as error:
+        print(f"rc-coordinator: {error}", file=sys.stderr)
+        return EXIT_STORE
+    except CopyRefused as error:
+        print(f"rc-coordinator: {error}", file=sys.stderr)
+        return EXIT_COPY
+    print(
+        f"copied {counts.releases} releases, {counts.events} events and {counts.services} services "
+        f"from {source.location} to {target.location}; counts verified"
+    )
+    return 0
+
+
+def _progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -16,9 +16,10 @@ import contextlib
 import secrets
 import string
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
@@ -49,7 +50,7 @@ from coordinator.machine import (
     next_deadline,
 )
 from coordinator.settings import Settings
-from coordinator.store import BadCursor, StaleRevision, Store, VersionTaken
+from coordinator.store import BadCursor, HeartbeatRecord, StaleRevision, Store, VersionTaken
 from coordinator.versioning import next_tentative
 from schemas import documents as docs
 from schemas.broker_url import mask_url
@@ -103,6 +104,7 @@ log = structlog.get_logger("coordinator")
 Clock = Callable[[], datetime]
 _ID_ALPHABET = string.ascii_uppercase + string.digits
 _CAS_ATTEMPTS = 20
+T = TypeVar("T")
 
 
 def utcnow() -> datetime:
@@ -150,9 +152,6 @@ class Coordinator:
         #: compare-and-set that finds the store moved on drops the entry, so a stale copy costs a
         #: retry, never a wrong write.
         self._cache: dict[str, docs.Release] = {}
-        #: Messages confirmed and events recorded that the stored release still lists: the next
-        #: compare-and-set drops them in the same write (or the sweeper, once the release is idle).
-        self._done: dict[str, _Done] = {}
         self._replies: KeyedBatcher[TaskReply | Progress, Decision | _DeadLetter] = KeyedBatcher(
             self._apply_replies
         )
@@ -162,7 +161,6 @@ class Coordinator:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set: stand by while another replica leads, lead otherwise."""
-        await self.store.ensure_indexes()
         announced_standby = False
         failures = 0  # sessions in a row that ended by an error
         while not stop.is_set():
@@ -235,14 +233,14 @@ class Coordinator:
         """Replay what a previous run stored but may not have sent, and re-arm deadlines."""
         self._deadlines.clear()
         replayed = 0
-        async for release in self.store.open_releases():
+        for release in await self.store.open_releases():
             replayed += len(release.outbox)
             await self._deliver(release)
             self._arm(release)
             if release.state is ReleaseState.WAITING:
                 await self._begin(release.id)
         for state, count in (await self.store.count_by_state()).items():
-            metrics.RELEASES_BY_STATE.labels(state).set(count)
+            metrics.RELEASES_BY_STATE.labels(state.value).set(count)
         log.info("recovered", replayed_messages=replayed, open_releases=len(self._deadlines))
 
     async def _sweep_forever(self) -> None:
@@ -264,7 +262,6 @@ class Coordinator:
         for release_id, deadline in list(self._deadlines.items()):
             if deadline <= now:
                 await self._apply(release_id, DeadlineCheck(now))
-        await self._settle_idle()
         for release_id in list(self._undelivered):
             async with self.locks.hold(release_id):
                 release = await self._load(release_id)
@@ -290,19 +287,18 @@ class Coordinator:
                 if not fold.steps:
                     return fold.decisions
                 try:
-                    await self.store.compare_and_set(release, fold.release, rewrite=release_id in self._done)
+                    await self.store.compare_and_set(release, fold.release, fold.audit)
                 except (StaleRevision, VersionTaken):  # VersionTaken: re-read the highest final version
                     self._cache.pop(release_id, None)
                     continue
                 self._cache[release_id] = fold.release
-                self._done.pop(release_id, None)
                 for step in fold.steps:
                     self._observe(*step)
                 try:
                     await self._deliver(fold.release)
-                except Exception:  # stored, maybe not sent: the sweeper tries again until it is
+                except Exception as error:  # stored, so the input is done; the sweeper delivers the rest
                     self._count_undelivered(release_id, max(1, len(fold.release.outbox)))
-                    raise
+                    log.warning("delivery failed; will retry", release_id=release_id, error=repr(error))
                 return fold.decisions
         raise RuntimeError(f"{release_id}: gave up after {_CAS_ATTEMPTS} lost races")
 
@@ -313,10 +309,9 @@ class Coordinator:
             event = await self._refresh(event)
             decision = decide(fold.release, event, self.settings.timeouts, self.topology)
             if decision.applied:
-                stored = _with_journal(fold.release, decision, event, actor)
-                fold.steps.append((fold.release, stored, decision, event))
-                fold.release = stored
-                decision = Decision(decision.verdict, stored, decision.reason, decision.messages)
+                fold.audit.append(_audit_event(fold.release, decision, event, actor))
+                fold.steps.append((fold.release, decision.release, decision, event))
+                fold.release = decision.release
             fold.decisions.append(decision)
         return fold
 
@@ -328,9 +323,6 @@ class Coordinator:
         release = await self.store.get(release_id)
         if release is None:
             return None
-        done = self._done.get(release_id)
-        if done is not None:
-            release = done.strip(release)
         self._cache[release_id] = release
         return release
 
@@ -345,33 +337,16 @@ class Coordinator:
         return event
 
     async def _deliver(self, release: docs.Release) -> None:
-        """Publish the outbox with confirms and copy the journal into the audit trail. What the broker
-        did not confirm stays for later. A release that ended is cleaned up and closed at once; others
-        keep the done entries in the store until their next write drops them (one write saved)."""
-        confirmed, _ = await asyncio.gather(self._publish_outbox(release), self.store.record(release.journal))
-        done = self._done.setdefault(release.id, _Done())
-        done.add(confirmed, [e.id for e in release.journal], asyncio.get_running_loop().time())
-        left = done.strip(release)
-        self._count_undelivered(release.id, len(left.outbox))
-        if release.state.is_terminal and not left.outbox:
-            await self._clean(release.id, close=True)
+        """Publish the outbox with confirms and tell the store what the broker confirmed; what it did not
+        confirm stays for the sweeper to try again."""
+        confirmed = await self._publish_outbox(release)
+        await self.store.delivered(release.id, confirmed)
+        left = tuple(e for e in release.outbox if e.message_id not in set(confirmed))
+        self._count_undelivered(release.id, len(left))
+        if release.state.is_terminal and not left:
             self._cache.pop(release.id, None)  # nothing more will happen to it
         elif self._cache.get(release.id) is release:
-            self._cache[release.id] = left
-
-    async def _clean(self, release_id: str, *, close: bool = False) -> None:
-        """Drop the done entries from the stored release now."""
-        done = self._done.pop(release_id, None)
-        if done is not None:
-            await self.store.settle(release_id, sorted(done.outbox), sorted(done.journal), close=close)
-
-    async def _settle_idle(self, quiet_seconds: float = 0.5) -> None:
-        now = asyncio.get_running_loop().time()
-        for release_id, done in list(self._done.items()):
-            if now - done.at >= quiet_seconds:
-                async with self.locks.hold(release_id):
-                    if self._done.get(release_id) is done:
-                        await self._clean(release_id)
+            self._cache[release.id] = release.model_copy(update={"outbox": left})
 
     async def _publish_outbox(self, release: docs.Release) -> list[str]:
         """The message ids the broker confirmed."""
@@ -526,7 +501,7 @@ class Coordinator:
     async def _on_heartbeat(self, beat: Heartbeat) -> None:
         now = self.clock()
         await self.store.heartbeat(
-            beat.service, beat.instance_id, beat.sdk_version, beat.healthy, beat.detail, now
+            HeartbeatRecord(beat.service, beat.instance_id, beat.sdk_version, beat.healthy, beat.detail, now)
         )
         if beat.healthy:
             return
@@ -713,73 +688,58 @@ class Coordinator:
         release = await self._peek(release_id)
         if release is None:
             raise Refused(f"unknown release {release_id}")
-        recent = await self.store.events_of(release_id, events) if events else []
+        recent = (await self.store.event_page(release_id, events)).items if events else []
         return ReleaseResult(release=docs.ReleaseView.of(release), events=tuple(recent))
 
     async def _list(self, op: ListReleases) -> ReleasePage:
-        before = _seq_cursor(op.cursor)
-        page, next_seq = await self.store.list_releases(
-            op.state, op.limit, before, study=op.study, since=op.since
+        page = await _paged(
+            self.store.list_releases(op.limit, op.cursor, state=op.state, study=op.study, since=op.since)
         )
         return ReleasePage(
-            releases=tuple(docs.ReleaseView.of(r, notes=False) for r in page),
-            next_cursor=None if next_seq is None else str(next_seq),
+            releases=tuple(docs.ReleaseView.of(r, notes=False) for r in page.items),
+            next_cursor=page.next_cursor,
         )
 
     async def _events(self, op: ListEvents) -> EventPage:
         state = await self.store.state_of(op.release_id)
         if state is None:
             raise Refused(f"unknown release {op.release_id}")
-        try:
-            page, next_cursor = await self.store.event_page(
+        page = await _paged(
+            self.store.event_page(
                 op.release_id, op.limit, op.cursor, kind=op.kind, state=op.state, since=op.since
             )
-        except BadCursor as error:
-            raise Refused(str(error)) from None
+        )
         return EventPage(
-            release_id=op.release_id, release_state=state, events=tuple(page), next_cursor=next_cursor
+            release_id=op.release_id,
+            release_state=state,
+            events=tuple(page.items),
+            next_cursor=page.next_cursor,
         )
 
     async def _notes(self, op: ListNotes) -> NotePage:
-        release = await self.store.get(op.release_id)
-        if release is None:
-            raise Refused(f"unknown release {op.release_id}")
-        before = _seq_cursor(op.cursor)
-        notes = [
-            n
-            for n in reversed(release.notes)
-            if (op.study is None or n.study == op.study)
-            and (op.since is None or n.created_at >= op.since)
-            and (before is None or int(n.id[1:]) < before)
-        ]
-        page = notes[: op.limit]
-        more = len(notes) > op.limit
-        return NotePage(
-            release_id=release.id, notes=tuple(page), next_cursor=page[-1].id[1:] if more else None
+        page = await _paged(
+            self.store.note_page(op.release_id, op.limit, op.cursor, study=op.study, since=op.since)
         )
+        if page is None:
+            raise Refused(f"unknown release {op.release_id}")
+        return NotePage(release_id=op.release_id, notes=tuple(page.items), next_cursor=page.next_cursor)
 
     async def _studies(self, op: ListStudies) -> StudyPage:
-        try:
-            page, next_cursor = await self.store.study_page(
-                op.limit, op.cursor, prefix=op.study, state=op.state, since=op.since
-            )
-        except BadCursor as error:
-            raise Refused(str(error)) from None
-        return StudyPage(studies=tuple(page), next_cursor=next_cursor)
+        page = await _paged(
+            self.store.study_page(op.limit, op.cursor, prefix=op.study, state=op.state, since=op.since)
+        )
+        return StudyPage(studies=tuple(page.items), next_cursor=page.next_cursor)
 
     async def _study(self, op: ShowStudy) -> StudyResult:
-        before = _seq_cursor(op.cursor)
-        summary, (releases, next_seq) = await asyncio.gather(
-            self.store.study_summary(op.study),
-            self.store.study_releases(op.study, op.limit, before, state=op.state, since=op.since),
+        summary, page = await _paged(
+            asyncio.gather(
+                self.store.study_summary(op.study),
+                self.store.study_releases(op.study, op.limit, op.cursor, state=op.state, since=op.since),
+            )
         )
         if summary is None:
             raise Refused(f"no release has included study {op.study}")
-        return StudyResult(
-            study=summary,
-            releases=tuple(releases),
-            next_cursor=None if next_seq is None else str(next_seq),
-        )
+        return StudyResult(study=summary, releases=tuple(page.items), next_cursor=page.next_cursor)
 
     async def _rerun(self, op: RerunRelease, author: str, actor: str) -> ReleaseResult:
         original = await self.store.get(op.release_id)
@@ -848,23 +808,21 @@ class Coordinator:
                 entered={ReleaseState.WAITING: now},
                 created_at=now,
                 updated_at=now,
-                journal=(
-                    docs.AuditEvent(
-                        id=f"{release_id}.r0",
-                        release_id=release_id,
-                        at=now,
-                        kind=EventKind.CREATED,
-                        reason=f"created by {author}{rerun} with services {', '.join(required)}",
-                        state_after=ReleaseState.WAITING,
-                        actor=f"operator:{author}",
-                    ),
-                ),
+            )
+            created = docs.AuditEvent(
+                id=f"{release_id}.r0",
+                release_id=release_id,
+                at=now,
+                kind=EventKind.CREATED,
+                reason=f"created by {author}{rerun} with services {', '.join(required)}",
+                state_after=ReleaseState.WAITING,
+                actor=f"operator:{author}",
             )
             try:
-                await self.store.insert_release(release)
+                await self.store.insert(release, [created])
             except VersionTaken:
                 continue
-            self._cache[release.id] = release  # its "created" event is recorded with the first step's
+            self._cache[release.id] = release
             return release
         raise Refused("could not assign a version: too many concurrent creations, try again")
 
@@ -899,22 +857,21 @@ class Coordinator:
 # ---------------------------------------------------------------------- helpers
 
 
-def _with_journal(release: docs.Release, decision: Decision, event: Input, actor: str) -> docs.Release:
+def _audit_event(before: docs.Release, decision: Decision, event: Input, actor: str) -> docs.AuditEvent:
+    """The audit event of one applied decision, stored with it."""
     after = decision.release
-    changed_state = release.state is not after.state
-    entry = docs.AuditEvent(
+    return docs.AuditEvent(
         id=f"{after.id}.r{after.revision}",
         release_id=after.id,
         at=after.updated_at,
-        kind=EventKind.TRANSITION if changed_state else _kind_of(event),
+        kind=EventKind.TRANSITION if before.state is not after.state else _kind_of(event),
         reason=decision.reason,
         service=_service_of(event),
         message_id=_message_id_of(event),
-        state_before=release.state,
+        state_before=before.state,
         state_after=after.state,
         actor=actor,
     )
-    return after.model_copy(update={"journal": (*after.journal, entry)})
 
 
 @dataclass(frozen=True)
@@ -924,35 +881,14 @@ class _DeadLetter:
 
 
 @dataclass
-class _Done:
-    """Ids of outbox messages confirmed and journal events recorded, and when the last were."""
-
-    outbox: set[str] = field(default_factory=set)
-    journal: set[str] = field(default_factory=set)
-    at: float = 0.0
-
-    def add(self, confirmed: Sequence[str], recorded: Sequence[str], at: float) -> None:
-        self.outbox.update(confirmed)
-        self.journal.update(recorded)
-        self.at = at
-
-    def strip(self, release: docs.Release) -> docs.Release:
-        """The release without what is done: what is still to deliver."""
-        return release.model_copy(
-            update={
-                "outbox": tuple(e for e in release.outbox if e.message_id not in self.outbox),
-                "journal": tuple(e for e in release.journal if e.id not in self.journal),
-            }
-        )
-
-
-@dataclass
 class _Fold:
     """Events decided in a row: the decisions, and (before, after, decision, event) per applied one."""
 
     release: docs.Release
     decisions: list[Decision] = field(default_factory=list)
     steps: list[tuple[docs.Release, docs.Release, Decision, Input]] = field(default_factory=list)
+    #: The audit event of each applied decision, stored in the same write.
+    audit: list[docs.AuditEvent] = field(default_factory=list)
 
 
 def _event_of(message: TaskReply | Progress, now: datetime) -> Input:
@@ -963,13 +899,12 @@ def _kind_of(event: Input) -> EventKind:
     return EventKind.OPERATOR if isinstance(event, OPERATOR_INPUTS) else EventKind.ACCEPTED
 
 
-def _seq_cursor(cursor: str | None) -> int | None:
-    """The number a ``next_cursor`` of a release, study or note page carries."""
-    if cursor is None:
-        return None
-    if not cursor.isdigit() or len(cursor) > 18:
-        raise Refused(f"invalid cursor {cursor!r}: pass the next_cursor of the previous page")
-    return int(cursor)
+async def _paged(query: Awaitable[T]) -> T:
+    """A store query whose cursor came from an operator: a cursor the store did not hand out is refused."""
+    try:
+        return await query
+    except BadCursor as error:
+        raise Refused(str(error)) from None
 
 
 def _service_of(event: Input) -> str | None:

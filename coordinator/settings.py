@@ -7,19 +7,24 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 
 from coordinator.machine import Timeouts
+from coordinator.store import check_store_url, default_data_dir, default_store_url
 from schemas.broker_url import check_ca_file, with_ca_file
 
 #: name -> (default, help). The single source of the documentation printed by ``--help``.
 SETTINGS: dict[str, tuple[str, str]] = {
     "RC_AMQP_URL": ("amqp://guest:guest@127.0.0.1:5672/", "RabbitMQ URL (amqp:// or amqps://)."),
     "RC_AMQP_CA_FILE": ("", "CA bundle to verify the broker's certificate with amqps://."),
-    "RC_MONGODB_URL": (
+    "RC_STORE_URL": (
         "",
-        "MongoDB URL. Unset: an embedded in-memory server is started (data is lost on exit).",
+        "Where releases are kept: sqlite:///PATH (one machine) or mongodb://... (several machines). "
+        "Unset: RC_MONGODB_URL if set, else the SQLite file <RC_DATA_DIR>/<RC_NAMESPACE>.db.",
     ),
-    "RC_MONGODB_DATABASE": ("", "Database name (default: the namespace)."),
+    "RC_DATA_DIR": (str(default_data_dir()), "Folder of the default SQLite store."),
+    "RC_MONGODB_URL": ("", "MongoDB URL: the same as RC_STORE_URL=mongodb://... (both may not differ)."),
+    "RC_MONGODB_DATABASE": ("", "MongoDB database name (default: the namespace)."),
     "RC_NAMESPACE": ("rc", "Prefix of every exchange and queue name; isolates installations on one broker."),
     "RC_INITIALIZE_TIMEOUT": ("60", "Seconds every service has to accept or reject a new release."),
     "RC_PROCESS_TIMEOUT": ("600", "Seconds a processing service may stay silent (progress keeps it alive)."),
@@ -48,7 +53,9 @@ SETTINGS: dict[str, tuple[str, str]] = {
 class Settings:
     amqp_url: str = SETTINGS["RC_AMQP_URL"][0]
     amqp_ca_file: str | None = None
-    mongodb_url: str | None = None
+    #: ``sqlite:///PATH`` or ``mongodb://...``; None: the SQLite file of the namespace in ``data_dir``.
+    store_url: str | None = None
+    data_dir: Path | None = None
     mongodb_database: str | None = None
     namespace: str = "rc"
     timeouts: Timeouts = field(default_factory=Timeouts)
@@ -59,6 +66,11 @@ class Settings:
     metrics_port: int = 9464
     log_level: str = "info"
     instance: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+
+    @property
+    def store(self) -> str:
+        """The store URL this coordinator uses."""
+        return self.store_url or default_store_url(self.namespace, self.data_dir)
 
     @property
     def database(self) -> str:
@@ -88,10 +100,16 @@ class Settings:
             return int(value)
 
         ca_file = get("RC_AMQP_CA_FILE")
+        store_url = get("RC_STORE_URL") or None
+        mongodb_url = get("RC_MONGODB_URL") or None
+        if store_url and mongodb_url and store_url != mongodb_url:
+            raise ValueError("RC_STORE_URL and RC_MONGODB_URL name different stores: set only RC_STORE_URL")
+        store_url = store_url or mongodb_url
         return cls(
             amqp_url=get("RC_AMQP_URL"),
             amqp_ca_file=check_ca_file(ca_file) if ca_file else None,
-            mongodb_url=get("RC_MONGODB_URL") or None,
+            store_url=check_store_url(store_url) if store_url else None,
+            data_dir=Path(get("RC_DATA_DIR")).expanduser(),
             mongodb_database=get("RC_MONGODB_DATABASE") or None,
             namespace=get("RC_NAMESPACE"),
             timeouts=Timeouts(

@@ -1,4 +1,4 @@
-"""Documents stored in MongoDB by the coordinator (DESIGN.md section 4).
+"""Documents the coordinator stores (releases, the audit trail, the service registry).
 
 The coordinator is the only writer. Documents are immutable values: the state machine returns
 new ones, and the store writes them with a compare-and-set on ``state`` and ``revision``.
@@ -100,9 +100,8 @@ class Release(DocumentModel):
     tasks: dict[ServiceName, Task]
     #: When the release entered each state it has been in.
     entered: dict[ReleaseState, datetime] = Field(default_factory=dict)
+    #: Messages this release's transitions caused that the broker has not confirmed yet.
     outbox: tuple[OutboxEntry, ...] = ()
-    #: Audit events stored with the transition that caused them, moved to ``events`` afterwards.
-    journal: tuple[AuditEvent, ...] = ()
     revision: int = 0
     created_at: datetime
     updated_at: datetime
@@ -160,7 +159,7 @@ class ReleaseView(DocumentModel):
 
     @classmethod
     def of(cls, release: Release, *, notes: bool = True) -> ReleaseView:
-        data = release.model_dump(exclude={"outbox", "journal", "revision", "seq", "next_note", "notes"})
+        data = release.model_dump(exclude={"outbox", "revision", "seq", "next_note", "notes"})
         return cls.model_validate(
             {
                 **data,

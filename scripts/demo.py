@@ -1,6 +1,7 @@
 """``make demo``: one whole data release, live, with the three example services.
 
-Starts a coordinator (embedded in-memory store unless ``RC_MONGODB_URL`` is set) and the example
+Starts a coordinator (its store a SQLite file next to the logs, unless ``RC_STORE_URL`` or
+``RC_MONGODB_URL`` names another) and the example
 services portal, search-index and file-service as subprocesses in a namespace of their own
 (``demo-<hex>``, so nothing else on the broker is disturbed), requires the services, creates a
 release, shows each service's progress live, publishes the release once it is staged, prints how
@@ -11,7 +12,7 @@ pids are recorded in ``pids.json`` next to the logs. Ctrl-C (or SIGTERM, SIGHUP)
 them all: SIGTERM to each group, a grace period, then SIGKILL. On Linux the children also get
 SIGTERM if the demo itself is killed.
 
-Environment: ``RC_AMQP_URL`` (default the local guest account), ``RC_MONGODB_URL``;
+Environment: ``RC_AMQP_URL`` (default the local guest account), ``RC_STORE_URL`` or ``RC_MONGODB_URL``;
 ``PORTAL_SECONDS``, ``SEARCH_INDEX_SECONDS``, ``FILE_SERVICE_SECONDS`` override the processing times,
 and ``<PREFIX>_FAIL`` / ``<PREFIX>_REJECT`` inject failures (see ``examples/``).
 Exit status: 0 published; 1 the release ended otherwise or the demo failed; 130 interrupted.
@@ -44,6 +45,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from coordinator.store import store_for
 from rc_cli import render
 from rc_cli.client import AdminClient, AdminClientError, Refused, expect_ok
 from rc_cli.watch import watch_release
@@ -216,15 +218,16 @@ def check_broker_reachable(url: str, timeout: float = 3.0) -> None:
 
 def base_env() -> dict[str, str]:
     """The demo's environment without the installation settings it chooses itself."""
-    chosen = {"RC_NAMESPACE", "RC_MONGODB_DATABASE", "RC_METRICS_PORT", "RC_TRUSTED_USERS"}
+    chosen = {"RC_NAMESPACE", "RC_MONGODB_DATABASE", "RC_METRICS_PORT", "RC_TRUSTED_USERS", "RC_DATA_DIR"}
     return {key: value for key, value in os.environ.items() if key not in chosen}
 
 
-def coordinator_env(amqp_url: str, namespace: str) -> dict[str, str]:
+def coordinator_env(amqp_url: str, namespace: str, data_dir: Path) -> dict[str, str]:
     env = base_env() | {
         "RC_AMQP_URL": amqp_url,
         "RC_NAMESPACE": namespace,
         "RC_MONGODB_DATABASE": database_of(namespace),
+        "RC_DATA_DIR": str(data_dir),
         "RC_METRICS_PORT": "0",
     }
     if broker_user(amqp_url) == "guest":  # the local development account answers for every service
@@ -263,14 +266,17 @@ async def delete_namespace(amqp_url: str, namespace: str, services: Sequence[str
                 await channel.close()
 
 
-async def drop_database(mongodb_url: str, database: str) -> None:
-    from pymongo import AsyncMongoClient
+def configured_store() -> str | None:
+    """The store URL the environment names, if any (else the demo's own SQLite file)."""
+    return os.environ.get("RC_STORE_URL") or os.environ.get("RC_MONGODB_URL") or None
 
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongodb_url, serverSelectionTimeoutMS=3000)
-    try:
-        await client.drop_database(database)
-    finally:
-        await client.close()
+
+async def drop_mongodb_database(store_url: str, database: str) -> None:
+    """Drop the demo's database on a MongoDB named by the environment (a SQLite file stays with the logs)."""
+    if not store_url.startswith("mongodb"):
+        return
+    store = store_for(store_url, database)
+    await store.drop()
 
 
 # ---------------------------------------------------------------------- the release
@@ -454,12 +460,13 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-async def demo(
-    amqp_url: str, namespace: str, processes: Processes, console: Console, mongodb_url: str | None
-) -> int:
+async def demo(amqp_url: str, namespace: str, processes: Processes, console: Console) -> int:
     python = sys.executable
-    console.print(f"starting the coordinator ({'MongoDB' if mongodb_url else 'embedded in-memory store'})")
-    processes.start("coordinator", [python, "-m", "coordinator"], coordinator_env(amqp_url, namespace))
+    configured = configured_store()
+    store = mask_url(configured) if configured else _shown(processes.log_dir / f"{namespace}.db")
+    console.print(f"starting the coordinator (store: {store})")
+    env = coordinator_env(amqp_url, namespace, processes.log_dir)
+    processes.start("coordinator", [python, "-m", "coordinator"], env)
     for example in EXAMPLES:
         env = service_env(amqp_url, namespace, example)
         console.print(
@@ -495,7 +502,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not console.is_terminal:  # a log or a pipe: wide enough for the final table
         console = Console(highlight=False, width=max(console.width, 120))
     amqp_url = os.environ.get("RC_AMQP_URL") or DEFAULT_AMQP_URL
-    mongodb_url = os.environ.get("RC_MONGODB_URL") or None
     namespace = arguments.namespace or f"demo-{uuid.uuid4().hex[:8]}"
     try:
         check_broker_reachable(amqp_url)
@@ -516,7 +522,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, stop_requested)
     status = 1
     try:
-        status = asyncio.run(demo(amqp_url, namespace, processes, console, mongodb_url))
+        status = asyncio.run(demo(amqp_url, namespace, processes, console))
     except KeyboardInterrupt:
         status = EXIT_INTERRUPTED
         print("demo: interrupted, stopping everything", file=sys.stderr)
@@ -528,20 +534,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         for signum in _STOP_SIGNALS:  # a second Ctrl-C must not cut the cleanup short
             signal.signal(signum, signal.SIG_IGN)
         stragglers = processes.stop()
-        cleanup(amqp_url, namespace, mongodb_url)
+        cleanup(amqp_url, namespace, configured_store())
     names = ", ".join(name for name, _ in processes.started)
     killed = f" (killed after {GRACE_SECONDS:g}s: {', '.join(stragglers)})" if stragglers else ""
     console.print(f"stopped {names or 'nothing'}{killed}; logs in {_shown(log_dir)}/")
     return status
 
 
-def cleanup(amqp_url: str, namespace: str, mongodb_url: str | None) -> None:
+def cleanup(amqp_url: str, namespace: str, store_url: str | None) -> None:
     async def go() -> None:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(delete_namespace(amqp_url, namespace, [e.name for e in EXAMPLES]), 10)
-        if mongodb_url:
+        if store_url:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(drop_database(mongodb_url, database_of(namespace)), 10)
+                await asyncio.wait_for(drop_mongodb_database(store_url, database_of(namespace)), 10)
 
     asyncio.run(go())
 

@@ -3,7 +3,7 @@
 - ``amqp_url`` (session): ``$RC_AMQP_URL`` or ``amqp://guest:guest@127.0.0.1:5672/``, checked reachable
   at first use; an unreachable broker is an error naming the URL, never a skip.
 - ``mongo_url`` (session): ``$RC_MONGODB_URL``; else a ``mongo:7`` container if a Docker engine is reachable;
-  else the embedded in-memory server (:class:`coordinator.embedded_store.EmbeddedStore`), stopped at the end.
+  else the embedded in-memory server (:class:`tests._mongoeco.MongoecoServer`), stopped at the end.
 - ``mongo_client`` (session): a ``pymongo.AsyncMongoClient(mongo_url, tz_aware=True)``.
 - ``namespace`` (function): ``rctest-<8 hex>``, the ``RC_NAMESPACE`` of one test; afterwards every queue and
   exchange named ``<namespace>.*`` is deleted from the broker (if the test used the broker).
@@ -18,6 +18,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -65,9 +66,9 @@ def mongo_url() -> Iterator[str]:
 
 
 def _embedded(stack: ExitStack) -> str:
-    from coordinator.embedded_store import EmbeddedStore
+    from tests._mongoeco import MongoecoServer
 
-    store = EmbeddedStore()
+    store = MongoecoServer()
     try:
         url = store.start()
     except RuntimeError as error:
@@ -108,3 +109,18 @@ async def mongo_db(
         yield mongo_client[name]
     finally:
         await mongo_client.drop_database(name)
+
+
+@pytest.fixture
+def engine(request: pytest.FixtureRequest) -> str:
+    """The store engine of the test: ``sqlite`` (the default engine) unless parametrized with
+    ``@pytest.mark.parametrize("engine", ["sqlite", "mongodb"], indirect=True)``."""
+    return str(getattr(request, "param", "sqlite"))
+
+
+@pytest.fixture
+def store_url(engine: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """A SQLite file in the test's temporary directory, or the suite's MongoDB-protocol server."""
+    if engine == "sqlite":
+        return f"sqlite:///{tmp_path / 'rc.db'}"
+    return str(request.getfixturevalue("mongo_url"))

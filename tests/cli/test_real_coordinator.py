@@ -24,7 +24,7 @@ import pytest
 
 from coordinator.machine import Timeouts
 from coordinator.service import Coordinator
-from coordinator.store import Store
+from coordinator.store import store_for
 from tests.cli.conftest import Outcome, Rc
 from tests.coordinator.conftest import SERVICES, Running, fast_settings
 
@@ -51,11 +51,11 @@ def rc(rc: Rc) -> Rc:
 
 
 @pytest.fixture
-async def live_coordinator(amqp_url: str, mongo_url: str, namespace: str) -> AsyncIterator[Running]:
-    """A real coordinator in this event loop, on this test's namespace and database."""
+async def live_coordinator(amqp_url: str, store_url: str, namespace: str) -> AsyncIterator[Running]:
+    """A real coordinator in this event loop, on this test's namespace and store."""
     settings = fast_settings(
         amqp_url,
-        mongo_url,
+        store_url,
         namespace,
         timeouts=Timeouts(
             initialize=timedelta(seconds=10),
@@ -65,14 +65,14 @@ async def live_coordinator(amqp_url: str, mongo_url: str, namespace: str) -> Asy
         ),
         heartbeat_timeout=timedelta(seconds=10),
     )
-    store = Store.connect(mongo_url, settings.database)
+    store = store_for(settings.store, settings.database)
+    await store.open()
     running = await Running(Coordinator(settings, store)).started()
     try:
         yield running
     finally:
         await running.shutdown()
-        await store.client.drop_database(settings.database)
-        await store.close()
+        await store.drop()
 
 
 def _rc_task() -> list[str]:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 
@@ -9,7 +10,7 @@ import pytest
 from coordinator.machine import Timeouts
 from coordinator.service import Coordinator
 from coordinator.settings import Settings
-from coordinator.store import Store
+from coordinator.store import Store, store_for
 from rc_cli.client import AdminClient
 from schemas.documents import Release
 from schemas.enums import ReleaseState
@@ -18,10 +19,10 @@ from tests.coordinator.simulated import SimulatedService
 SERVICES = ("file-service", "portal", "search-index")
 
 
-def fast_settings(amqp_url: str, mongo_url: str, namespace: str, **overrides: object) -> Settings:
+def fast_settings(amqp_url: str, store_url: str, namespace: str, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "amqp_url": amqp_url,
-        "mongodb_url": mongo_url,
+        "store_url": store_url,
         "namespace": namespace,
         "timeouts": Timeouts(
             initialize=timedelta(seconds=5),
@@ -39,16 +40,17 @@ def fast_settings(amqp_url: str, mongo_url: str, namespace: str, **overrides: ob
 
 
 @pytest.fixture
-def settings(amqp_url: str, mongo_url: str, namespace: str) -> Settings:
-    return fast_settings(amqp_url, mongo_url, namespace)
+def settings(amqp_url: str, store_url: str, namespace: str) -> Settings:
+    return fast_settings(amqp_url, store_url, namespace)
 
 
 @pytest.fixture
-async def store(settings: Settings, mongo_url: str) -> AsyncIterator[Store]:
-    store = Store.connect(mongo_url, settings.database)
+async def store(settings: Settings) -> AsyncIterator[Store]:
+    """The store the coordinators of the test use (opened here; its data is dropped at the end)."""
+    store = store_for(settings.store, settings.database)
+    await store.open()
     yield store
-    await store.client.drop_database(settings.database)
-    await store.close()
+    await store.drop()
 
 
 class Running:
@@ -87,6 +89,16 @@ async def coordinator(
     settings: Settings, start_coordinator: Callable[[Settings], Awaitable[Running]]
 ) -> Running:
     return await start_coordinator(settings)
+
+
+@pytest.fixture
+async def patient_coordinator(
+    settings: Settings, start_coordinator: Callable[[Settings], Awaitable[Running]]
+) -> Running:
+    """A coordinator whose processing deadline leaves room for a slow test (broker administration while a
+    release runs, on a loaded machine)."""
+    timeouts = dataclasses.replace(settings.timeouts, process=timedelta(minutes=5))
+    return await start_coordinator(dataclasses.replace(settings, timeouts=timeouts))
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
-"""A coordinator that dies (SIGKILL) right after storing a transition that sends ``start`` commands,
-before publishing them: the worst moment for the outbox. Run as a subprocess by the tests."""
+"""A coordinator that dies (SIGKILL) right after storing a transition that sends ``start`` commands
+(``publish`` commands with ``RC_TEST_DIE_ON=publish``), before publishing them: the worst moment for the
+outbox. Run as a subprocess by the tests."""
 
 from __future__ import annotations
 
@@ -10,13 +11,15 @@ import signal
 from coordinator import logs
 from coordinator.service import Coordinator
 from coordinator.settings import Settings
-from coordinator.store import Store
+from coordinator.store import store_for
 from schemas import documents as docs
+
+DIES_ON = os.environ.get("RC_TEST_DIE_ON", "start")
 
 
 class DiesBeforePublishing(Coordinator):
     async def _deliver(self, release: docs.Release) -> None:
-        if any(".start." in entry.message_id for entry in release.outbox):
+        if any(f".{DIES_ON}." in entry.message_id for entry in release.outbox):
             os.kill(os.getpid(), signal.SIGKILL)
         await super()._deliver(release)
 
@@ -25,9 +28,13 @@ def serve(coordinator: type[Coordinator]) -> None:
     """Run ``coordinator`` (a doomed subclass) as ``python -m coordinator`` would, from the environment."""
     logs.configure("info")
     settings = Settings.from_env()
-    assert settings.mongodb_url is not None
-    store = Store.connect(settings.mongodb_url, settings.database)
-    asyncio.run(coordinator(settings, store).run(asyncio.Event()))
+
+    async def run() -> None:
+        store = store_for(settings.store, settings.database)
+        await store.open()
+        await coordinator(settings, store).run(asyncio.Event())
+
+    asyncio.run(run())
 
 
 if __name__ == "__main__":

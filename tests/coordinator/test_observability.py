@@ -43,7 +43,6 @@ import pymongo
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from coordinator.embedded_store import can_import_mongoeco
 from deploy.setup import Installation, grant
 from rc_cli.client import AdminClient, expect_ok
 from schemas.broker_url import mask_url
@@ -51,6 +50,7 @@ from schemas.enums import PUBLISHED_PATH, ReleaseState
 from schemas.messages import ListServices, ReleaseResult, ServiceList, ShowRelease
 from schemas.topology import Topology
 from tests._harness import delete_namespace
+from tests._mongoeco import can_import_mongoeco
 from tests.cli.conftest import rc_env, run_rc
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection
 
 from coordinator.store import Store
 from rc_cli.client import AdminClient
-from schemas.documents import AuditEvent, OutboxEntry
+from schemas.documents import OutboxEntry
 from schemas.enums import Action, EventKind, Outcome, ReleaseState, TaskState
 from schemas.messages import (
     AdminOperation,
@@ -78,7 +78,7 @@ async def test_three_services_publish_with_the_right_versions(
     kinds = [e.kind for e in shown.events]
     assert EventKind.TRANSITION in kinds
     for release_id in (first, second):  # every command is confirmed and removed soon after
-        settled = await wait_until(store, release_id, lambda r: not r.outbox and not r.journal)
+        settled = await wait_until(store, release_id, lambda r: not r.outbox)
         assert not settled.outbox
 
 
@@ -190,7 +190,7 @@ async def test_duplicate_replies_change_nothing(
     await call(admin, PublishRelease(release_id=release_id))
     published = await wait_for_state(store, release_id, ReleaseState.PUBLISHED)
     for _ in range(100):  # the copy of the last reply may still be on its way
-        events = await store.events_of(release_id, 500)
+        events = (await store.event_page(release_id, 500)).items
         duplicates = [e for e in events if e.kind is EventKind.REFUSED and e.reason.startswith("duplicate")]
         if len(duplicates) >= 3:
             break
@@ -218,13 +218,14 @@ async def test_operator_refusals_are_clear(
 async def test_commands_of_a_stored_transition_are_sent_even_if_its_first_delivery_fails(
     coordinator: Running, admin: AdminClient, services: StartService, store: Store
 ) -> None:
-    """The transition to running is stored, then both publishing its start commands and recording its
-    audit event fail once: the commands must still go out (the sweeper retries), not wait for a restart."""
+    """The transition to running is stored, then both publishing its start commands and telling the store
+    what was delivered fail once: the commands must still go out (the sweeper retries), not wait for a
+    restart."""
     sims = await setup(admin, services)
     broker = coordinator.coordinator.broker
     assert broker is not None
-    publish_entry, record = broker.publish_entry, store.record
-    failures = {"publish": 0, "record": 0}
+    publish_entry, delivered = broker.publish_entry, store.delivered
+    failures = {"publish": 0, "delivered": 0}
     refused: set[str] = set()
 
     async def flaky_publish(entry: OutboxEntry, release_id: str) -> None:
@@ -234,17 +235,16 @@ async def test_commands_of_a_stored_transition_are_sent_even_if_its_first_delive
             raise TimeoutError("no confirm (injected)")
         await publish_entry(entry, release_id)
 
-    async def flaky_record(events: Iterable[AuditEvent]) -> None:
-        events = list(events)
-        if any(e.state_after is ReleaseState.RUNNING for e in events) and not failures["record"]:
-            failures["record"] += 1
+    async def flaky_delivered(release_id: str, message_ids: Collection[str]) -> None:
+        if failures["publish"] and not failures["delivered"]:  # right after the start commands failed
+            failures["delivered"] += 1
             raise ConnectionError("store unreachable (injected)")
-        await record(events)
+        await delivered(release_id, message_ids)
 
     broker.publish_entry = flaky_publish  # type: ignore[method-assign]
-    store.record = flaky_record  # type: ignore[method-assign]
+    store.delivered = flaky_delivered  # type: ignore[method-assign]
     release_id = await create(admin)
     await wait_for_state(store, release_id, ReleaseState.STAGED)
-    assert failures == {"publish": len(SERVICES), "record": 1}
+    assert failures == {"publish": len(SERVICES), "delivered": 1}
     for sim in sims:
         assert sim.actions(release_id) == [Action.INITIALIZE, Action.START]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from coordinator.store import changed_fields
+from coordinator.store._mongo_docs import changed_fields
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -1,21 +1,22 @@
 """An in-memory MongoDB-protocol server (mongoeco's wire server) run in a child process.
 
-Used when no real MongoDB is configured (``RC_MONGODB_URL`` unset): tests and the demo talk to it with
-the ordinary ``pymongo`` driver. It runs in its own process so that it never competes with the caller's
-event loop, and so that it needs Python >= 3.13 (mongoeco's requirement) only in that process.
+The MongoDB engine's tests and benchmarks use it where no real MongoDB is named (``RC_MONGODB_URL`` unset)
+and no Docker engine runs: they talk to it with the ordinary ``pymongo`` driver, over the wire. It runs in
+its own process so that it never competes with the caller's event loop, and so that it needs Python >= 3.13
+(mongoeco's requirement) only in that process. The product itself never uses it.
 
 Command line::
 
-    python -m coordinator.embedded_store [--host 127.0.0.1] [--port 0]
+    python -m tests._mongoeco [--host 127.0.0.1] [--port 0]
 
 prints exactly one line ``READY mongodb://HOST:PORT/?directConnection=true`` on stdout once it listens,
 then serves until SIGTERM or SIGINT (exit status 0). With ``--exit-on-stdin-eof`` it also stops when its
-stdin is closed, and with ``--parent-pid PID`` when that process goes away: :class:`EmbeddedStore` passes
+stdin is closed, and with ``--parent-pid PID`` when that process goes away: :class:`MongoecoServer` passes
 both, so the server never outlives the process that started it.
 
 Python API::
 
-    with EmbeddedStore() as uri:
+    with MongoecoServer() as uri:
         client = pymongo.MongoClient(uri)
 
 This module imports only the standard library at top level: mongoeco is optional, and the child runs this
@@ -40,7 +41,7 @@ from types import TracebackType
 from typing import IO
 
 #: The interpreter to run the server with when the current one cannot import mongoeco.
-PYTHON_ENV = "RC_EMBEDDED_PYTHON"
+PYTHON_ENV = "RC_MONGOECO_PYTHON"
 #: Printed by the child, followed by the URI, once it listens.
 READY = "READY"
 #: Printed by the child, followed by the reason, when it cannot run the server at all.
@@ -56,7 +57,7 @@ _INSTALL_HINT = (
 )
 
 
-class EmbeddedStoreUnavailable(RuntimeError):
+class MongoecoUnavailable(RuntimeError):
     """mongoeco cannot be imported by the interpreter chosen for the server."""
 
 
@@ -71,22 +72,22 @@ def can_import_mongoeco() -> bool:
 
 
 def choose_python() -> str:
-    """The current interpreter if it can import mongoeco, else ``$RC_EMBEDDED_PYTHON``.
+    """The current interpreter if it can import mongoeco, else ``$RC_MONGOECO_PYTHON``.
 
-    Raises :class:`EmbeddedStoreUnavailable` (a ``RuntimeError``) when neither is possible.
+    Raises :class:`MongoecoUnavailable` (a ``RuntimeError``) when neither is possible.
     """
     if can_import_mongoeco():
         return sys.executable
     configured = os.environ.get(PYTHON_ENV, "").strip()
     if configured:
         return configured
-    raise EmbeddedStoreUnavailable(
+    raise MongoecoUnavailable(
         f"mongoeco is not importable by {sys.executable} (Python {sys.version.split()[0]}) and {PYTHON_ENV} "
         f"is not set; {_INSTALL_HINT}"
     )
 
 
-class EmbeddedStore:
+class MongoecoServer:
     """Starts, and stops, the wire server in a child process; ``start()`` returns its MongoDB URI.
 
     The child exits when :meth:`stop` is called, when this process closes the pipe to its stdin
@@ -149,7 +150,7 @@ class EmbeddedStore:
             )
         except OSError as error:
             self._close_stderr()
-            raise EmbeddedStoreUnavailable(f"cannot run {python!r}: {error}; {_INSTALL_HINT}") from error
+            raise MongoecoUnavailable(f"cannot run {python!r}: {error}; {_INSTALL_HINT}") from error
         line = self._read_first_line(timeout)
         if line is not None and line.startswith(READY + " "):
             self.uri = line.removeprefix(READY + " ").strip()
@@ -161,9 +162,7 @@ class EmbeddedStore:
         self._close_stderr()
         if line is not None and line.startswith(UNAVAILABLE):
             reason = line.removeprefix(UNAVAILABLE).strip()
-            raise EmbeddedStoreUnavailable(
-                f"{python} cannot run the embedded store ({reason}); {_INSTALL_HINT}"
-            )
+            raise MongoecoUnavailable(f"{python} cannot run the embedded store ({reason}); {_INSTALL_HINT}")
         if line is None and process.returncode is None:
             what = f"did not report {READY} within {timeout:g}s"
         else:
@@ -296,7 +295,7 @@ async def _serve(host: str, port: int, *, exit_on_stdin_eof: bool, parent_pid: i
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m coordinator.embedded_store",
+        prog="python -m tests._mongoeco",
         description="Serve an in-memory MongoDB-protocol server (mongoeco) until SIGTERM/SIGINT.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
