@@ -814,14 +814,15 @@ async def host_command(hosts: Sequence[Child], command: str, answer_prefix: str,
 
 async def declare_topology(url: str, namespace: str) -> None:
     """The exchanges and coordinator queues, declared exactly as the coordinator declares them."""
-    from coordinator.broker import Broker
+    from coordinator.broker.rabbitmq import RabbitBroker
 
-    broker = Broker(url, Topology(namespace), publish_timeout=10, prefetch=1, name="bench-setup")
-    await broker.connect()
+    session = await RabbitBroker(url, Topology(namespace), publish_timeout=10, prefetch=1).connect(
+        "bench-setup"
+    )
     try:
-        await broker.declare_topology()
+        await session.declare_topology()
     finally:
-        await broker.close()
+        await session.close()
 
 
 async def delete_namespace(

@@ -17,7 +17,7 @@ from collections.abc import Collection
 from datetime import datetime
 
 from coordinator import __main__ as coordinator_main
-from coordinator import admission, machine, service
+from coordinator import admission, machine, replies, service
 from coordinator.admission import Reply
 from schemas.documents import Task
 from schemas.enums import Action
@@ -42,7 +42,7 @@ def accept_spoofed() -> None:
     ) -> Reply:
         return admit(body, routing_key, user_id or "anyone", _Everyone())
 
-    service.admit_reply = admit_anyone  # type: ignore[attr-defined] # the name the service module calls
+    replies.admit_reply = admit_anyone  # type: ignore[attr-defined] # the name the replies module calls
 
 
 def advance_early() -> None:
@@ -65,9 +65,8 @@ def advance_early() -> None:
 
 def forget_outbox() -> None:
     async def recover_nothing(self: service.Coordinator) -> None:
-        self._deadlines.clear()
         for release in await self.store.open_releases():
-            self._arm(release)
+            self.releases.arm(release)
 
     service.Coordinator._recover = recover_nothing  # type: ignore[method-assign]
 

@@ -77,6 +77,7 @@ from bench._common import (
     summary,
     write_results,
 )
+from coordinator.__main__ import broker_of
 from coordinator.service import Coordinator
 from coordinator.settings import Settings as CoordinatorSettings
 from coordinator.store import Store
@@ -372,7 +373,8 @@ async def latency(args: argparse.Namespace, url: str) -> dict[str, Any]:
                 result["coordinator_start_seconds"][site.label] = round(time.perf_counter() - started, 2)
                 site.client = await admin_client(url, site.namespace, 120, None)
                 assert site.direct is not None
-                site.in_process = Coordinator(CoordinatorSettings(namespace=site.namespace), site.direct)
+                in_process = CoordinatorSettings(namespace=site.namespace)  # its broker is never connected
+                site.in_process = Coordinator(in_process, site.direct, broker_of(in_process))
             say(f"coordinators active (start-up s: {result['coordinator_start_seconds']})")
             for site in sites:  # warm-up: every request once, and the store queries once
                 for name in OPERATIONS:

@@ -17,10 +17,13 @@ import sys
 import structlog
 
 from coordinator import logs, metrics
+from coordinator.broker.rabbitmq import RabbitBroker
 from coordinator.service import Coordinator
 from coordinator.settings import SETTINGS, Settings
 from coordinator.store import StoreUnavailable, UnknownStoreUrl, store_for
 from coordinator.store.copying import CopyRefused, copy_store
+from schemas.broker_url import mask_url
+from schemas.topology import Topology
 
 EXIT_USAGE = 2
 EXIT_STORE = 4
@@ -104,12 +107,23 @@ async def _serve(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    log.info("broker", url=mask_url(settings.amqp_url), namespace=settings.namespace)
     try:
-        await Coordinator(settings, store).run(stop)
+        await Coordinator(settings, store, broker_of(settings)).run(stop)
     finally:
         await store.close()
     log.info("stopped")
     return 0
+
+
+def broker_of(settings: Settings) -> RabbitBroker:
+    """The RabbitMQ broker the settings name (TLS verified with the CA file, if one is set)."""
+    return RabbitBroker(
+        settings.amqp_url_with_tls(),
+        Topology(settings.namespace),
+        publish_timeout=settings.broker_publish_timeout,
+        prefetch=settings.prefetch,
+    )
 
 
 async def _copy(source_url: str, target_url: str, database: str, batch: int) -> int:

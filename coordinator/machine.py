@@ -13,7 +13,7 @@ outbox sends the very same ids and services can deduplicate by message id.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -31,7 +31,17 @@ from schemas.documents import (
     Task,
 )
 from schemas.enums import TERMINAL_RELEASE_STATES, Action, MessageKind, Outcome, ReleaseState, TaskState
-from schemas.messages import Announcement, Command, Progress, ReleaseInfo, TaskReply, encode
+from schemas.messages import (
+    AddNote,
+    Announcement,
+    Command,
+    EditNote,
+    Progress,
+    ReleaseInfo,
+    RemoveNote,
+    TaskReply,
+    encode,
+)
 from schemas.topology import Topology
 
 # --------------------------------------------------------------------------- inputs
@@ -121,27 +131,15 @@ class Edit:
     is_major: bool | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class AddNote:
-    now: datetime
-    operator: str
-    text: str
-    study: str | None = None
+#: What an operator may do to a release's notes (the admin operations themselves).
+NoteOperation = AddNote | EditNote | RemoveNote
 
 
 @dataclass(frozen=True, slots=True)
-class EditNote:
+class NoteChange:
     now: datetime
     operator: str
-    note_id: str
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class RemoveNote:
-    now: datetime
-    operator: str
-    note_id: str
+    change: NoteOperation
 
 
 Input = (
@@ -155,14 +153,11 @@ Input = (
     | Publish
     | Cancel
     | Edit
-    | AddNote
-    | EditNote
-    | RemoveNote
+    | NoteChange
 )
 OperatorInput = Hold | Unhold | Publish | Cancel
-NoteInput = AddNote | EditNote | RemoveNote
 #: Inputs that come from an operator (recorded as operator actions in the audit trail).
-OPERATOR_INPUTS = (Hold, Unhold, Publish, Cancel, Edit, AddNote, EditNote, RemoveNote)
+OPERATOR_INPUTS = (Hold, Unhold, Publish, Cancel, Edit, NoteChange)
 
 # --------------------------------------------------------------------------- output
 
@@ -242,7 +237,7 @@ def decide(release: Release, event: Input, timeouts: Timeouts, topology: Topolog
             return step.operator(event)
         case Edit():
             return step.edit(event)
-        case AddNote() | EditNote() | RemoveNote():
+        case NoteChange():
             return step.note(event)
 
 
@@ -325,7 +320,7 @@ def notes_size(notes: Iterable[Note]) -> int:
     return sum(len(to_json(note)) for note in notes)
 
 
-def note_refusal(release: Release, event: NoteInput) -> str | None:
+def note_refusal(release: Release, event: NoteOperation) -> str | None:
     """Why a note change may not be applied to ``release`` now, or ``None`` if it may."""
     if release.state not in NOTES_EDITABLE:
         return (
@@ -348,33 +343,26 @@ def note_refusal(release: Release, event: NoteInput) -> str | None:
     return None
 
 
-def with_note_change(release: Release, event: NoteInput) -> tuple[tuple[Note, ...], int, str]:
-    """The notes after ``event`` (allowed by :func:`note_refusal`), the next note number, and what changed."""
-    match event:
-        case AddNote():
-            note = Note(
-                id=f"N{release.next_note}",
-                study=event.study,
-                text=event.text,
-                author=event.operator,
-                created_at=event.now,
-                updated_at=event.now,
+def with_note_change(release: Release, note: NoteChange) -> tuple[tuple[Note, ...], int, str]:
+    """The notes after ``note`` (allowed by :func:`note_refusal`), the next note number, and what changed."""
+    who, now = note.operator, note.now
+    match note.change:
+        case AddNote(text=text, study=study):
+            added = Note(
+                id=f"N{release.next_note}", study=study, text=text, author=who, created_at=now, updated_at=now
             )
-            about = f" on {event.study}" if event.study else ""
-            reason = f"note {note.id}{about} added by {event.operator} ({note_size(event.text)} bytes)"
-            return (*release.notes, note), release.next_note + 1, reason
-        case EditNote():
+            about = f" on {study}" if study else ""
+            reason = f"note {added.id}{about} added by {who} ({note_size(text)} bytes)"
+            return (*release.notes, added), release.next_note + 1, reason
+        case EditNote(note_id=note_id, text=text):
             notes = tuple(
-                n.model_copy(update={"text": event.text, "updated_at": event.now})
-                if n.id == event.note_id
-                else n
+                n.model_copy(update={"text": text, "updated_at": now}) if n.id == note_id else n
                 for n in release.notes
             )
-            reason = f"note {event.note_id} edited by {event.operator} ({note_size(event.text)} bytes)"
-            return notes, release.next_note, reason
-        case RemoveNote():
-            notes = tuple(n for n in release.notes if n.id != event.note_id)
-            return notes, release.next_note, f"note {event.note_id} removed by {event.operator}"
+            return notes, release.next_note, f"note {note_id} edited by {who} ({note_size(text)} bytes)"
+        case RemoveNote(note_id=note_id):
+            notes = tuple(n for n in release.notes if n.id != note_id)
+            return notes, release.next_note, f"note {note_id} removed by {who}"
 
 
 def _note(release: Release, note_id: str) -> Note | None:
@@ -578,8 +566,8 @@ class _Step:
         reason = f"edited by {event.operator}: {_describe_changes(self.original, changes)}"
         return self._changed(event.now, reason, **changes)
 
-    def note(self, event: NoteInput) -> Decision:
-        refusal = note_refusal(self.original, event)
+    def note(self, event: NoteChange) -> Decision:
+        refusal = note_refusal(self.original, event.change)
         if refusal is not None:
             return self._refuse(refusal)
         notes, next_note, reason = with_note_change(self.original, event)
@@ -830,30 +818,23 @@ class _Step:
         return self._unchanged(Verdict.REFUSED, reason)
 
 
-def replace_timeouts(timeouts: Timeouts, **seconds: float) -> Timeouts:
-    """``Timeouts`` with some steps given in seconds (handy for settings and tests)."""
-    return replace(timeouts, **{k: timedelta(seconds=v) for k, v in seconds.items()})
-
-
 __all__ = [
     "DESCRIPTION_EDITABLE",
     "NOTES_EDITABLE",
     "OPERATOR_INPUTS",
     "STUDIES_EDITABLE",
-    "AddNote",
     "Begin",
     "Cancel",
     "DeadlineCheck",
     "Decision",
     "Edit",
-    "EditNote",
     "HealthVerdict",
     "Hold",
     "Input",
-    "NoteInput",
+    "NoteChange",
+    "NoteOperation",
     "ProgressReceived",
     "Publish",
-    "RemoveNote",
     "ReplyReceived",
     "Timeouts",
     "Unhold",
@@ -866,6 +847,5 @@ __all__ = [
     "note_refusal",
     "note_size",
     "notes_size",
-    "replace_timeouts",
     "with_note_change",
 ]

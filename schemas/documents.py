@@ -54,8 +54,11 @@ class AuditEvent(DocumentModel):
     message_id: str | None = None
     state_before: ReleaseState | None = None
     state_after: ReleaseState | None = None
-    #: Who caused it: a service name, ``operator:<name>``, or ``coordinator``.
+    #: Who caused it: the broker user that sent the message (a service's, an operator's), or
+    #: ``coordinator`` for what the coordinator did by itself.
     actor: str = "coordinator"
+    #: The name an operator gave for themselves (``RC_OPERATOR``), beside the broker user: a label only.
+    label: str | None = Field(default=None, max_length=200)
 
 
 #: A note's id: ``N`` and its number in the release (numbers are never reused).

@@ -146,6 +146,10 @@ class ReleaseReader(Protocol):
     ) -> Page[AuditEvent]:
         """A release's events by time then id, newest first."""
 
+    async def request_events(self, request_id: str) -> list[AuditEvent]:
+        """The audit events an operator's request caused (its message id): how a request the broker
+        delivers again is recognized as done."""
+
     async def note_page(
         self,
         release_id: str,

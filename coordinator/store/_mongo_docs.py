@@ -42,6 +42,8 @@ RELEASE_INDEXES: list[tuple[list[tuple[str, int]], dict[str, Any]]] = [
 EVENT_INDEXES: list[tuple[list[tuple[str, int]], dict[str, Any]]] = [
     # A release's audit trail newest first, paged by (at, _id): the sort key is unique, so pages are stable.
     ([("release_id", ASCENDING), ("at", DESCENDING), ("_id", DESCENDING)], {"name": "release_at_id"}),
+    # The events an operator's request caused (a redelivered request is recognized as done).
+    ([("message_id", ASCENDING)], {"name": "message_id", "sparse": True}),
 ]
 
 

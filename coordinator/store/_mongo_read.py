@@ -92,6 +92,9 @@ class MongoReads:
         page = [event_from_doc(d) for d in docs[:limit]]
         return Page(page, encode_event_cursor(page[-1]) if len(docs) > limit else None)
 
+    async def request_events(self, request_id: str) -> list[AuditEvent]:
+        return [event_from_doc(d) for d in await self.events.find({"message_id": request_id}).to_list()]
+
     async def note_page(
         self,
         release_id: str,

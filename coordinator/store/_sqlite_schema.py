@@ -76,6 +76,12 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX events_release_kind_at_id ON events (release_id, kind, at DESC, id DESC);
     """,
+    # 3: the events an operator's request caused, found by the request's message id.
+    """
+    ALTER TABLE events ADD COLUMN message_id TEXT GENERATED ALWAYS AS (json_extract(doc, '$.message_id'))
+        VIRTUAL;
+    CREATE INDEX events_message_id ON events (message_id) WHERE message_id IS NOT NULL;
+    """,
 )
 LATEST_VERSION = len(MIGRATIONS)
 

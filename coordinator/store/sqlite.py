@@ -377,6 +377,12 @@ class SqliteStore:
             self._reader.call(lambda db: rows.event_page(db, release_id, limit, cursor, kind, state, since)),
         )
 
+    async def request_events(self, request_id: str) -> list[AuditEvent]:
+        found = await self._reader.call(
+            lambda db: db.execute("SELECT doc FROM events WHERE message_id = ?", (request_id,)).fetchall()
+        )
+        return [AuditEvent.model_validate_json(doc) for (doc,) in found]
+
     async def note_page(
         self,
         release_id: str,
@@ -570,7 +576,8 @@ def _drop_outbox(db: Db, message_ids: Collection[str]) -> None:
 
 def _add_events(db: Db, events: Sequence[AuditEvent]) -> None:
     db.executemany(
-        "INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?)", [rows.event_values(e) for e in events]
+        "INSERT OR IGNORE INTO events (id, release_id, at, kind, state_after, doc) VALUES (?, ?, ?, ?, ?, ?)",
+        [rows.event_values(e) for e in events],
     )
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from coordinator.__main__ import broker_of
 from coordinator.machine import Timeouts
 from coordinator.service import Coordinator
 from coordinator.store import store_for
@@ -67,7 +68,7 @@ async def live_coordinator(amqp_url: str, store_url: str, namespace: str) -> Asy
     )
     store = store_for(settings.store, settings.database)
     await store.open()
-    running = await Running(Coordinator(settings, store)).started()
+    running = await Running(Coordinator(settings, store, broker_of(settings))).started()
     try:
         yield running
     finally:
@@ -173,7 +174,7 @@ async def create(rc: Rc, name: str = "Fall") -> dict[str, Any]:
 async def test_the_full_operator_path(
     rc: Rc, live_coordinator: Running, example_services: StartServices
 ) -> None:
-    example_services(seconds=2)
+    example_services(seconds=8)  # long enough for the watcher (a new interpreter) to see it running
     await require_all(rc)
 
     created = await create(rc)

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 
+from coordinator.__main__ import broker_of
 from coordinator.machine import Timeouts
 from coordinator.service import Coordinator
 from coordinator.settings import Settings
@@ -75,7 +76,7 @@ async def start_coordinator(store: Store) -> AsyncIterator[Callable[[Settings], 
     running: list[Running] = []
 
     async def start(settings: Settings) -> Running:
-        instance = Running(Coordinator(settings, store))
+        instance = Running(Coordinator(settings, store, broker_of(settings)))
         running.append(instance)
         return await instance.started()
 
@@ -95,9 +96,11 @@ async def coordinator(
 async def patient_coordinator(
     settings: Settings, start_coordinator: Callable[[Settings], Awaitable[Running]]
 ) -> Running:
-    """A coordinator whose processing deadline leaves room for a slow test (broker administration while a
-    release runs, on a loaded machine)."""
-    timeouts = dataclasses.replace(settings.timeouts, process=timedelta(minutes=5))
+    """A coordinator whose initialization and processing deadlines leave room for a slow test (several
+    ``rc`` processes, or broker administration, while a release waits on a service, on a loaded machine)."""
+    timeouts = dataclasses.replace(
+        settings.timeouts, initialize=timedelta(minutes=5), process=timedelta(minutes=5)
+    )
     return await start_coordinator(dataclasses.replace(settings, timeouts=timeouts))
 
 

@@ -9,33 +9,33 @@ import os
 import signal
 
 from coordinator import logs
+from coordinator.__main__ import broker_of
+from coordinator.hooks import Hooks
 from coordinator.service import Coordinator
 from coordinator.settings import Settings
 from coordinator.store import store_for
-from schemas import documents as docs
+from schemas.documents import Release
 
 DIES_ON = os.environ.get("RC_TEST_DIE_ON", "start")
 
 
-class DiesBeforePublishing(Coordinator):
-    async def _deliver(self, release: docs.Release) -> None:
-        if any(f".{DIES_ON}." in entry.message_id for entry in release.outbox):
-            os.kill(os.getpid(), signal.SIGKILL)
-        await super()._deliver(release)
+async def die_before_publishing(release: Release) -> None:
+    if any(f".{DIES_ON}." in entry.message_id for entry in release.outbox):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
-def serve(coordinator: type[Coordinator]) -> None:
-    """Run ``coordinator`` (a doomed subclass) as ``python -m coordinator`` would, from the environment."""
+def serve(hooks: Hooks) -> None:
+    """Run a coordinator with these deadly hooks, configured like ``python -m coordinator``."""
     logs.configure("info")
     settings = Settings.from_env()
 
     async def run() -> None:
         store = store_for(settings.store, settings.database)
         await store.open()
-        await coordinator(settings, store).run(asyncio.Event())
+        await Coordinator(settings, store, broker_of(settings), hooks=hooks).run(asyncio.Event())
 
     asyncio.run(run())
 
 
 if __name__ == "__main__":
-    serve(DiesBeforePublishing)
+    serve(Hooks(stored=die_before_publishing))

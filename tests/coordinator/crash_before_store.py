@@ -12,28 +12,25 @@ import os
 import signal
 from collections.abc import Sequence
 
-from aio_pika.abc import AbstractIncomingMessage
-
-from coordinator.machine import Decision, Input, ReplyReceived
-from coordinator.service import Coordinator
+from coordinator.broker import Delivery
+from coordinator.hooks import Hooks
+from coordinator.machine import Input, ReplyReceived
 from schemas.enums import Action
 from tests.coordinator.crash_after_store import serve
 
 ACK_FIRST = os.environ.get("RC_TEST_ACK_FIRST") == "1"
 
 
-class DiesBeforeStoring(Coordinator):
-    async def _handle_reply(self, incoming: AbstractIncomingMessage) -> None:
-        if ACK_FIRST and b'"action":"start"' in incoming.body:  # the replies this process dies on
-            await incoming.ack()
-            await asyncio.sleep(0.1)  # let the ack reach the broker, as it would during a store write
-        await super()._handle_reply(incoming)
+async def ack_start_replies_first(delivery: Delivery) -> None:
+    if ACK_FIRST and b'"action":"start"' in delivery.body:  # the replies this process dies on
+        await delivery.ack()
+        await asyncio.sleep(0.1)  # let the ack reach the broker, as it would during a store write
 
-    async def _apply_all(self, release_id: str, inputs: Sequence[tuple[Input, str]]) -> list[Decision] | None:
-        if any(isinstance(e, ReplyReceived) and e.reply.action is Action.START for e, _ in inputs):
-            os.kill(os.getpid(), signal.SIGKILL)
-        return await super()._apply_all(release_id, inputs)
+
+async def die_before_storing_a_start_reply(release_id: str, inputs: Sequence[Input]) -> None:
+    if any(isinstance(i, ReplyReceived) and i.reply.action is Action.START for i in inputs):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 if __name__ == "__main__":
-    serve(DiesBeforeStoring)
+    serve(Hooks(received=ack_start_replies_first, storing=die_before_storing_a_start_reply))

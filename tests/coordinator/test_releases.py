@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
 
 from coordinator.store import Store
 from rc_cli.client import AdminClient
-from schemas.documents import OutboxEntry
+from schemas.documents import AuditEvent, OutboxEntry, Release
 from schemas.enums import Action, EventKind, Outcome, ReleaseState, TaskState
 from schemas.messages import (
     AdminOperation,
@@ -134,17 +134,17 @@ async def test_deadlines_still_fire_after_a_sweep_failed(
     coordinator: Running, admin: AdminClient, services: StartService, store: Store
 ) -> None:
     """The sweeper (deadlines, retries) survives an error: the store unreachable for a moment."""
-    sweep = coordinator.coordinator._sweep
+    compare_and_set = store.compare_and_set
     failed_sweeps = 0
 
-    async def flaky_sweep() -> None:
+    async def flaky(before: Release, after: Release, events: Sequence[AuditEvent]) -> None:
         nonlocal failed_sweeps
-        if not failed_sweeps:
+        if after.state is ReleaseState.FAILED and not failed_sweeps:  # the deadline's transition, once
             failed_sweeps += 1
             raise ConnectionError("store unreachable (injected)")
-        await sweep()
+        await compare_and_set(before, after, events)
 
-    coordinator.coordinator._sweep = flaky_sweep  # type: ignore[method-assign]
+    store.compare_and_set = flaky  # type: ignore[method-assign]
     await setup(admin, services, portal={"behaviour": {Action.START: None}})
     release_id = await create(admin)
     failed = await wait_for_state(store, release_id, ReleaseState.FAILED, within=20)
@@ -222,9 +222,9 @@ async def test_commands_of_a_stored_transition_are_sent_even_if_its_first_delive
     what was delivered fail once: the commands must still go out (the sweeper retries), not wait for a
     restart."""
     sims = await setup(admin, services)
-    broker = coordinator.coordinator.broker
-    assert broker is not None
-    publish_entry, delivered = broker.publish_entry, store.delivered
+    session = coordinator.coordinator.session
+    assert session is not None
+    publish_entry, delivered = session.publish, store.delivered
     failures = {"publish": 0, "delivered": 0}
     refused: set[str] = set()
 
@@ -241,7 +241,7 @@ async def test_commands_of_a_stored_transition_are_sent_even_if_its_first_delive
             raise ConnectionError("store unreachable (injected)")
         await delivered(release_id, message_ids)
 
-    broker.publish_entry = flaky_publish  # type: ignore[method-assign]
+    session.publish = flaky_publish  # type: ignore[method-assign]
     store.delivered = flaky_delivered  # type: ignore[method-assign]
     release_id = await create(admin)
     await wait_for_state(store, release_id, ReleaseState.STAGED)

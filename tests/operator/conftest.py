@@ -15,6 +15,7 @@ from tests.coordinator.conftest import (  # noqa: F401  (fixtures used by the te
     Running,
     admin,
     coordinator,
+    patient_coordinator,
     services,
     settings,
     start_coordinator,

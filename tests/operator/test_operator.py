@@ -134,7 +134,8 @@ async def test_notes_add_list_edit_remove_and_announced_on_publication(
     reasons = [e["reason"] for e in events["events"]]
     assert any("note N1 added by tester" in r for r in reasons)
     assert any("note N2 removed by tester" in r for r in reasons)
-    assert all(e["actor"].startswith("operator:") for e in events["events"])
+    # Who: the broker user the requests came from, and the name the operator gave, beside it.
+    assert {(e["actor"], e["label"]) for e in events["events"]} == {("guest", "tester")}
 
 
 # ---------------------------------------------------------------------- edits
@@ -181,13 +182,15 @@ async def test_edit_name_description_tags_until_publication_studies_until_initia
         "name",
     )
     events = ok(await rc("release", "events", release_id, "--kind", "refused", "--json"))["events"]
-    assert any("edit refused" in e["reason"] and e["actor"].startswith("operator:") for e in events)
+    assert any(
+        "edit refused" in e["reason"] and (e["actor"], e["label"]) == ("guest", "tester") for e in events
+    )
     transitions = ok(await rc("release", "events", release_id, "--kind", "operator", "--json"))["events"]
     assert any("name 'Fall release' -> 'Fall release v2'" in e["reason"] for e in transitions)
 
 
 async def test_edit_studies_and_classification_while_initializing(
-    coordinator: object, admin: AdminClient, services: StartService, rc: Rc, store: Store
+    patient_coordinator: object, admin: AdminClient, services: StartService, rc: Rc, store: Store
 ) -> None:
     ok(await rc("service", "require", "portal", "--json"))
     portal = await services("portal", behaviour={Action.INITIALIZE: None})  # never answers initialize
@@ -346,9 +349,10 @@ async def test_events_paged_newest_first_filtered_and_followed(
     assert {"created", "transition", "accepted", "operator", "refused"} <= kinds
     refusal = next(e for e in events if e["kind"] == "refused")
     assert "publish refused" in refusal["reason"]
-    assert refusal["actor"].startswith("operator:")
+    assert (refusal["actor"], refusal["label"]) == ("guest", "tester")  # the broker user, and the name given
     accepted = next(e for e in events if e["kind"] == "accepted")
-    assert accepted["actor"] in {"file-service", "portal", "search-index"}
+    assert accepted["service"] in {"file-service", "portal", "search-index"}
+    assert accepted["actor"] == "guest"  # the broker user that sent the reply (a trusted one, here)
     assert accepted["message_id"]
     assert set(ids) <= {e["id"] for e in events}
 

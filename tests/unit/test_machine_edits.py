@@ -8,10 +8,8 @@ from coordinator.machine import (
     DESCRIPTION_EDITABLE,
     NOTES_EDITABLE,
     STUDIES_EDITABLE,
-    AddNote,
     Edit,
-    EditNote,
-    RemoveNote,
+    NoteChange,
     Verdict,
     decide,
     edit_refusal,
@@ -19,9 +17,17 @@ from coordinator.machine import (
 )
 from schemas.documents import MAX_NOTE_BYTES, MAX_NOTES, MAX_NOTES_TOTAL_BYTES, Release
 from schemas.enums import ReleaseState
+from schemas.messages import AddNote, EditNote, RemoveNote
 from tests.unit.releases import T0, TIMEOUTS, new_release
 
 SD_A, SD_B, SD_C = "SD_AAAAAAAA", "SD_BBBBBBBB", "SD_CCCCCCCC"
+
+
+RID = new_release().id
+
+
+def add(who: str, text: str, study: str | None = None) -> NoteChange:
+    return NoteChange(T0, who, AddNote(release_id=RID, text=text, study=study))
 
 
 def in_state(state: ReleaseState, **changes: object) -> Release:
@@ -88,7 +94,7 @@ def test_an_edit_that_changes_nothing_is_a_duplicate() -> None:
 
 def test_studies_with_notes_cannot_be_dropped_and_duplicates_are_refused() -> None:
     release = in_state(ReleaseState.INITIALIZING)
-    noted = decide(release, AddNote(T0, "ann", "about B", SD_B), TIMEOUTS).release
+    noted = decide(release, add("ann", "about B", SD_B), TIMEOUTS).release
     refusal = decide(noted, Edit(T0, "ann", studies=(SD_A,)), TIMEOUTS)
     assert refusal.verdict is Verdict.REFUSED
     assert "notes are attached to SD_BBBBBBBB" in refusal.reason
@@ -98,43 +104,49 @@ def test_studies_with_notes_cannot_be_dropped_and_duplicates_are_refused() -> No
 
 def test_notes_are_added_edited_removed_with_ids_never_reused() -> None:
     release = in_state(ReleaseState.STAGED)
-    first = decide(release, AddNote(T0, "ann", "# Whole release"), TIMEOUTS)
+    first = decide(release, add("ann", "# Whole release"), TIMEOUTS)
     assert first.verdict is Verdict.APPLIED
     assert first.reason == "note N1 added by ann (15 bytes)"
-    second = decide(first.release, AddNote(T0, "bob", "about A", SD_A), TIMEOUTS).release
+    second = decide(first.release, add("bob", "about A", SD_A), TIMEOUTS).release
     assert [(n.id, n.study, n.author) for n in second.notes] == [("N1", None, "ann"), ("N2", SD_A, "bob")]
-    edited = decide(second, EditNote(T0.replace(hour=1), "bob", "N1", "# Revised"), TIMEOUTS).release
+    edited = decide(
+        second,
+        NoteChange(T0.replace(hour=1), "bob", EditNote(release_id=RID, note_id="N1", text="# Revised")),
+        TIMEOUTS,
+    ).release
     assert edited.notes[0].text == "# Revised"
     assert edited.notes[0].updated_at > edited.notes[0].created_at
-    removed = decide(edited, RemoveNote(T0, "bob", "N2"), TIMEOUTS).release
+    removed = decide(
+        edited, NoteChange(T0, "bob", RemoveNote(release_id=RID, note_id="N2")), TIMEOUTS
+    ).release
     assert [n.id for n in removed.notes] == ["N1"]
-    again = decide(removed, AddNote(T0, "bob", "again"), TIMEOUTS).release
+    again = decide(removed, add("bob", "again"), TIMEOUTS).release
     assert [n.id for n in again.notes] == ["N1", "N3"]
     assert again.revision == release.revision + 5
 
 
 def test_note_refusals() -> None:
     release = in_state(ReleaseState.RUNNING)
-    assert note_refusal(release, AddNote(T0, "ann", "x", SD_C)) == (
+    assert note_refusal(release, AddNote(release_id=RID, text="x", study=SD_C)) == (
         f"study {SD_C} is not part of {release.id} (its studies: {SD_A}, {SD_B})"
     )
     assert (
-        note_refusal(release, EditNote(T0, "ann", "N7", "x"))
+        note_refusal(release, EditNote(release_id=RID, note_id="N7", text="x"))
         == f"no note N7 on {release.id} (its notes: none)"
     )
-    assert note_refusal(release, RemoveNote(T0, "ann", "N7")) is not None
-    assert note_refusal(release, AddNote(T0, "ann", "   ")) == "the note is empty"
-    oversize = note_refusal(release, AddNote(T0, "ann", "é" * (MAX_NOTE_BYTES // 2 + 1)))
+    assert note_refusal(release, RemoveNote(release_id=RID, note_id="N7")) is not None
+    assert note_refusal(release, AddNote(release_id=RID, text="   ")) == "the note is empty"
+    oversize = note_refusal(release, AddNote(release_id=RID, text="é" * (MAX_NOTE_BYTES // 2 + 1)))
     assert (
         oversize
         == f"the note is {MAX_NOTE_BYTES + 2} bytes; a note may have at most {MAX_NOTE_BYTES} bytes (64 KiB)"
     )
-    assert note_refusal(release, AddNote(T0, "ann", "a" * MAX_NOTE_BYTES)) is None
+    assert note_refusal(release, AddNote(release_id=RID, text="a" * MAX_NOTE_BYTES)) is None
 
 
 @pytest.mark.parametrize("state", list(ReleaseState))
 def test_notes_change_until_the_release_ends(state: ReleaseState) -> None:
-    decision = decide(in_state(state), AddNote(T0, "ann", "text"), TIMEOUTS)
+    decision = decide(in_state(state), add("ann", "text"), TIMEOUTS)
     assert (decision.verdict is Verdict.APPLIED) == (state in NOTES_EDITABLE)
     assert (state in NOTES_EDITABLE) == (not state.is_terminal)
     if not decision.applied:
@@ -144,16 +156,16 @@ def test_notes_change_until_the_release_ends(state: ReleaseState) -> None:
 def test_notes_are_bounded_in_total_and_in_number() -> None:
     release = in_state(ReleaseState.STAGED)
     big = "a" * MAX_NOTE_BYTES
-    release = decide(release, AddNote(T0, "ann", big), TIMEOUTS).release
-    release = decide(release, AddNote(T0, "ann", big[:-1000]), TIMEOUTS).release
-    third = decide(release, AddNote(T0, "ann", "a" * 2000), TIMEOUTS)
+    release = decide(release, add("ann", big), TIMEOUTS).release
+    release = decide(release, add("ann", big[:-1000]), TIMEOUTS).release
+    third = decide(release, add("ann", "a" * 2000), TIMEOUTS)
     assert third.verdict is Verdict.REFUSED
     assert f"at most {MAX_NOTES_TOTAL_BYTES} bytes together" in third.reason
 
     many = in_state(ReleaseState.STAGED)
     for _ in range(MAX_NOTES):
-        many = decide(many, AddNote(T0, "ann", "n"), TIMEOUTS).release
-    refused = decide(many, AddNote(T0, "ann", "n"), TIMEOUTS)
+        many = decide(many, add("ann", "n"), TIMEOUTS).release
+    refused = decide(many, add("ann", "n"), TIMEOUTS)
     assert refused.verdict is Verdict.REFUSED
     assert f"already has {MAX_NOTES} notes" in refused.reason
 
@@ -161,7 +173,7 @@ def test_notes_are_bounded_in_total_and_in_number() -> None:
 def test_notes_travel_in_the_published_announcement() -> None:
     from schemas.messages import Announcement
 
-    release = decide(in_state(ReleaseState.STAGED), AddNote(T0, "ann", "# Notes", SD_A), TIMEOUTS).release
+    release = decide(in_state(ReleaseState.STAGED), add("ann", "# Notes", SD_A), TIMEOUTS).release
     publishing = release.model_copy(update={"state": ReleaseState.PUBLISHING})
     from coordinator.machine import ReplyReceived
     from schemas.enums import Action, Outcome, TaskState

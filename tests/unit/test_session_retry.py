@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from coordinator.service import retry_delay
+from coordinator.sweeper import backoff
 
 
 def test_failed_sessions_back_off_to_thirty_seconds() -> None:
-    assert [retry_delay(n) for n in range(9)] == [0.5, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    assert [backoff(n) for n in range(9)] == [0.5, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]

@@ -28,6 +28,7 @@ import pytest
 from aiormq.connection import SSLContextProvider
 
 from coordinator import __main__ as coordinator_main
+from coordinator.__main__ import broker_of
 from coordinator.service import Coordinator
 from coordinator.settings import Settings
 from coordinator.store import Store
@@ -127,16 +128,15 @@ async def test_coordinator_settings_accept_amqps_and_a_ca_file(ca_file: Path) ->
 async def test_the_coordinator_opens_its_connection_with_the_ca_file(
     ca_file: Path, captured: list[str]
 ) -> None:
-    """Through the real path: ``Coordinator.run`` -> ``Broker.connect`` -> ``aio_pika.connect``."""
+    """Through the real path: ``Coordinator.run`` -> ``RabbitBroker.connect`` -> ``aio_pika.connect``."""
 
     class NoStore:
-        async def ensure_indexes(self) -> None:
-            return None
+        pass
 
     settings = Settings.from_env(
         {"RC_AMQP_URL": BROKER, "RC_AMQP_CA_FILE": str(ca_file), "RC_NAMESPACE": "tls-test"}
     )
-    coordinator = Coordinator(settings, cast(Store, NoStore()))
+    coordinator = Coordinator(settings, cast(Store, NoStore()), broker_of(settings))
     # Not a connection error: the stand-in's own, so the run ends instead of retrying.
     with pytest.raises(Captured):
         await asyncio.wait_for(coordinator.run(asyncio.Event()), 10)

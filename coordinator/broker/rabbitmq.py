@@ -1,74 +1,119 @@
-"""The RabbitMQ adapter of the coordinator (aio-pika).
+"""The RabbitMQ broker of the coordinator (aio-pika).
 
-One plain (non-robust) connection per *active session*: if it drops, the session ends and the
-coordinator starts a new one, replaying its outbox from the store. That keeps reconnection
-simple and correct: nothing is assumed to have been sent unless the broker confirmed it.
+One plain (non-robust) connection per session: if it drops, the session ends and the coordinator starts
+a new one, replaying its outbox from the store. That keeps reconnection simple and correct: nothing is
+assumed to have been sent unless the broker confirmed it.
 
-Leadership: the active coordinator holds an exclusive queue ``<ns>.coordinator.leader``. Only
-one connection can hold it; the broker deletes it the moment that connection dies, and a
-standby replica that keeps trying to declare it takes over.
+Leadership: the active coordinator holds an exclusive queue ``<ns>.coordinator.leader``. Only one
+connection can hold it; the broker deletes it the moment that connection dies, and a standby replica
+that keeps trying to declare it takes over.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import (
-    AbstractChannel,
-    AbstractConnection,
-    AbstractExchange,
-    AbstractIncomingMessage,
-    AbstractQueue,
-)
-from aiormq.exceptions import ChannelLockedResource, ChannelNotFoundEntity
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, AbstractIncomingMessage
+from aiormq.exceptions import AMQPConnectionError, ChannelLockedResource, ChannelNotFoundEntity
 
-from schemas.broker_url import broker_user
+from coordinator.broker._interface import BrokerUnreachable, Handler, NotLeader
+from schemas.broker_url import broker_user, mask_url
 from schemas.documents import OutboxEntry
 from schemas.enums import MessageKind
 from schemas.messages import SCHEMA_VERSION
 from schemas.topology import DEAD_REASON_HEADER, SCHEMA_VERSION_HEADER, Topology
 
-Handler = Callable[[AbstractIncomingMessage], Awaitable[None]]
 
-
-class NotLeader(Exception):
-    """Another coordinator replica holds the leader lock."""
-
-
-class Broker:
-    def __init__(
-        self, url: str, topology: Topology, *, publish_timeout: float, prefetch: int, name: str
-    ) -> None:
+class RabbitBroker:
+    def __init__(self, url: str, topology: Topology, *, publish_timeout: float, prefetch: int) -> None:
         self.url = url
         self.topology = topology
         self.publish_timeout = publish_timeout
         self.prefetch = prefetch
+
+    async def connect(self, name: str) -> RabbitSession:
+        try:
+            connection = await aio_pika.connect(
+                self.url, client_properties={"connection_name": name}, timeout=10
+            )
+        except (TimeoutError, OSError, ConnectionError, AMQPConnectionError) as error:
+            raise BrokerUnreachable(f"{mask_url(self.url)}: {error!r}") from error
+        session = RabbitSession(self, connection, name)
+        try:
+            await session.open()
+        except BaseException:
+            await session.close()
+            raise
+        return session
+
+
+@dataclass
+class RabbitDelivery:
+    """A :class:`coordinator.broker.Delivery` over an aio-pika message."""
+
+    message: AbstractIncomingMessage
+    session: RabbitSession
+
+    @property
+    def body(self) -> bytes:
+        return self.message.body
+
+    @property
+    def routing_key(self) -> str:
+        return self.message.routing_key or ""
+
+    @property
+    def message_id(self) -> str | None:
+        return self.message.message_id
+
+    @property
+    def correlation_id(self) -> str | None:
+        return self.message.correlation_id
+
+    @property
+    def user_id(self) -> str | None:
+        return self.message.user_id
+
+    @property
+    def reply_to(self) -> str | None:
+        return self.message.reply_to
+
+    @property
+    def redelivered(self) -> bool:
+        return bool(self.message.redelivered)
+
+    async def ack(self) -> None:
+        await self.message.ack()
+
+    async def requeue(self) -> None:
+        await self.message.nack(requeue=True)
+
+    async def dead_letter(self, reason: str) -> None:
+        await self.session.dead_letter(self.message, reason)
+        await self.message.ack()
+
+
+class RabbitSession:
+    """One connection: a confirming channel for publications, one channel per consumer."""
+
+    def __init__(self, broker: RabbitBroker, connection: AbstractConnection, name: str) -> None:
+        self.broker = broker
+        self.topology = broker.topology
         self.name = name
-        self.user = broker_user(url)
-        self._connection: AbstractConnection | None = None
+        self.user = broker_user(broker.url)
+        self._connection = connection
         self._publish_channel: AbstractChannel | None = None
         self._exchanges: dict[str, AbstractExchange] = {}
 
-    # ------------------------------------------------------------------ lifecycle
-
-    async def connect(self) -> None:
-        self._connection = await aio_pika.connect(
-            self.url, client_properties={"connection_name": self.name}, timeout=10
-        )
+    async def open(self) -> None:
         self._publish_channel = await self._connection.channel(publisher_confirms=True)
 
-    @property
-    def connection(self) -> AbstractConnection:
-        if self._connection is None:
-            raise RuntimeError("not connected")
-        return self._connection
-
     async def closed(self) -> None:
-        """Wait until the connection is lost or closed."""
-        connection = self.connection
+        connection = self._connection
         lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         def on_close(*_: object) -> None:
@@ -81,18 +126,15 @@ class Broker:
         await lost
 
     async def close(self) -> None:
-        if self._connection is not None and not self._connection.is_closed:
+        if not self._connection.is_closed:
             await self._connection.close()
-        self._connection = None
 
-    async def acquire_leadership(self) -> AbstractChannel:
-        """Declare the exclusive leader queue, or raise NotLeader if another replica holds it."""
-        channel = await self.connection.channel()
+    async def acquire_leadership(self) -> None:
+        channel = await self._connection.channel()
         try:
             await channel.declare_queue(f"{self.topology.namespace}.coordinator.leader", exclusive=True)
         except ChannelLockedResource as error:
             raise NotLeader(str(error)) from None
-        return channel
 
     # ------------------------------------------------------------------ topology
 
@@ -106,7 +148,6 @@ class Broker:
             await queue.bind(exchange, routing_key=key)
 
     async def declare_task_queue(self, service: str) -> None:
-        """Make commands to ``service`` routable even before the service first starts."""
         t = self.topology
         queue = await self._channel().declare_queue(
             t.task_queue(service), durable=True, arguments=t.task_queue_arguments()
@@ -114,13 +155,12 @@ class Broker:
         await queue.bind(t.commands_exchange, routing_key=t.task_binding(service))
 
     async def consumer_counts(self, services: Sequence[str]) -> dict[str, int | None]:
-        """Consumers on each service's queue (None if the queue does not exist), over one channel."""
         counts: dict[str, int | None] = {}
-        channel = await self.connection.channel()
+        channel = await self._connection.channel()
         try:
             for service in services:
                 if channel.is_closed:  # a missing queue closes the channel
-                    channel = await self.connection.channel()
+                    channel = await self._connection.channel()
                 try:
                     queue = await channel.declare_queue(self.topology.task_queue(service), passive=True)
                 except ChannelNotFoundEntity:
@@ -132,16 +172,19 @@ class Broker:
                 await channel.close()
         return counts
 
-    async def consume(self, queue_name: str, handler: Handler) -> AbstractQueue:
-        channel = await self.connection.channel()
-        await channel.set_qos(prefetch_count=self.prefetch)
-        queue = await channel.get_queue(queue_name, ensure=False)
-        await queue.consume(handler, consumer_tag=f"{self.name}:{queue_name}")
-        return queue
+    async def consume(self, queue: str, handler: Handler) -> None:
+        channel = await self._connection.channel()
+        await channel.set_qos(prefetch_count=self.broker.prefetch)
+        found = await channel.get_queue(queue, ensure=False)
+
+        async def deliver(message: AbstractIncomingMessage) -> None:
+            await handler(RabbitDelivery(message, self))
+
+        await found.consume(deliver, consumer_tag=f"{self.name}:{queue}")
 
     # ------------------------------------------------------------------ publishing
 
-    async def publish_entry(self, entry: OutboxEntry, release_id: str) -> None:
+    async def publish(self, entry: OutboxEntry, release_id: str) -> None:
         exchange = {
             "commands": self.topology.commands_exchange,
             "events": self.topology.events_exchange,
@@ -151,18 +194,18 @@ class Broker:
             message,
             routing_key=entry.routing_key,
             mandatory=entry.exchange == "commands",
-            timeout=self.publish_timeout,
+            timeout=self.broker.publish_timeout,
         )
 
     async def answer(self, reply_to: str, correlation_id: str | None, body: bytes, message_id: str) -> None:
         message = self._message(body, message_id, MessageKind.ADMIN_ANSWER, correlation_id=correlation_id)
         message.delivery_mode = aio_pika.DeliveryMode.NOT_PERSISTENT
         await self._channel().default_exchange.publish(
-            message, routing_key=reply_to, mandatory=False, timeout=self.publish_timeout
+            message, routing_key=reply_to, mandatory=False, timeout=self.broker.publish_timeout
         )
 
     async def dead_letter(self, incoming: AbstractIncomingMessage, reason: str) -> None:
-        """Copy a refused message to ``rc.dlx`` with the reason in its headers (then the caller acks)."""
+        """Copy a refused message to ``<ns>.dlx`` with the reason in its headers (the caller then acks)."""
         headers: dict[str, Any] = dict(incoming.headers or {})
         headers[DEAD_REASON_HEADER] = reason[:1000]
         headers["x-rc-original-exchange"] = incoming.exchange or ""
@@ -179,7 +222,7 @@ class Broker:
             type=incoming.type,
         )
         await self._exchanges[self.topology.dead_letter_exchange].publish(
-            copy, routing_key=incoming.routing_key or "", timeout=self.publish_timeout
+            copy, routing_key=incoming.routing_key or "", timeout=self.broker.publish_timeout
         )
 
     def _message(

@@ -1,0 +1,140 @@
+"""New releases: the snapshot of required services, the tentative version, and the health check at start.
+
+A release is inserted ``waiting`` with the required services of the moment and a tentative version taken
+from the last created release (a unique index makes a concurrent creation retry with the next one), then
+begun: every required service is checked (a consumer on its queue, a recent heartbeat, healthy by its own
+account) and the machine initializes the release, or cancels it naming the unhealthy services.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import string
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import structlog
+
+from coordinator import audit, metrics
+from coordinator.broker import Session
+from coordinator.machine import Begin
+from coordinator.releases import Releases
+from coordinator.store import ReleaseWriter, VersionTaken
+from coordinator.versioning import next_tentative
+from schemas.documents import Release, Task
+from schemas.enums import EventKind, ReleaseState
+from schemas.messages import CreateRelease
+
+log = structlog.get_logger("coordinator")
+Clock = Callable[[], datetime]
+_ID_ALPHABET = string.ascii_uppercase + string.digits
+_CREATE_ATTEMPTS = 20
+
+
+class Refused(Exception):
+    """An operator request that cannot be carried out; the text is the answer's reason."""
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who asked: the broker user the request came from (the actor of the audit trail), the name the
+    operator gives (the author of what they create, a label beside the actor), and the request's id."""
+
+    user: str
+    name: str
+    request_id: str | None = None
+
+
+class Creation:
+    def __init__(
+        self, releases: Releases, store: ReleaseWriter, *, heartbeat_timeout: timedelta, clock: Clock
+    ) -> None:
+        self.releases = releases
+        self.store = store
+        self.heartbeat_timeout = heartbeat_timeout
+        self.clock = clock
+        self.session: Session | None = None
+        self._lock = asyncio.Lock()
+
+    async def create(self, op: CreateRelease, caller: Caller, *, rerun_of: Release | None = None) -> Release:
+        required = await self.store.required_services()
+        if not required:
+            raise Refused("no service is required yet: require at least one first (rc service require NAME)")
+        async with self._lock:
+            release = await self._insert(op, caller, required, rerun_of)
+        metrics.RELEASES_BY_STATE.labels(ReleaseState.WAITING.value).inc()
+        log.info("created", release_id=release.id, version=release.tentative_version, services=required)
+        await self.begin(release.id)
+        return release
+
+    async def _insert(
+        self, op: CreateRelease, caller: Caller, required: list[str], rerun_of: Release | None
+    ) -> Release:
+        rerun = f" as a re-run of {rerun_of.id}" if rerun_of else ""
+        for _ in range(_CREATE_ATTEMPTS):
+            last = await self.store.last_created()
+            now = self.clock()
+            release = Release(
+                id="RE_" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(8)),
+                seq=(last.seq + 1) if last else 1,
+                name=op.name,
+                description=op.description,
+                studies=op.studies,
+                tags=op.tags,
+                author=caller.name,
+                is_major=op.is_major,
+                rerun_of=rerun_of.id if rerun_of else None,
+                tentative_version=next_tentative(last.version if last else None),
+                tasks={s: Task(service=s) for s in required},
+                entered={ReleaseState.WAITING: now},
+                created_at=now,
+                updated_at=now,
+            )
+            created = audit.audit_event(
+                release.id,
+                EventKind.CREATED,
+                f"created by {caller.name}{rerun} with services {', '.join(required)}",
+                at=now,
+                actor=caller.user,
+                label=caller.name,
+                event_id=f"{release.id}.r0",
+                message_id=caller.request_id,
+                state_after=ReleaseState.WAITING,
+            )
+            try:
+                await self.store.insert(release, [created])
+            except VersionTaken:
+                continue
+            self.releases.remember(release)
+            return release
+        raise Refused("could not assign a version: too many concurrent creations, try again")
+
+    async def begin(self, release_id: str) -> None:
+        """Initialize a waiting release, or cancel it naming the unhealthy services."""
+        release = await self.releases.peek(release_id)
+        if release is None:
+            return
+        unhealthy = await self.unhealthy(list(release.tasks))
+        await self.releases.apply(release_id, Begin(self.clock(), unhealthy))
+
+    async def unhealthy(self, services: list[str]) -> dict[str, str]:
+        """Why each unhealthy service is: no consumer on its queue, or missed heartbeats."""
+        assert self.session is not None, "begin needs a broker session"
+        verdicts: dict[str, str] = {}
+        now = self.clock()
+        consumers = await self.session.consumer_counts(services)
+        records = await self.store.services_named(services)
+        for service in services:
+            record = records.get(service)
+            if not consumers[service]:
+                verdicts[service] = "no consumer on its queue"
+            elif record is None or record.last_heartbeat_at is None:
+                verdicts[service] = "never sent a heartbeat"
+            elif now - record.last_heartbeat_at > self.heartbeat_timeout:
+                age = int((now - record.last_heartbeat_at).total_seconds())
+                verdicts[service] = f"missed heartbeats (last one {age}s ago)"
+            elif not record.healthy:
+                verdicts[service] = f"reports itself unhealthy: {record.health_detail or 'no detail'}"
+        return verdicts

@@ -1,0 +1,218 @@
+"""Applying inputs to releases: the one path by which a release changes.
+
+For a release and some inputs (replies, progress, a deadline, an operator's request): take the release
+(cached while this coordinator leads, else read), run the pure state machine over the inputs in order,
+store the result with one compare-and-set (outbox and audit events in the same write; a lost race means
+read again and decide again), then publish the outbox. An input is done once its effect is stored: what
+the broker did not confirm is published again by the sweeper.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+import structlog
+
+from coordinator import audit, metrics
+from coordinator.audit import Cause
+from coordinator.hooks import Hooks
+from coordinator.machine import Decision, Input, Publish, Timeouts, decide, next_deadline
+from coordinator.outbox import Outbox
+from coordinator.store import ReleaseWriter, StaleRevision, VersionTaken
+from schemas.documents import AuditEvent, Release
+from schemas.topology import Topology
+
+log = structlog.get_logger("coordinator")
+Clock = Callable[[], datetime]
+#: Lost compare-and-set races in a row before giving up on an input (it is then delivered again).
+_CAS_ATTEMPTS = 20
+
+
+class KeyedLocks:
+    """One asyncio lock per release id, forgotten when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+@dataclass
+class _Fold:
+    """Inputs decided in a row: the decisions, and (before, decision, input) per applied one."""
+
+    release: Release
+    decisions: list[Decision] = field(default_factory=list)
+    applied: list[tuple[Release, Decision, Input]] = field(default_factory=list)
+    #: The audit event of each applied decision, stored in the same write.
+    audit: list[AuditEvent] = field(default_factory=list)
+
+
+class Releases:
+    def __init__(
+        self,
+        store: ReleaseWriter,
+        outbox: Outbox,
+        *,
+        timeouts: Timeouts,
+        topology: Topology,
+        clock: Clock,
+        hooks: Hooks,
+    ) -> None:
+        self.store = store
+        self.outbox = outbox
+        self.timeouts = timeouts
+        self.topology = topology
+        self.clock = clock
+        self.hooks = hooks
+        self.locks = KeyedLocks()
+        #: When each open release must next be given a deadline check.
+        self.deadlines: dict[str, datetime] = {}
+        #: Open releases as last stored by this coordinator, the only writer while it leads. A
+        #: compare-and-set that finds the store moved on drops the entry: a stale copy costs a retry,
+        #: never a wrong write.
+        self._cache: dict[str, Release] = {}
+
+    def forget(self) -> None:
+        """A new session: another coordinator may have led since this one last did."""
+        self._cache.clear()
+        self.deadlines.clear()
+
+    async def apply(self, release_id: str, cause: Input | Cause) -> Decision | None:
+        """Decide and store one input for one release, then deliver what it caused. None: unknown release."""
+        decisions = await self.apply_all(release_id, [cause if isinstance(cause, Cause) else Cause(cause)])
+        return None if decisions is None else decisions[0]
+
+    async def apply_all(self, release_id: str, causes: Sequence[Cause]) -> list[Decision] | None:
+        """Decide inputs for one release in order and store them with one compare-and-set (deciding again
+        after a lost race), then deliver what they caused. None: unknown release."""
+        await self.hooks.storing(release_id, [cause.input for cause in causes])
+        async with self.locks.hold(release_id):
+            for _ in range(_CAS_ATTEMPTS):
+                release = await self.load(release_id)
+                if release is None:
+                    return None
+                fold = await self._fold(release, causes)
+                if not fold.applied:
+                    return fold.decisions
+                try:
+                    await self.store.compare_and_set(release, fold.release, fold.audit)
+                except (StaleRevision, VersionTaken):  # VersionTaken: read the highest final version again
+                    self._cache.pop(release_id, None)
+                    continue
+                self._cache[release_id] = fold.release
+                for before, decision, cause in fold.applied:
+                    self._observe(before, decision, cause)
+                await self.hooks.stored(fold.release)
+                await self._deliver_or_leave(fold.release)
+                return fold.decisions
+        raise RuntimeError(f"{release_id}: gave up after {_CAS_ATTEMPTS} lost races")
+
+    async def _fold(self, release: Release, causes: Sequence[Cause]) -> _Fold:
+        """Run the pure state machine over the inputs, each seeing the result of the one before."""
+        fold = _Fold(release)
+        for cause in causes:
+            cause = replace(cause, input=await self._refresh(cause.input))
+            decision = decide(fold.release, cause.input, self.timeouts, self.topology)
+            if decision.applied:
+                fold.audit.append(audit.of_decision(fold.release.state, decision, cause))
+                fold.applied.append((fold.release, decision, cause.input))
+                fold.release = decision.release
+            fold.decisions.append(decision)
+        return fold
+
+    async def _refresh(self, cause: Input) -> Input:
+        """Publishing needs the highest final version as of now, read on every attempt."""
+        if isinstance(cause, Publish):
+            return Publish(cause.now, cause.operator, await self.store.highest_final_version())
+        return cause
+
+    async def load(self, release_id: str) -> Release | None:
+        """The release as stored, from the cache when this coordinator wrote it last. Under its lock."""
+        cached = self._cache.get(release_id)
+        if cached is not None:
+            return cached
+        release = await self.store.get(release_id)
+        if release is not None:
+            self._cache[release_id] = release
+        return release
+
+    async def peek(self, release_id: str) -> Release | None:
+        """The release for reading what does not change (its services), without its lock."""
+        return self._cache.get(release_id) or await self.store.get(release_id)
+
+    def remember(self, release: Release) -> None:
+        """A release this coordinator has just inserted."""
+        self._cache[release.id] = release
+
+    async def deliver(self, release: Release) -> None:
+        """Publish the outbox and tell the store what the broker confirmed. Under the release's lock."""
+        confirmed = set(await self.outbox.publish(release))
+        await self.store.delivered(release.id, confirmed)
+        left = tuple(e for e in release.outbox if e.message_id not in confirmed)
+        self.outbox.count(release.id, len(left))
+        if release.state.is_terminal and not left:
+            self._cache.pop(release.id, None)  # nothing more will happen to it
+        elif self._cache.get(release.id) is release:
+            self._cache[release.id] = release.model_copy(update={"outbox": left})
+
+    async def _deliver_or_leave(self, release: Release) -> None:
+        try:
+            await self.deliver(release)
+        except Exception as error:  # stored, so the input is done; the sweeper delivers the rest
+            self.outbox.count(release.id, max(1, len(release.outbox)))
+            log.warning("delivery failed; will retry", release_id=release.id, error=repr(error))
+
+    async def redeliver(self, release_id: str) -> None:
+        """Publish again what the broker has not confirmed yet."""
+        async with self.locks.hold(release_id):
+            release = await self.load(release_id)
+            if release is not None:
+                await self.deliver(release)
+
+    def arm(self, release: Release) -> None:
+        deadline = next_deadline(release)
+        if deadline is None:
+            self.deadlines.pop(release.id, None)
+        else:
+            self.deadlines[release.id] = deadline
+
+    def _observe(self, before: Release, decision: Decision, cause: Input) -> None:
+        after = decision.release
+        self.arm(after)
+        if before.state is not after.state:
+            metrics.TRANSITIONS.labels(after.state.value).inc()
+            metrics.RELEASES_BY_STATE.labels(before.state.value).dec()
+            metrics.RELEASES_BY_STATE.labels(after.state.value).inc()
+            entered = before.entered.get(before.state)
+            if entered is not None:
+                metrics.STEP_SECONDS.labels(before.state.value).observe(
+                    (self.clock() - entered).total_seconds()
+                )
+        log.info(
+            "decision",
+            release_id=after.id,
+            verdict=decision.verdict.value,
+            state_before=before.state.value,
+            state_after=after.state.value,
+            reason=decision.reason,
+            service=audit.service_of(cause),
+            message_id=audit.message_id_of(cause),
+            commands=len(decision.messages),
+        )

@@ -1,0 +1,47 @@
+"""The sweeper: what happens with no message to trigger it, every quarter of a second.
+
+Deadlines that passed are checked (a silent service cancels or fails its release), and what the broker
+has not confirmed is published again. An error (the store unreachable for a moment) is logged and the
+next round tries again, later each time while it lasts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime
+
+import structlog
+
+from coordinator.machine import DeadlineCheck
+from coordinator.outbox import Outbox
+from coordinator.releases import Releases
+
+log = structlog.get_logger("coordinator")
+PERIOD_SECONDS = 0.25
+
+
+async def sweep_forever(releases: Releases, outbox: Outbox, clock: Callable[[], datetime]) -> None:
+    failures = 0
+    while True:
+        await asyncio.sleep(PERIOD_SECONDS if not failures else backoff(failures))
+        try:
+            await sweep(releases, outbox, clock())
+        except Exception as error:
+            failures += 1
+            log.warning("sweep failed; trying again", error=repr(error), failures=failures)
+        else:
+            failures = 0
+
+
+async def sweep(releases: Releases, outbox: Outbox, now: datetime) -> None:
+    for release_id, deadline in list(releases.deadlines.items()):
+        if deadline <= now:
+            await releases.apply(release_id, DeadlineCheck(now))
+    for release_id in list(outbox.undelivered):
+        await releases.redeliver(release_id)
+
+
+def backoff(failures: int) -> float:
+    """Seconds before trying again: 0.5 s, doubled for each failure in a row, at most 30 s."""
+    return min(30.0, 0.5 * 2.0 ** max(0, failures - 1))
