@@ -249,8 +249,8 @@ class Admin:
         return await self._show(release.id, 0)
 
     async def _require(self, op: RequireService, caller: Caller) -> ServiceList:
-        if self.session is not None:
-            await self.session.declare_task_queue(op.service)
+        if self.session is not None and (problem := await self.creation.declare_queue(op.service)):
+            raise Refused(f"cannot require {op.service}: {problem}")
         await self.store.set_required(op.service, True, self.clock())
         return await self._services(ListServices(), caller)
 

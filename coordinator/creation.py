@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 import structlog
 
 from coordinator import audit, metrics
-from coordinator.broker import Session
+from coordinator.broker import QueueUnusable, Session
 from coordinator.machine import Begin
 from coordinator.releases import Releases
 from coordinator.store import ReleaseWriter, VersionTaken
@@ -56,7 +56,21 @@ class Creation:
         self.heartbeat_timeout = heartbeat_timeout
         self.clock = clock
         self.session: Session | None = None
+        #: Services whose queue could not be declared as it must be, and why (asked again at each begin).
+        self.queue_problems: dict[str, str] = {}
         self._lock = asyncio.Lock()
+
+    async def declare_queue(self, service: str) -> str | None:
+        """Declare the service's queue; why it cannot be (also remembered for the health check), or None."""
+        assert self.session is not None, "declaring needs a broker session"
+        try:
+            await self.session.declare_task_queue(service)
+        except QueueUnusable as problem:
+            self.queue_problems[service] = str(problem)
+            log.warning("queue unusable", service=service, reason=str(problem))
+            return str(problem)
+        self.queue_problems.pop(service, None)
+        return None
 
     async def create(self, op: CreateRelease, caller: Caller, *, rerun_of: Release | None = None) -> Release:
         required = await self.store.required_services()
@@ -128,7 +142,9 @@ class Creation:
         records = await self.store.services_named(services)
         for service in services:
             record = records.get(service)
-            if not consumers[service]:
+            if service in self.queue_problems and (problem := await self.declare_queue(service)):
+                verdicts[service] = problem
+            elif not consumers[service]:
                 verdicts[service] = "no consumer on its queue"
             elif record is None or record.last_heartbeat_at is None:
                 verdicts[service] = "never sent a heartbeat"

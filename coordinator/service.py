@@ -130,7 +130,7 @@ class Coordinator:
         self.outbox.clear()
         await session.declare_topology()
         for service in await self.store.required_services():
-            await session.declare_task_queue(service)
+            await self.creation.declare_queue(service)  # a queue in a bad way is reported, not fatal
         await self._recover()
         await session.consume(self.topology.replies_queue, self.replies.on_delivery)
         await session.consume(self.topology.admin_queue, self.admin.on_delivery)

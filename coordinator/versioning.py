@@ -1,4 +1,4 @@
-"""Release version rules (DESIGN.md section 1, seed process).
+"""Release version rules (docs/design.md, section 1).
 
 * The first release is ``0.0.1``.
 * A tentative version is the last *created* release's version (its final version if it has one,

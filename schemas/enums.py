@@ -1,4 +1,4 @@
-"""The closed vocabularies of the contract (DESIGN.md sections 3 and 5)."""
+"""The closed vocabularies of the contract (docs/design.md, sections 3 and 5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Every message on the broker (DESIGN.md section 3), all sharing one envelope.
+"""Every message on the broker (docs/design.md, section 3), all sharing one envelope.
 
 Bodies are JSON. Use :func:`decode` to turn raw bytes into a message: it refuses oversize bodies,
 invalid JSON, unknown fields, wrong types and unknown kinds with a :class:`MessageError` whose

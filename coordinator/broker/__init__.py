@@ -8,7 +8,8 @@ from coordinator.broker._interface import (
     Delivery,
     Handler,
     NotLeader,
+    QueueUnusable,
     Session,
 )
 
-__all__ = ["Broker", "BrokerUnreachable", "Delivery", "Handler", "NotLeader", "Session"]
+__all__ = ["Broker", "BrokerUnreachable", "Delivery", "Handler", "NotLeader", "QueueUnusable", "Session"]

@@ -27,6 +27,11 @@ class BrokerUnreachable(Exception):
     """No connection could be made (the text says to where, without credentials)."""
 
 
+class QueueUnusable(Exception):
+    """A service's queue cannot be declared as the topology says (it exists with other arguments, say);
+    the text says why and what to do. The session is unharmed."""
+
+
 class Delivery(Protocol):
     """One message taken from a queue, to be settled exactly once."""
 
@@ -75,7 +80,8 @@ class Session(Protocol):
         """Every exchange, and the queues the coordinator owns."""
 
     async def declare_task_queue(self, service: str) -> None:
-        """Make commands to ``service`` routable even before the service first starts."""
+        """Make commands to ``service`` routable even before the service first starts. Others can touch
+        that queue, so it is declared where a failure harms nothing: :class:`QueueUnusable` says why."""
 
     async def consumer_counts(self, services: Sequence[str]) -> dict[str, int | None]:
         """Consumers on each service's queue (None if the queue does not exist)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from coordinator.broker._interface import Handler, NotLeader
+from coordinator.broker._interface import Handler, NotLeader, QueueUnusable
 from coordinator.broker.memory import BrokerError, MemoryBroker, MemoryConnection, Message
 from schemas.documents import OutboxEntry
 from schemas.enums import MessageKind
@@ -34,6 +34,12 @@ class MemorySession:
             self.connection.bind(name, exchange, key)
 
     async def declare_task_queue(self, service: str) -> None:
+        try:
+            self._declare_task_queue(service)
+        except BrokerError as error:
+            raise QueueUnusable(f"its queue cannot be declared as a quorum queue ({error})") from None
+
+    def _declare_task_queue(self, service: str) -> None:
         queue = self.connection.declare_queue(
             self.topology.task_queue(service), self.topology.task_queue_arguments()
         )

@@ -270,7 +270,7 @@ class MemoryDelivery:
             raise BrokerError("PRECONDITION_FAILED - unknown delivery tag (settled twice)")
         self.settled = True
         self.consumer.unacked -= 1
-        self.consumer.connection.held.discard(self)
+        self.consumer.connection.held.pop(self, None)
         self.broker.dispatch(self.queue)
 
 
@@ -282,12 +282,13 @@ class MemoryConnection:
         self.user = user
         self.name = name
         self.open = True
-        self.held: set[MemoryDelivery] = set()
+        #: Deliveries handed and not yet settled, in the order they were handed.
+        self.held: dict[MemoryDelivery, None] = {}
         self.tasks: set[asyncio.Future[None]] = set()
         self.lost = asyncio.Event()
 
     def handed(self, delivery: MemoryDelivery) -> None:
-        self.held.add(delivery)
+        self.held[delivery] = None
 
     def declare_exchange(self, name: str, kind: str) -> None:
         existing = self.broker.exchanges.setdefault(name, kind)
@@ -355,7 +356,7 @@ class MemoryConnection:
             queue.consumers = [c for c in queue.consumers if c.connection is not self]
             if queue.owner is self:
                 del broker.queues[queue.name]
-        for delivery in list(self.held):
+        for delivery in reversed(list(self.held)):  # back at the head of the queue, in their order
             delivery.settled = True
             broker.give_back(delivery)
         self.held.clear()  # handlers still running find their deliveries settled: their acks fail

@@ -18,9 +18,15 @@ from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, AbstractIncomingMessage
-from aiormq.exceptions import AMQPConnectionError, ChannelLockedResource, ChannelNotFoundEntity
+from aiormq.exceptions import (
+    AMQPConnectionError,
+    ChannelAccessRefused,
+    ChannelLockedResource,
+    ChannelNotFoundEntity,
+    ChannelPreconditionFailed,
+)
 
-from coordinator.broker._interface import BrokerUnreachable, Handler, NotLeader
+from coordinator.broker._interface import BrokerUnreachable, Handler, NotLeader, QueueUnusable
 from schemas.broker_url import broker_user, mask_url
 from schemas.documents import OutboxEntry
 from schemas.enums import MessageKind
@@ -108,9 +114,20 @@ class RabbitSession:
         self._connection = connection
         self._publish_channel: AbstractChannel | None = None
         self._exchanges: dict[str, AbstractExchange] = {}
+        self._closing = False
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def open(self) -> None:
         self._publish_channel = await self._connection.channel(publisher_confirms=True)
+        self._publish_channel.close_callbacks.add(self._on_channel_closed)
+
+    def _on_channel_closed(self, _channel: object, error: BaseException | None = None) -> None:
+        """A channel this session needs closed under it: end the session (a new one starts clean)."""
+        if not self._closing and not self._connection.is_closed:
+            self._closing = True
+            task = asyncio.get_running_loop().create_task(self._connection.close(error or ConnectionError))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def closed(self) -> None:
         connection = self._connection
@@ -126,6 +143,7 @@ class RabbitSession:
         await lost
 
     async def close(self) -> None:
+        self._closing = True
         if not self._connection.is_closed:
             await self._connection.close()
 
@@ -149,10 +167,19 @@ class RabbitSession:
 
     async def declare_task_queue(self, service: str) -> None:
         t = self.topology
-        queue = await self._channel().declare_queue(
-            t.task_queue(service), durable=True, arguments=t.task_queue_arguments()
-        )
-        await queue.bind(t.commands_exchange, routing_key=t.task_binding(service))
+        name = t.task_queue(service)
+        channel = await self._connection.channel()  # a refused declare closes this channel, and only it
+        try:
+            queue = await channel.declare_queue(name, durable=True, arguments=t.task_queue_arguments())
+            await queue.bind(t.commands_exchange, routing_key=t.task_binding(service))
+        except (ChannelPreconditionFailed, ChannelAccessRefused, ChannelLockedResource) as error:
+            raise QueueUnusable(
+                f"its queue {name} cannot be declared as a quorum queue ({_reason(error)}): delete it and "
+                "run rc-admin-setup again (or restart the coordinator, which declares it)"
+            ) from None
+        finally:
+            if not channel.is_closed:
+                await channel.close()
 
     async def consumer_counts(self, services: Sequence[str]) -> dict[str, int | None]:
         counts: dict[str, int | None] = {}
@@ -174,6 +201,7 @@ class RabbitSession:
 
     async def consume(self, queue: str, handler: Handler) -> None:
         channel = await self._connection.channel()
+        channel.close_callbacks.add(self._on_channel_closed)
         await channel.set_qos(prefetch_count=self.broker.prefetch)
         found = await channel.get_queue(queue, ensure=False)
 
@@ -244,3 +272,9 @@ class RabbitSession:
         if self._publish_channel is None:
             raise RuntimeError("not connected")
         return self._publish_channel
+
+
+def _reason(error: BaseException) -> str:
+    """The broker's own words (``PRECONDITION_FAILED - inequivalent arg ...``), without the frame details."""
+    text = str(error.args[0] if error.args else error)
+    return text.split(", ", 1)[0] if text.startswith("(") else text

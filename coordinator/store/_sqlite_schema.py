@@ -90,7 +90,7 @@ def check_path(path: Path) -> None:
     """Refuse, before anything is written, a place where the store cannot live."""
     directory = path.parent
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)  # a new folder: its owner's alone
     except OSError as error:
         raise StoreUnavailable(
             f"cannot create the data directory {directory}: {error.strerror or error}; "
@@ -103,6 +103,13 @@ def check_path(path: Path) -> None:
         )
     if path.exists() and not path.is_file():
         raise StoreUnavailable(f"{path} is not a file")
+    if not path.exists():  # a new store is readable and writable by its owner only (SQLite gives its
+        try:  # -wal and -shm files the same permissions)
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            pass
+        except OSError as error:
+            raise StoreUnavailable(f"cannot create {path}: {error.strerror or error}") from None
     if path.exists() and path.stat().st_size:
         with path.open("rb") as file:
             header = file.read(len(_HEADER))

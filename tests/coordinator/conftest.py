@@ -4,10 +4,14 @@ import asyncio
 import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
+from typing import Protocol
 
 import pytest
 
 from coordinator.__main__ import broker_of
+from coordinator.broker import Broker
+from coordinator.broker.memory import MemoryBroker
+from coordinator.hooks import Hooks
 from coordinator.machine import Timeouts
 from coordinator.service import Coordinator
 from coordinator.settings import Settings
@@ -15,6 +19,10 @@ from coordinator.store import Store, store_for
 from rc_cli.client import AdminClient
 from schemas.documents import Release
 from schemas.enums import ReleaseState
+from schemas.messages import AdminAnswer, AdminOperation
+from schemas.topology import Topology
+from tests._harness import delete_namespace
+from tests.coordinator.peers import AdminPeer, AmqpPeer, MemoryPeer, Peer
 from tests.coordinator.simulated import SimulatedService
 
 SERVICES = ("file-service", "portal", "search-index")
@@ -40,9 +48,64 @@ def fast_settings(amqp_url: str, store_url: str, namespace: str, **overrides: ob
     return Settings(**values)  # type: ignore[arg-type]
 
 
+#: The brokers the behaviour tests run on: ``pytestmark = BOTH_BROKERS`` in a module runs each test on both.
+BOTH_BROKERS = pytest.mark.parametrize("broker_kind", ["memory", "rabbitmq"], indirect=True)
+#: The broker user of the tests (a trusted one: it may answer for every service).
+USER = "guest"
+
+
 @pytest.fixture
-def settings(amqp_url: str, store_url: str, namespace: str) -> Settings:
-    return fast_settings(amqp_url, store_url, namespace)
+def broker_kind(request: pytest.FixtureRequest) -> str:
+    """``rabbitmq`` (a real broker) unless parametrized with :data:`BOTH_BROKERS`."""
+    return str(getattr(request, "param", "rabbitmq"))
+
+
+@pytest.fixture
+def memory_broker(namespace: str) -> MemoryBroker:
+    return MemoryBroker(Topology(namespace), user=USER, prefetch=16)
+
+
+@pytest.fixture
+async def broker_url(broker_kind: str, namespace: str, request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """The real broker's URL (its queues of the namespace deleted afterwards), or a placeholder in memory."""
+    if broker_kind == "memory":
+        yield f"amqp://{USER}:{USER}@memory.invalid/"
+        return
+    url = str(request.getfixturevalue("amqp_url"))
+    yield url
+    await delete_namespace(url, namespace)
+
+
+@pytest.fixture
+def settings(broker_url: str, store_url: str, namespace: str) -> Settings:
+    return fast_settings(broker_url, store_url, namespace)
+
+
+@pytest.fixture
+def coordinator_broker(broker_kind: str, settings: Settings, request: pytest.FixtureRequest) -> Broker:
+    if broker_kind == "memory":
+        broker: MemoryBroker = request.getfixturevalue("memory_broker")
+        return broker
+    return broker_of(settings)
+
+
+@pytest.fixture
+def connect_peer(
+    broker_kind: str, broker_url: str, request: pytest.FixtureRequest
+) -> Callable[[], Awaitable[Peer]]:
+    """Connects a test's service or operator to the test's broker, as broker user :data:`USER`."""
+    if broker_kind == "memory":
+        broker: MemoryBroker = request.getfixturevalue("memory_broker")
+
+        async def in_memory() -> Peer:
+            return MemoryPeer(broker, USER)
+
+        return in_memory
+
+    async def over_amqp() -> Peer:
+        return await AmqpPeer.connect(broker_url)
+
+    return over_amqp
 
 
 @pytest.fixture
@@ -72,11 +135,13 @@ class Running:
 
 
 @pytest.fixture
-async def start_coordinator(store: Store) -> AsyncIterator[Callable[[Settings], Awaitable[Running]]]:
+async def start_coordinator(
+    store: Store, coordinator_broker: Broker
+) -> AsyncIterator[Callable[[Settings], Awaitable[Running]]]:
     running: list[Running] = []
 
-    async def start(settings: Settings) -> Running:
-        instance = Running(Coordinator(settings, store, broker_of(settings)))
+    async def start(settings: Settings, hooks: Hooks | None = None) -> Running:
+        instance = Running(Coordinator(settings, store, coordinator_broker, hooks=hooks))
         running.append(instance)
         return await instance.started()
 
@@ -104,20 +169,33 @@ async def patient_coordinator(
     return await start_coordinator(dataclasses.replace(settings, timeouts=timeouts))
 
 
+class Asks(Protocol):
+    """What tests ask the coordinator through: ``rc``'s own client, or :class:`AdminPeer` in memory."""
+
+    async def request(self, operation: AdminOperation, *, wait: float | None = None) -> AdminAnswer: ...
+
+
 @pytest.fixture
-async def admin(amqp_url: str, namespace: str) -> AsyncIterator[AdminClient]:
-    async with AdminClient(amqp_url, namespace, timeout=10, operator="tester") as client:
+async def admin(
+    broker_kind: str, broker_url: str, namespace: str, connect_peer: Callable[[], Awaitable[Peer]]
+) -> AsyncIterator[Asks]:
+    if broker_kind == "memory":
+        peer = await AdminPeer(await connect_peer(), namespace).start()
+        yield peer
+        await peer.close()
+        return
+    async with AdminClient(broker_url, namespace, timeout=10, operator="tester") as client:
         yield client
 
 
 @pytest.fixture
 async def services(
-    amqp_url: str, namespace: str
+    connect_peer: Callable[[], Awaitable[Peer]], namespace: str
 ) -> AsyncIterator[Callable[..., Awaitable[SimulatedService]]]:
     started: list[SimulatedService] = []
 
     async def start(name: str, **options: object) -> SimulatedService:
-        service = await SimulatedService(amqp_url, namespace, name, **options).start()  # type: ignore[arg-type]
+        service = await SimulatedService(connect_peer, namespace, name, **options).start()  # type: ignore[arg-type]
         started.append(service)
         return service
 

@@ -1,20 +1,18 @@
-"""A task service written with bare aio-pika, so tests can make it misbehave on purpose."""
+"""A task service written on a bare :class:`tests.coordinator.peers.Peer` (RabbitMQ or in memory), so
+tests can make it misbehave on purpose."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from urllib.parse import unquote, urlparse
-
-import aio_pika
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from schemas.enums import Action, Outcome, ReplyKind
 from schemas.messages import Command, Envelope, Heartbeat, TaskReply, decode, encode
-from schemas.topology import SCHEMA_VERSION_HEADER, Topology
+from schemas.topology import Topology
+from tests.coordinator.peers import Peer, Received
 
 SUCCESS = {
     Action.INITIALIZE: Outcome.ACCEPTED,
@@ -29,7 +27,7 @@ class SimulatedService:
 
     def __init__(
         self,
-        amqp_url: str,
+        connect: Callable[[], Awaitable[Peer]],
         namespace: str,
         name: str,
         *,
@@ -40,7 +38,7 @@ class SimulatedService:
         consume: bool = True,
         delay: Mapping[Action, float] | None = None,
     ) -> None:
-        self.url = amqp_url
+        self.connect = connect
         self.topology = Topology(namespace)
         self.name = name
         self.behaviour = {**SUCCESS, **(behaviour or {})}
@@ -50,8 +48,7 @@ class SimulatedService:
         self.consume = consume
         self.delay = dict(delay or {})
         self.received: list[Command] = []
-        self.user = unquote(urlparse(amqp_url).username or "guest")
-        self._connection: AbstractRobustConnection | None = None
+        self._peer: Peer | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     def actions(self, release_id: str) -> list[Action]:
@@ -64,19 +61,21 @@ class SimulatedService:
                 result.append(command.action)
         return result
 
+    @property
+    def peer(self) -> Peer:
+        assert self._peer is not None, "not started"
+        return self._peer
+
     async def start(self) -> SimulatedService:
-        self._connection = await aio_pika.connect_robust(self.url)
-        channel = await self._connection.channel(publisher_confirms=True)
+        self._peer = peer = await self.connect()
         for exchange, kind in self.topology.exchanges().items():
-            await channel.declare_exchange(exchange, kind, durable=True)
-        queue = await channel.declare_queue(
-            self.topology.task_queue(self.name), durable=True, arguments=self.topology.task_queue_arguments()
+            await peer.declare_exchange(exchange, kind)
+        queue = await peer.declare_queue(
+            self.topology.task_queue(self.name), self.topology.task_queue_arguments()
         )
-        await queue.bind(self.topology.commands_exchange, self.topology.task_binding(self.name))
-        self._channel = channel
-        self._replies = await channel.get_exchange(self.topology.replies_exchange)
+        await peer.bind(queue, self.topology.commands_exchange, self.topology.task_binding(self.name))
         if self.consume:
-            await queue.consume(self._on_command)
+            await peer.consume(queue, self._on_command)
         if self.heartbeat_period:
             await self.beat()
             self._tasks.append(asyncio.create_task(self._heartbeat_forever()))
@@ -86,8 +85,8 @@ class SimulatedService:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._connection is not None:
-            await self._connection.close()
+        if self._peer is not None:
+            await self._peer.close()
 
     async def beat(self, healthy: bool = True) -> None:
         beat = Heartbeat(
@@ -101,19 +100,14 @@ class SimulatedService:
         await self.send(beat, ReplyKind.HEARTBEAT)
 
     async def send(self, message: Envelope, kind: ReplyKind, *, user_id: str | None = None) -> None:
-        await self._replies.publish(
-            aio_pika.Message(
-                encode(message),
-                content_type="application/json",
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                message_id=message.message_id,
-                correlation_id=message.release_id,
-                type=message.kind.value,
-                headers={SCHEMA_VERSION_HEADER: 1},
-                user_id=user_id or self.user,
-            ),
-            routing_key=self.topology.reply_key(self.name, kind),
-            timeout=10,
+        await self.peer.publish(
+            self.topology.replies_exchange,
+            self.topology.reply_key(self.name, kind),
+            encode(message),
+            message_id=message.message_id,
+            correlation_id=message.release_id,
+            kind=message.kind.value,
+            user_id=user_id,
         )
 
     async def answer(self, command: Command, outcome: Outcome) -> TaskReply:
@@ -134,14 +128,13 @@ class SimulatedService:
             await self.send(reply, ReplyKind.REPLY)
         return reply
 
-    async def _on_command(self, incoming: AbstractIncomingMessage) -> None:
+    async def _on_command(self, incoming: Received) -> None:
         command = decode(incoming.body, Command)
         self.received.append(command)
         outcome = self.behaviour.get(command.action)
         if outcome is not None:
             await asyncio.sleep(self.delay.get(command.action, 0))  # "the work" takes that long
             await self.answer(command, outcome)
-        await incoming.ack()
 
     async def _heartbeat_forever(self) -> None:
         assert self.heartbeat_period is not None

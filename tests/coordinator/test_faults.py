@@ -26,6 +26,7 @@ from schemas.enums import Action, EventKind, Outcome, ReleaseState, ReplyKind
 from schemas.messages import ListServices, PublishRelease, RequireService, TaskReply
 from schemas.topology import DEAD_REASON_HEADER, Topology
 from tests.coordinator.conftest import SERVICES, Running, wait_for_state
+from tests.coordinator.peers import AmqpPeer
 from tests.coordinator.simulated import SimulatedService
 from tests.coordinator.test_releases import call, create
 
@@ -267,7 +268,9 @@ async def test_malformed_spoofed_and_unknown_messages_are_dead_lettered_and_serv
     try:
         _rabbitmqctl("set_permissions", "-p", "/", mallory, ".*", ".*", ".*")
         evil_url = amqp_url.replace("guest:guest", f"{mallory}:secret")
-        spoofer = SimulatedService(evil_url, namespace, "portal", heartbeat=None, consume=False)
+        spoofer = SimulatedService(
+            lambda: AmqpPeer.connect(evil_url), namespace, "portal", heartbeat=None, consume=False
+        )
         await spoofer.start()
         await spoofer.send(forged, ReplyKind.REPLY)
         await spoofer.stop()

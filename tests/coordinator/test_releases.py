@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import Awaitable, Callable, Collection, Sequence
 
 from coordinator.store import Store
-from rc_cli.client import AdminClient
 from schemas.documents import AuditEvent, OutboxEntry, Release
 from schemas.enums import Action, EventKind, Outcome, ReleaseState, TaskState
 from schemas.messages import (
@@ -20,20 +19,22 @@ from schemas.messages import (
     ShowRelease,
     UnholdRelease,
 )
-from tests.coordinator.conftest import SERVICES, Running, wait_for_state, wait_until
+from tests.coordinator.conftest import BOTH_BROKERS, SERVICES, Asks, Running, wait_for_state, wait_until
 from tests.coordinator.simulated import SimulatedService
 
 StartService = Callable[..., Awaitable[SimulatedService]]
+#: One suite, two brokers: every test here runs on a real RabbitMQ and on the in-memory broker.
+pytestmark = BOTH_BROKERS
 
 
-async def call(admin: AdminClient, operation: AdminOperation) -> ReleaseResult:
+async def call(admin: Asks, operation: AdminOperation) -> ReleaseResult:
     answer = await admin.request(operation)
     assert answer.ok, answer.error
     assert isinstance(answer.result, ReleaseResult)
     return answer.result
 
 
-async def refusal(admin: AdminClient, operation: AdminOperation) -> str:
+async def refusal(admin: Asks, operation: AdminOperation) -> str:
     answer = await admin.request(operation)
     assert not answer.ok
     assert answer.error is not None
@@ -41,7 +42,7 @@ async def refusal(admin: AdminClient, operation: AdminOperation) -> str:
 
 
 async def setup(
-    admin: AdminClient, services: StartService, **behaviours: dict[str, object]
+    admin: Asks, services: StartService, **behaviours: dict[str, object]
 ) -> list[SimulatedService]:
     started = []
     for name in SERVICES:
@@ -50,13 +51,13 @@ async def setup(
     return started
 
 
-async def create(admin: AdminClient, *, major: bool = False) -> str:
+async def create(admin: Asks, *, major: bool = False) -> str:
     result = await call(admin, CreateRelease(name="Fall release", studies=("SD_ABCDEFGH",), is_major=major))
     return result.release.id
 
 
 async def test_three_services_publish_with_the_right_versions(
-    coordinator: Running, admin: AdminClient, services: StartService, store: Store
+    coordinator: Running, admin: Asks, services: StartService, store: Store
 ) -> None:
     sims = await setup(admin, services)
     first = await create(admin)
@@ -83,7 +84,7 @@ async def test_three_services_publish_with_the_right_versions(
 
 
 async def test_a_rejecting_service_cancels_the_release_and_is_named(
-    coordinator: Running, admin: AdminClient, services: StartService, store: Store
+    coordinator: Running, admin: Asks, services: StartService, store: Store
 ) -> None:
     sims = await setup(
         admin,
@@ -100,7 +101,7 @@ async def test_a_rejecting_service_cancels_the_release_and_is_named(
 
 
 async def test_a_service_without_consumer_is_unhealthy_and_cancels(
-    coordinator: Running, admin: AdminClient, services: StartService, store: Store
+    coordinator: Running, admin: Asks, services: StartService, store: Store
 ) -> None:
     await setup(admin, services, search_index={"consume": False})
     release_id = await create(admin)
@@ -109,7 +110,7 @@ async def test_a_service_without_consumer_is_unhealthy_and_cancels(
 
 
 async def test_a_failure_during_processing_fails_the_release(
-    coordinator: Running, admin: AdminClient, services: StartService, store: Store
+    coordinator: Running, admin: Asks, services: StartService, store: Store
 ) -> None:
     sims = await setup(
         admin, services, file_service={"behaviour": {Action.START: Outcome.FAILED}, "reason": "disk full"}
@@ -122,7 +123,7 @@ async def test_a_failure_during_processing_fails_the_release(
 
 
 async def test_a_silent_service_fails_processing_by_deadline(
-    coordinator: Running, admin: AdminClient, services: StartService, store: Store
+    coordinator: Running, admin: Asks, services: StartService, store: Store
 ) -> None:
     await setup(admin, services, portal={"behaviour": {Action.START: None}})
     release_id = await create(admin)
@@ -131,7 +132,7 @@ async def test_a_silent_service_fails_processing_by_deadline(
 
 
 async def test_deadlines_still_fire_after_a_sweep_failed(
-    coordinator: Running, admin: AdminClient, services: StartService, store: Store
+    coordinator: Running, admin: Asks, services: StartService, store: Store
 ) -> None:
     """The sweeper (deadlines, retries) survives an error: the store unreachable for a moment."""
     compare_and_set = store.compare_and_set
@@ -153,7 +154,7 @@ async def test_deadlines_still_fire_after_a_sweep_failed(
 
 
 async def test_hold_blocks_publish_until_unhold(
-    coordinator: Running, admin: AdminClient, services: StartService, store: Store
+    coordinator: Running, admin: Asks, services: StartService, store: Store
 ) -> None:
     await setup(admin, services)
     release_id = await create(admin)
@@ -167,7 +168,7 @@ async def test_hold_blocks_publish_until_unhold(
 
 
 async def test_cancel_reaches_every_service(
-    coordinator: Running, admin: AdminClient, services: StartService, store: Store
+    coordinator: Running, admin: Asks, services: StartService, store: Store
 ) -> None:
     sims = await setup(admin, services)
     release_id = await create(admin)
@@ -182,7 +183,7 @@ async def test_cancel_reaches_every_service(
 
 
 async def test_duplicate_replies_change_nothing(
-    coordinator: Running, admin: AdminClient, services: StartService, store: Store
+    coordinator: Running, admin: Asks, services: StartService, store: Store
 ) -> None:
     await setup(admin, services, portal={"duplicate_replies": True})
     release_id = await create(admin)
@@ -204,7 +205,7 @@ async def test_duplicate_replies_change_nothing(
 
 
 async def test_operator_refusals_are_clear(
-    coordinator: Running, admin: AdminClient, services: StartService, store: Store
+    coordinator: Running, admin: Asks, services: StartService, store: Store
 ) -> None:
     await setup(admin, services, portal={"behaviour": {Action.START: None}})
     release_id = await create(admin)
@@ -216,7 +217,7 @@ async def test_operator_refusals_are_clear(
 
 
 async def test_commands_of_a_stored_transition_are_sent_even_if_its_first_delivery_fails(
-    coordinator: Running, admin: AdminClient, services: StartService, store: Store
+    coordinator: Running, admin: Asks, services: StartService, store: Store
 ) -> None:
     """The transition to running is stored, then both publishing its start commands and telling the store
     what was delivered fail once: the commands must still go out (the sweeper retries), not wait for a

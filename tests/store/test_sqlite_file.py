@@ -122,6 +122,19 @@ def _root_ignores_permissions(folder: Path) -> bool:
     return os.access(folder, os.W_OK)
 
 
+async def test_a_new_store_is_its_owners_alone(tmp_path: Path) -> None:
+    """No other user of the machine can read or change releases (nor the -wal and -shm files)."""
+    path = tmp_path / "data" / "rc.db"
+    store = await opened(path)
+    try:
+        r = release(1)
+        await store.insert(r, [created_event(r)])
+        modes = {p.name: p.stat().st_mode & 0o777 for p in (path.parent, *path.parent.iterdir())}
+        assert modes == {"data": 0o700, "rc.db": 0o600, "rc.db-wal": 0o600, "rc.db-shm": 0o600}
+    finally:
+        await store.close()
+
+
 async def test_the_application_id_marks_the_file(tmp_path: Path) -> None:
     path = tmp_path / "rc.db"
     await (await opened(path)).close()

@@ -1,0 +1,129 @@
+"""Guarantees shown on the in-memory broker, where a connection can be cut at the exact moment that
+matters (on RabbitMQ the same guarantees are shown with SIGKILLed coordinators: test_faults.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+
+import pytest
+
+from coordinator.broker.memory import MemoryBroker
+from coordinator.hooks import Hooks
+from coordinator.machine import Input, ReplyReceived
+from coordinator.settings import Settings
+from coordinator.store import Store
+from schemas.enums import Action, ReleaseState
+from schemas.messages import AdminRequest, ListServices, PublishRelease, encode
+from schemas.topology import DEAD_REASON_HEADER, Topology
+from tests.coordinator.conftest import Asks, Running, wait_for_state
+from tests.coordinator.peers import AdminPeer, Peer, Received
+from tests.coordinator.simulated import SimulatedService
+from tests.coordinator.test_releases import create, setup
+from tests.unit.releases import T0
+
+pytestmark = pytest.mark.parametrize("broker_kind", ["memory"], indirect=True)
+StartCoordinator = Callable[..., Awaitable[Running]]
+
+
+async def test_replies_received_by_a_session_lost_before_storing_them_are_delivered_again(
+    settings: Settings,
+    start_coordinator: StartCoordinator,
+    memory_broker: MemoryBroker,
+    admin: Asks,
+    services: Callable[..., Awaitable[SimulatedService]],
+    store: Store,
+) -> None:
+    """The coordinator's connection drops after it received the ``staged`` replies and before it stored
+    them: unacknowledged, they go back to the queue, and the next session applies them."""
+    cut = 0
+    running: list[Running] = []
+
+    async def cut_the_connection_once(release_id: str, inputs: Sequence[Input]) -> None:
+        nonlocal cut
+        if not cut and any(isinstance(i, ReplyReceived) and i.reply.action is Action.START for i in inputs):
+            cut += 1
+            session = running[0].coordinator.session
+            assert session is not None
+            await session.close()  # as if the broker went away now
+            raise ConnectionError("connection lost (injected)")
+
+    running.append(await start_coordinator(settings, Hooks(storing=cut_the_connection_once)))
+    sims = await setup(admin, services)
+    release_id = await create(admin)
+    staged = await wait_for_state(store, release_id, ReleaseState.STAGED, within=30)
+    assert cut == 1
+    assert all(task.state.value == "staged" for task in staged.tasks.values())
+    for sim in sims:
+        assert sim.actions(release_id) == [Action.INITIALIZE, Action.START]  # nothing had to be redone
+
+
+async def test_an_operator_request_delivered_twice_is_carried_out_once(
+    coordinator: Running,
+    connect_peer: Callable[[], Awaitable[Peer]],
+    admin: Asks,
+    services: Callable[..., Awaitable[SimulatedService]],
+    store: Store,
+    namespace: str,
+) -> None:
+    """The broker may deliver a request again (a coordinator died before acknowledging it): the second
+    delivery is answered from what the first did, never executed again."""
+    sims = await setup(admin, services)
+    release_id = await create(admin)
+    await wait_for_state(store, release_id, ReleaseState.STAGED)
+    operator = await AdminPeer(await connect_peer(), namespace).start()
+    request = AdminRequest(
+        message_id="publish-once",
+        sent_at=T0,
+        operator="tester",
+        operation=PublishRelease(release_id=release_id),
+    )
+    first, again = await operator.send(request), await operator.send(request)
+    assert first.ok, first.error
+    assert again.ok, again.error
+    assert first.result == again.result
+    await wait_for_state(store, release_id, ReleaseState.PUBLISHED)
+    for sim in sims:
+        assert sim.actions(release_id) == [Action.INITIALIZE, Action.START, Action.PUBLISH]
+    published = [e for e in (await store.event_page(release_id, 100)).items if e.message_id == "publish-once"]
+    assert len(published) == 1
+    refused = request.model_copy(update={"message_id": "refused-once"})
+    denied, denied_again = await operator.send(refused), await operator.send(refused)
+    assert (denied.ok, denied_again.ok) == (False, False)
+    assert (
+        denied.error == denied_again.error == "only a staged release can be published; this one is published"
+    )
+    await operator.close()
+
+
+async def test_answers_go_only_to_reply_queues_an_operator_may_own(
+    coordinator: Running,
+    connect_peer: Callable[[], Awaitable[Peer]],
+    store: Store,
+    namespace: str,
+) -> None:
+    """A request naming another queue (a service's task queue, here) as its reply_to is refused, with the
+    reason, and nothing is published there."""
+    topology = Topology(namespace)
+    peer = await connect_peer()
+    victim = await peer.declare_queue(topology.task_queue("portal"), topology.task_queue_arguments())
+    request = AdminRequest(message_id="aimed", sent_at=T0, operator="mallory", operation=ListServices())
+    await peer.publish(
+        topology.admin_exchange,
+        topology.admin_routing_key,
+        encode(request),
+        message_id=request.message_id,
+        correlation_id=request.message_id,
+        reply_to=victim,
+    )
+    dead = await _eventually(lambda: peer.get(topology.dead_letter_queue))
+    assert "is not a reply queue an operator may own" in str(dead.headers[DEAD_REASON_HEADER])
+    assert await peer.get(victim) is None
+
+
+async def _eventually(get: Callable[[], Awaitable[Received | None]], within: float = 10) -> Received:
+    deadline = asyncio.get_running_loop().time() + within
+    while (found := await get()) is None:
+        assert asyncio.get_running_loop().time() < deadline, "nothing arrived"
+        await asyncio.sleep(0.05)
+    return found

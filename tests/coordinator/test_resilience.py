@@ -1,0 +1,98 @@
+"""What others do to the broker cannot stop the coordinator (on a real RabbitMQ).
+
+A service's queue redeclared with other arguments used to close the coordinator's shared channel: every
+later publication failed while the coordinator still claimed to be active, and after a restart it never
+became active again. A channel closed under the coordinator (an exchange deleted, say) used to leave it
+publishing into nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import aio_pika
+
+from coordinator.settings import Settings
+from coordinator.store import Store
+from schemas.enums import Action, ReleaseState
+from schemas.messages import ListReleases, ListServices, PublishRelease, ReleasePage, RequireService
+from schemas.topology import Topology
+from tests.coordinator.conftest import Asks, Running, wait_for_state
+from tests.coordinator.simulated import SimulatedService
+from tests.coordinator.test_releases import call, create
+
+StartService = Callable[..., Awaitable[SimulatedService]]
+
+
+async def redeclare_as_classic(amqp_url: str, queue: str, exchange: str, key: str) -> None:
+    """What a service user with configure rights could do: delete its quorum queue, make a classic one."""
+    async with await aio_pika.connect(amqp_url) as connection:
+        channel = await connection.channel()
+        await channel.queue_delete(queue, if_unused=False, if_empty=False)
+        classic = await channel.declare_queue(queue, durable=True)
+        await classic.bind(exchange, key)
+
+
+async def test_a_queue_redeclared_with_other_arguments_harms_only_its_service(
+    settings: Settings,
+    start_coordinator: Callable[[Settings], Awaitable[Running]],
+    admin: Asks,
+    services: StartService,
+    store: Store,
+    amqp_url: str,
+    namespace: str,
+) -> None:
+    topology = Topology(namespace)
+    first = await start_coordinator(settings)
+    await services("portal")
+    await admin.request(RequireService(service="portal"))
+    await first.shutdown()
+    await redeclare_as_classic(
+        amqp_url, topology.task_queue("portal"), topology.commands_exchange, topology.task_binding("portal")
+    )
+
+    await start_coordinator(settings)  # becomes active: the bad queue is reported, not fatal
+    release_id = await create(admin)
+    canceled = await wait_for_state(store, release_id, ReleaseState.CANCELED)
+    assert "portal (its queue" in (canceled.state_reason or "")
+    assert "PRECONDITION_FAILED - inequivalent arg" in (canceled.state_reason or "")
+    answer = await admin.request(ListReleases())
+    assert isinstance(answer.result, ReleasePage)
+    assert [r.id for r in answer.result.releases] == [release_id]  # one create, one release
+    refused = await admin.request(RequireService(service="portal"))
+    assert not refused.ok
+    assert (refused.error or "").startswith("cannot require portal: its queue")
+    assert (await admin.request(ListServices())).ok  # and it goes on answering
+
+
+async def test_a_channel_closed_under_the_coordinator_starts_a_new_session(
+    coordinator: Running, admin: Asks, services: StartService, store: Store, amqp_url: str, namespace: str
+) -> None:
+    """Deleting the announcements exchange makes the next announcement close the publishing channel: the
+    session ends, a new one declares the topology again, and the release goes on."""
+    for name in ("portal", "search-index"):
+        await services(name, behaviour={Action.PUBLISH: None} if name == "portal" else None)
+        await admin.request(RequireService(service=name))
+    release_id = await create(admin)
+    await wait_for_state(store, release_id, ReleaseState.STAGED)
+    async with await aio_pika.connect(amqp_url) as connection:
+        channel = await connection.channel()
+        await channel.exchange_delete(Topology(namespace).events_exchange)
+    publishing = asyncio.create_task(call(admin, PublishRelease(release_id=release_id)))
+    await wait_for_state(store, release_id, ReleaseState.PUBLISHING)
+    await publishing
+    stored = await wait_for_state(store, release_id, ReleaseState.PUBLISHING)
+    await _eventually_no_outbox(store, release_id)  # the announcement went out on the new session
+    assert stored.tasks["search-index"].state.value == "published"
+    assert coordinator.coordinator.active.is_set()
+
+
+async def _eventually_no_outbox(store: Store, release_id: str, within: float = 30) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        release = await store.get(release_id)
+        if release is not None and not release.outbox:
+            return
+        assert asyncio.get_running_loop().time() < deadline, f"still undelivered: {release}"
+        await asyncio.sleep(0.1)
