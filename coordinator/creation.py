@@ -58,6 +58,8 @@ class Creation:
         self.session: Session | None = None
         #: Services whose queue could not be declared as it must be, and why (asked again at each begin).
         self.queue_problems: dict[str, str] = {}
+        #: Services whose heartbeats the coordinator refused, and why (cleared by one it accepts).
+        self.refused_heartbeats: dict[str, str] = {}
         self._lock = asyncio.Lock()
 
     async def declare_queue(self, service: str) -> str | None:
@@ -145,12 +147,16 @@ class Creation:
             if service in self.queue_problems and (problem := await self.declare_queue(service)):
                 verdicts[service] = problem
             elif not consumers[service]:
-                verdicts[service] = "no consumer on its queue"
+                verdicts[service] = f"no consumer on its queue: start it, or rc service unrequire {service}"
+            elif service in self.refused_heartbeats:
+                verdicts[service] = self.refused_heartbeats[service]
             elif record is None or record.last_heartbeat_at is None:
-                verdicts[service] = "never sent a heartbeat"
+                verdicts[service] = "never sent a heartbeat: is it the task SDK's, on this namespace?"
             elif now - record.last_heartbeat_at > self.heartbeat_timeout:
                 age = int((now - record.last_heartbeat_at).total_seconds())
-                verdicts[service] = f"missed heartbeats (last one {age}s ago)"
+                verdicts[service] = (
+                    f"missed heartbeats (the last {age}s ago): is it stuck, or cut from the broker?"
+                )
             elif not record.healthy:
                 verdicts[service] = f"reports itself unhealthy: {record.health_detail or 'no detail'}"
         return verdicts

@@ -416,6 +416,10 @@ def _confirms_cancel(task: Task, reply: TaskReply) -> bool:
     return reply.action is Action.CANCEL and task.state is TaskState.CANCELED
 
 
+def _seconds(limit: timedelta) -> str:
+    return f"{limit.total_seconds():g}s"
+
+
 def _names(services: Iterable[str]) -> str:
     return ", ".join(sorted(services))
 
@@ -525,17 +529,31 @@ class _Step:
         ]
         if not silent:
             return self._unchanged(Verdict.STALE, "no deadline has passed")
-        names = _names(silent)
+        names, limits = _names(silent), self.timeouts
         if state is ReleaseState.INITIALIZING:
             return self._cancel_everything(
-                event.now, f"no answer to initialize before the deadline from: {names}"
+                event.now,
+                f"no answer to initialize within {_seconds(limits.initialize)} from: {names} (is it running "
+                "and consuming its queue? the limit is RC_INITIALIZE_TIMEOUT)",
             )
         if state is ReleaseState.RUNNING:
-            return self._fail(event.now, f"no progress during processing before the deadline from: {names}")
+            return self._fail(
+                event.now,
+                f"no progress during processing for {_seconds(limits.process)} from: {names} (a running task "
+                "reports progress by itself, so its process has probably stopped: check its logs; the limit "
+                "is RC_PROCESS_TIMEOUT)",
+            )
         if state is ReleaseState.PUBLISHING:
-            return self._fail(event.now, f"no answer to publish before the deadline from: {names}")
+            return self._fail(
+                event.now,
+                f"no answer to publish within {_seconds(limits.publish)} from: {names} (the others may be "
+                "public already: fix it, then rc release rerun; the limit is RC_PUBLISH_TIMEOUT)",
+            )
         return self._transition(
-            ReleaseState.CANCELED, event.now, f"canceled; no answer to cancel from: {names}"
+            ReleaseState.CANCELED,
+            event.now,
+            f"canceled; no answer to cancel within {_seconds(limits.cancel)} from: {names} (they may still "
+            "hold staged data: check them)",
         )
 
     def operator(self, event: OperatorInput) -> Decision:

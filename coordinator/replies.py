@@ -64,6 +64,22 @@ class Replies:
         self.clock = clock
         self.hooks = hooks
         self._batches: KeyedBatcher[Sent, Decision | DeadLetter] = KeyedBatcher(self._apply)
+        #: Services whose heartbeats were refused, and why in words an operator can act on.
+        self.refused_heartbeats: dict[str, str] = {}
+
+    def _note_refused_heartbeat(self, routing_key: str, reason: str) -> None:
+        """A refused heartbeat explains why its service looks silent: remember why, with the fix."""
+        parts = routing_key.split(".")
+        if len(parts) != 3 or parts[0] != "reply" or parts[2] != "heartbeat":
+            return
+        if reason.startswith("spoofed: "):
+            reason = (
+                f"heartbeats refused: {reason.removeprefix('spoofed: ')} (connect it as its own broker user, "
+                "which rc-admin-setup makes; or, for development only, name that user in RC_TRUSTED_USERS)"
+            )
+        else:
+            reason = f"heartbeats refused: {reason}"
+        self.refused_heartbeats[parts[1]] = reason
 
     async def close(self) -> None:
         await self._batches.close()
@@ -76,10 +92,12 @@ class Replies:
         try:
             message = admit_reply(delivery.body, delivery.routing_key, delivery.user_id, self.trusted_users)
         except MessageError as error:
+            self._note_refused_heartbeat(delivery.routing_key, error.reason)
             await self.dead_letter(delivery, error.reason, release_id_of(delivery))
             return
         sender = delivery.user_id or message.service  # admitted: the broker vouched for user_id
         if isinstance(message, Heartbeat):
+            self.refused_heartbeats.pop(message.service, None)
             await self._on_heartbeat(message, sender)
             metrics.MESSAGES.labels("heartbeat", "applied").inc()
             await delivery.ack()

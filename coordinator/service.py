@@ -69,6 +69,7 @@ class Coordinator:
         self.creation = Creation(
             self.releases, store, heartbeat_timeout=settings.heartbeat_timeout, clock=clock
         )
+        self.creation.refused_heartbeats = self.replies.refused_heartbeats  # one record, two readers
         self.admin = Admin(self.releases, self.creation, store, clock=clock)
         self.clock = clock
         self.session: Session | None = None

@@ -4,6 +4,7 @@ matters (on RabbitMQ the same guarantees are shown with SIGKILLed coordinators: 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 
 import pytest
@@ -14,7 +15,7 @@ from coordinator.machine import Input, ReplyReceived
 from coordinator.settings import Settings
 from coordinator.store import Store
 from schemas.enums import Action, ReleaseState
-from schemas.messages import AdminRequest, ListServices, PublishRelease, encode
+from schemas.messages import AdminRequest, ListServices, PublishRelease, RequireService, encode
 from schemas.topology import DEAD_REASON_HEADER, Topology
 from tests.coordinator.conftest import Asks, Running, wait_for_state
 from tests.coordinator.peers import AdminPeer, Peer, Received
@@ -127,3 +128,24 @@ async def _eventually(get: Callable[[], Awaitable[Received | None]], within: flo
         assert asyncio.get_running_loop().time() < deadline, "nothing arrived"
         await asyncio.sleep(0.05)
     return found
+
+
+async def test_a_service_on_a_shared_broker_user_is_told_why_its_heartbeats_do_not_count(
+    settings: Settings,
+    start_coordinator: StartCoordinator,
+    admin: Asks,
+    services: Callable[..., Awaitable[SimulatedService]],
+    store: Store,
+) -> None:
+    """A service run as ``guest`` with no trusted users: its heartbeats are refused, and the release is
+    canceled with that cause and its fix, not a bare 'never sent a heartbeat'."""
+    await start_coordinator(dataclasses.replace(settings, trusted_users=frozenset()))
+    await services("kf-reference")
+    await admin.request(RequireService(service="kf-reference"))
+    release_id = await create(admin)
+    canceled = await wait_for_state(store, release_id, ReleaseState.CANCELED)
+    assert canceled.state_reason == (
+        "unhealthy at initialization: kf-reference (heartbeats refused: broker user 'guest' may not answer "
+        "for 'kf-reference' (connect it as its own broker user, which rc-admin-setup makes; or, for "
+        "development only, name that user in RC_TRUSTED_USERS))"
+    )
