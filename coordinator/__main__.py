@@ -22,7 +22,6 @@ from coordinator.service import Coordinator
 from coordinator.settings import SETTINGS, Settings
 from coordinator.store import StoreUnavailable, UnknownStoreUrl, store_for
 from coordinator.store.copying import CopyRefused, copy_store
-from schemas.broker_url import mask_url
 from schemas.topology import Topology
 
 EXIT_USAGE = 2
@@ -107,7 +106,6 @@ async def _serve(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    log.info("broker", url=mask_url(settings.amqp_url), namespace=settings.namespace)
     try:
         await Coordinator(settings, store, broker_of(settings)).run(stop)
     finally:

@@ -137,7 +137,7 @@ class Coordinator:
         await session.consume(self.topology.admin_queue, self.admin.on_delivery)
         self.active.set()
         metrics.IS_ACTIVE.set(1)
-        log.info("active", namespace=self.settings.namespace)
+        log.info("active", namespace=self.settings.namespace, broker=self.broker.location)
         sweeper = asyncio.create_task(sweep_forever(self.releases, self.outbox, self.clock))
         lost = asyncio.create_task(session.closed())
         stopped = asyncio.create_task(stop.wait())

@@ -103,6 +103,9 @@ class Session(Protocol):
 class Broker(Protocol):
     """Opens sessions."""
 
+    #: Where it is, fit to log (no password).
+    location: str
+
     async def connect(self, name: str) -> Session:
         """A new session, its connection named ``name``; :class:`BrokerUnreachable` if none can be made."""
 

@@ -84,6 +84,7 @@ class MemoryBroker:
 
     def __init__(self, topology: Topology, *, user: str = "rc-coordinator", prefetch: int = 512) -> None:
         self.topology = topology
+        self.location = "memory"
         self.user = user
         self.prefetch = prefetch
         self.exchanges: dict[str, str] = {"": "direct"}

@@ -37,6 +37,7 @@ from schemas.topology import DEAD_REASON_HEADER, SCHEMA_VERSION_HEADER, Topology
 class RabbitBroker:
     def __init__(self, url: str, topology: Topology, *, publish_timeout: float, prefetch: int) -> None:
         self.url = url
+        self.location = mask_url(url)
         self.topology = topology
         self.publish_timeout = publish_timeout
         self.prefetch = prefetch
