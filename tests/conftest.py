@@ -36,6 +36,10 @@ from tests._harness import (
 Document = dict[str, Any]
 
 
+#: The real coordinator, its store, brokers, simulated services and operators, for every directory's tests.
+pytest_plugins = ["tests.coordinator.fixtures"]
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         names = getattr(item, "fixturenames", ())

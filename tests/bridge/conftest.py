@@ -1,5 +1,5 @@
-"""Fixtures: a fake HTTP task service, a bridge in front of it, and (for the release tests) the
-real coordinator and broker of ``tests/coordinator/conftest.py``."""
+"""Fixtures: a fake HTTP task service and a bridge in front of it (the release tests also use the real
+coordinator of ``tests/coordinator/fixtures.py``)."""
 
 from __future__ import annotations
 
@@ -16,14 +16,6 @@ from schemas.messages import RequireService
 from task_sdk import Runner, Settings
 from task_sdk._amqp import AmqpTransport
 from tests.bridge.fake_service import Behaviour, FakeTaskService
-from tests.coordinator import conftest as coordinator_fixtures
-
-# The real coordinator, its store and the operators' client, for the release tests.
-settings = coordinator_fixtures.settings
-store = coordinator_fixtures.store
-start_coordinator = coordinator_fixtures.start_coordinator
-coordinator = coordinator_fixtures.coordinator
-admin = coordinator_fixtures.admin
 
 SERVICE = "portal"
 #: The token the bridge sends to the service, and the one callbacks must carry.

@@ -25,7 +25,7 @@ from tests.bridge.conftest import (
     StartBridge,
     wait_for_heartbeat,
 )
-from tests.coordinator.conftest import Running, wait_for_state
+from tests.coordinator.fixtures import Running, wait_for_state
 
 STUDIES = ("SD_ABCDEFGH", "SD_12345678")
 

@@ -27,7 +27,7 @@ from coordinator.machine import Timeouts
 from coordinator.service import Coordinator
 from coordinator.store import store_for
 from tests.cli.conftest import Outcome, Rc
-from tests.coordinator.conftest import SERVICES, Running, fast_settings
+from tests.coordinator.fixtures import SERVICES, Running, fast_settings
 
 TARGETS = {
     "portal": ("examples.portal:Portal", "PORTAL"),

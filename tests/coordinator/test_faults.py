@@ -25,7 +25,7 @@ from schemas.documents import Release
 from schemas.enums import Action, EventKind, Outcome, ReleaseState, ReplyKind
 from schemas.messages import ListServices, PublishRelease, RequireService, TaskReply
 from schemas.topology import DEAD_REASON_HEADER, Topology
-from tests.coordinator.conftest import SERVICES, Running, wait_for_state
+from tests.coordinator.fixtures import SERVICES, Running, wait_for_state
 from tests.coordinator.peers import AmqpPeer
 from tests.coordinator.simulated import SimulatedService
 from tests.coordinator.test_releases import call, create

@@ -17,7 +17,7 @@ from coordinator.store import Store
 from schemas.enums import Action, ReleaseState
 from schemas.messages import AdminRequest, ListServices, PublishRelease, RequireService, encode
 from schemas.topology import DEAD_REASON_HEADER, Topology
-from tests.coordinator.conftest import Asks, Running, wait_for_state
+from tests.coordinator.fixtures import Asks, Running, wait_for_state
 from tests.coordinator.peers import AdminPeer, Peer, Received
 from tests.coordinator.simulated import SimulatedService
 from tests.coordinator.test_releases import create, setup

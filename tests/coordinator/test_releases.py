@@ -19,7 +19,7 @@ from schemas.messages import (
     ShowRelease,
     UnholdRelease,
 )
-from tests.coordinator.conftest import BOTH_BROKERS, SERVICES, Asks, Running, wait_for_state, wait_until
+from tests.coordinator.fixtures import BOTH_BROKERS, SERVICES, Asks, Running, wait_for_state, wait_until
 from tests.coordinator.simulated import SimulatedService
 
 StartService = Callable[..., Awaitable[SimulatedService]]

@@ -18,7 +18,7 @@ from coordinator.store import Store
 from schemas.enums import Action, ReleaseState
 from schemas.messages import ListReleases, ListServices, PublishRelease, ReleasePage, RequireService
 from schemas.topology import Topology
-from tests.coordinator.conftest import Asks, Running, wait_for_state
+from tests.coordinator.fixtures import Asks, Running, wait_for_state
 from tests.coordinator.simulated import SimulatedService
 from tests.coordinator.test_releases import call, create
 

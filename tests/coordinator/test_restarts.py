@@ -11,7 +11,7 @@ from coordinator.settings import Settings
 from coordinator.store import store_for
 from schemas.enums import ReleaseState
 from schemas.messages import PublishRelease
-from tests.coordinator.conftest import Asks, Running, wait_for_state
+from tests.coordinator.fixtures import Asks, Running, wait_for_state
 from tests.coordinator.simulated import SimulatedService
 from tests.coordinator.test_releases import call, create, setup
 

@@ -1,5 +1,5 @@
 """Fixtures of the operator-feature tests: the real coordinator (in process, on the real RabbitMQ and
-MongoDB-protocol server), simulated services, and the real ``rc`` entry point run as a subprocess."""
+the default store), simulated services, and the real ``rc`` entry point run as a subprocess."""
 
 from __future__ import annotations
 
@@ -10,17 +10,7 @@ import pytest
 from rc_cli.client import AdminClient
 from schemas.messages import RequireService
 from tests.cli.conftest import Outcome, Rc, rc_env, run_rc
-from tests.coordinator.conftest import (  # noqa: F401  (fixtures used by the tests here)
-    SERVICES,
-    Running,
-    admin,
-    coordinator,
-    patient_coordinator,
-    services,
-    settings,
-    start_coordinator,
-    store,
-)
+from tests.coordinator.fixtures import SERVICES, Running
 from tests.coordinator.simulated import SimulatedService
 
 StartService = Callable[..., Awaitable[SimulatedService]]
@@ -39,9 +29,9 @@ def rc(amqp_url: str, namespace: str) -> Rc:
 
 @pytest.fixture
 async def ready(
-    coordinator: Running,  # noqa: F811  (these parameters are the fixtures imported above)
-    admin: AdminClient,  # noqa: F811
-    services: StartService,  # noqa: F811
+    coordinator: Running,
+    admin: AdminClient,
+    services: StartService,
 ) -> list[SimulatedService]:
     """A running coordinator with three required, healthy, well-behaved services."""
     started = []

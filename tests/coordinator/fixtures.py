@@ -1,3 +1,6 @@
+"""Fixtures of a real coordinator (a plugin of the suite, see ``tests/conftest.py``): its settings, its
+store, its broker (RabbitMQ, or in memory with ``BOTH_BROKERS``), simulated services and an operator."""
+
 from __future__ import annotations
 
 import asyncio
