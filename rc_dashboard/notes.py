@@ -20,12 +20,14 @@ from markupsafe import Markup
 
 ALLOWED_TAGS = frozenset(
     {
-        "p", "br", "hr", "h1", "h2", "h3", "h4", "h5", "h6", "strong", "em", "del", "s", "code", "pre",
+        "p", "br", "hr", "h4", "h5", "h6", "strong", "em", "del", "s", "code", "pre",
         "blockquote", "ul", "ol", "li", "a", "table", "thead", "tbody", "tr", "th", "td",
     }
 )  # fmt: skip
 ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "ol": {"start"}}
 URL_SCHEMES = frozenset({"http", "https", "mailto"})
+#: ``# Title`` in a note becomes ``<h4>``.
+HEADING_SHIFT = 3
 
 _parser = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False}).enable(
     ["table", "strikethrough"]
@@ -35,7 +37,11 @@ _parser = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographe
 @lru_cache(maxsize=2048)
 def render_markdown(text: str) -> Markup:
     """``text`` (markdown) as sanitized HTML, safe to put in a page as it is."""
-    html = _parser.render(text)
+    tokens = _parser.parse(text)
+    for token in tokens:  # a note's headings rank below the page's own (h1 page, h2 section, h3 note)
+        if token.type in ("heading_open", "heading_close"):
+            token.tag = f"h{min(int(token.tag[1]) + HEADING_SHIFT, 6)}"
+    html = _parser.renderer.render(tokens, _parser.options, {})
     clean = nh3.clean(
         html,
         tags=set(ALLOWED_TAGS),
