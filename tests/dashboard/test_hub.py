@@ -1,0 +1,146 @@
+"""The live hub without a broker: which page gets which update, catching up, and reading until confirmed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+from typing import Any, cast
+
+from rc_dashboard import live
+from rc_dashboard.gateway import Gateway
+from rc_dashboard.live import Hub, Subscription
+from schemas.documents import ReleaseView, Task
+from schemas.enums import ReleaseState
+from schemas.messages import ReleaseResult
+from tests.dashboard.test_units import T0, view
+
+
+def parts(release: ReleaseView) -> dict[str, str]:
+    portal = release.tasks["portal"]
+    return {
+        f"row-{release.id}": f"{release.state} {portal.progress}",
+        f"task-{release.id}-portal": f"{portal.progress} {portal.last_message_id}",
+    }
+
+
+class FakeGateway:
+    """Answers ``show`` from a list of views, one per read (the last one again once exhausted)."""
+
+    def __init__(self, *views: ReleaseView) -> None:
+        self.views = list(views)
+        self.reads = 0
+        #: Cleared: every read waits until it is set again (a read "under way").
+        self.answering = asyncio.Event()
+        self.answering.set()
+        self.read_begun = asyncio.Event()
+
+    async def release(self, release_id: str, events: int = 0) -> ReleaseResult:
+        self.reads += 1
+        self.read_begun.set()
+        current = self.views[min(self.reads, len(self.views)) - 1]
+        await self.answering.wait()
+        return ReleaseResult(release=current)
+
+
+def hub_with(gateway: FakeGateway | None = None) -> Hub:
+    return Hub(cast(Gateway, gateway or FakeGateway()), parts, poll_seconds=60, min_interval=0)
+
+
+def at_progress(
+    percent: float, seconds: float, message: str = "m", release_id: str = "RE_ABCDEFGH"
+) -> ReleaseView:
+    task = Task(service="portal", progress=percent, last_message_id=message)
+    return view(portal=task).model_copy(
+        update={"updated_at": T0 + timedelta(seconds=seconds), "id": release_id}
+    )
+
+
+def drained(subscription: Subscription) -> list[dict[str, Any]]:
+    events = []
+    while not subscription.queue.empty():
+        chunk = subscription.queue.get_nowait()
+        assert chunk is not None
+        text = chunk.decode()
+        if "event: update" in text or "event: reload" in text:
+            kind = text.split("event: ")[1].split("\n")[0]
+            events.append({"event": kind, **json.loads(text.split("data: ")[1])})
+    return events
+
+
+async def test_each_page_gets_the_updates_it_shows_once() -> None:
+    hub = hub_with()
+    listing = hub.subscribe(None, None)
+    mine = hub.subscribe("RE_ABCDEFGH", None)
+    other = hub.subscribe("RE_OTHER000", None)
+    hub.observe(at_progress(10, 1))
+    hub.observe(at_progress(10, 1))  # the same view again: nothing new
+    hub.observe(at_progress(5, 0))  # an older view: ignored
+    hub.observe(at_progress(20, 2))
+
+    assert [set(u["parts"]) for u in drained(listing)] == [{"row-RE_ABCDEFGH"}] * 2
+    updates = drained(mine)
+    assert [u["parts"]["task-RE_ABCDEFGH-portal"] for u in updates] == ["10.0 m", "20.0 m"]
+    assert drained(other) == []
+
+
+async def test_a_page_that_reconnects_gets_what_it_missed_or_reloads() -> None:
+    hub = hub_with()
+    hub.observe(at_progress(10, 1))
+    seen = hub.last_id
+    hub.observe(at_progress(20, 2))
+    hub.observe(at_progress(30, 3))
+    replayed = drained(hub.subscribe("RE_ABCDEFGH", seen))
+    assert [u["parts"]["task-RE_ABCDEFGH-portal"] for u in replayed] == ["20.0 m", "30.0 m"]
+    assert drained(hub.subscribe("RE_ABCDEFGH", hub.last_id)) == []
+    assert [u["event"] for u in drained(hub.subscribe(None, "0badc0de-1"))] == ["reload"]  # restarted
+
+    for second in range(4, 4 + live.HISTORY + 1):
+        hub.observe(at_progress(second % 100, second))
+    assert [u["event"] for u in drained(hub.subscribe(None, seen))] == ["reload"]  # too far behind
+
+
+async def test_a_page_too_far_behind_is_dropped_and_reconnects() -> None:
+    hub = hub_with()
+    slow = hub.subscribe("RE_ABCDEFGH", None)
+    for second in range(1, live.QUEUE_LIMIT + 5):
+        hub.observe(at_progress(second % 100, second))
+    assert hub.subscribers == 0
+    assert slow.queue.get_nowait() is None  # the stream ends; the browser reconnects with Last-Event-ID
+
+
+async def test_a_hint_reads_the_release_until_the_coordinator_shows_the_message() -> None:
+    # The coordinator has not stored the progress report yet on the first two reads.
+    gateway = FakeGateway(at_progress(10, 1, "old"), at_progress(10, 1, "old"), at_progress(40, 2, "new"))
+    hub = hub_with(gateway)
+    page = hub.subscribe("RE_ABCDEFGH", None)
+    hub.hint("RE_ABCDEFGH", "portal", "new")
+    await asyncio.wait_for(hub._refreshing["RE_ABCDEFGH"], 10)
+    assert gateway.reads == 3
+    assert [u["parts"].get("task-RE_ABCDEFGH-portal") for u in drained(page)] == ["10.0 old", "40.0 new"]
+
+
+async def test_a_hint_during_a_read_causes_one_more_read() -> None:
+    gateway = FakeGateway(at_progress(10, 1), at_progress(20, 2))
+    gateway.answering.clear()
+    hub = hub_with(gateway)
+    hub.hint("RE_ABCDEFGH")
+    hub.hint("RE_ABCDEFGH")  # before the read began: the read will see it anyway
+    reading = hub._refreshing["RE_ABCDEFGH"]
+    await asyncio.wait_for(gateway.read_begun.wait(), 10)
+    hub.hint("RE_ABCDEFGH")  # while the read is under way
+    hub.hint("RE_ABCDEFGH")
+    gateway.answering.set()
+    await asyncio.wait_for(reading, 10)
+    assert gateway.reads == 2
+    assert hub.known["RE_ABCDEFGH"].view.tasks["portal"].progress == 20
+
+
+async def test_ended_releases_are_forgotten_beyond_a_bound_but_open_ones_never() -> None:
+    hub = hub_with()
+    hub.observe(at_progress(10, 1, release_id="RE_OPEN0000"))
+    for number in range(live.KEEP_ENDED + 20):
+        ended = view(ReleaseState.PUBLISHED).model_copy(update={"id": f"RE_{number:08d}"})
+        hub.observe(ended)
+    assert len(hub.known) == live.KEEP_ENDED + 1
+    assert hub.open_releases() == ["RE_OPEN0000"]
