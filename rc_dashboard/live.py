@@ -238,9 +238,11 @@ class Hub:
             if release_id not in self._dirty and (not unseen or attempts >= CONFIRM_ATTEMPTS):
                 self._expected.pop(release_id, None)
                 return
-            pause = max(self.min_interval - (loop.time() - started), delay if unseen else 0)
-            delay *= 2
-            await asyncio.sleep(pause)  # pacing: at most one read of a release per min_interval
+            if unseen:  # the coordinator has not stored it yet: look again soon, then less and less soon
+                pause, delay = min(delay, self.min_interval), delay * 2
+            else:  # more happened meanwhile: read again, at most once per min_interval
+                pause = max(self.min_interval - (loop.time() - started), 0)
+            await asyncio.sleep(pause)
 
     def _unconfirmed(self, view: ReleaseView) -> bool:
         """Forget the expected messages the view shows; whether any is still missing from it."""
