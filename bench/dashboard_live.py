@@ -63,7 +63,7 @@ async def start_dashboard(children: Children, url: str, namespace: str) -> tuple
                 "--amqp-url",
                 url,
             ],
-            env={"RC_TIMEOUT": "60", "RC_LOG_LEVEL": "warning"},
+            env={"RC_TIMEOUT": "60", "RC_LOG_LEVEL": "warning", "RC_TRUSTED_USERS": "guest"},
         )
     )
     port = (await child.expect("READY ", 60)).split()[1]

@@ -147,7 +147,11 @@ def create_app(settings: DashboardSettings) -> web.Application:
     app[GATEWAY] = gateway
     app[HUB] = hub
     app[FEED] = BrokerFeed(
-        settings.amqp_url, settings.namespace, hub, reconnect_seconds=settings.reconnect_seconds
+        settings.amqp_url,
+        settings.namespace,
+        hub,
+        reconnect_seconds=settings.reconnect_seconds,
+        trusted_users=settings.trusted_users,
     )
     app[SESSIONS] = Sessions(settings.token)
     app.on_response_prepare.append(add_security_headers)

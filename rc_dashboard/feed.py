@@ -4,10 +4,12 @@ On a connection of its own it binds two exclusive, server-named queues (they van
 
 - one to ``<ns>.events`` (``release.#``): the coordinator's announcements, passed to the hub as they are;
 - one to ``<ns>.replies`` (``reply.*.reply`` and ``reply.*.progress``): the services' answers and progress
-  reports, passed on only as hints (release, service, message id). The hub then reads the release from the
-  coordinator, so what a page shows is always what the coordinator accepted. This binding needs read
-  access to the replies exchange; an operator user set up by ``rc-admin-setup`` does not have it, and the
-  dashboard then learns of progress by polling.
+  reports. An answer is a hint (release, service, message id): the hub reads the release again from the
+  coordinator. A progress report is shown at once if it comes from the service's own broker user or a
+  trusted one (``RC_TRUSTED_USERS``, the coordinator's rule; RabbitMQ vouches for ``user_id``), and
+  confirmed by reading the release (:mod:`rc_dashboard.overlay`); any other report is ignored (the
+  coordinator dead-letters it). This binding needs read access to the replies exchange; an operator user
+  set up by ``rc-admin-setup`` does not have it, and the dashboard then learns of progress by polling.
 
 When the connection is lost (a broker restart, a network cut) the hub is told, and the feed connects again
 every ``reconnect_seconds`` until it succeeds; the hub then catches up.
@@ -32,7 +34,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMe
 from rc_cli.client import _scrub
 from schemas.broker_url import mask_url
 from schemas.documents import ReleaseView
-from schemas.messages import Announcement, MessageError, decode
+from schemas.messages import Announcement, MessageError, Progress, decode
 from schemas.topology import Topology
 
 log = structlog.get_logger("rc_dashboard")
@@ -48,6 +50,7 @@ class FeedListener(Protocol):
 
     def observe(self, view: ReleaseView, *, complete: bool = True) -> None: ...
     def hint(self, release_id: str, service: str | None = None, message_id: str | None = None) -> None: ...
+    def progress(self, report: Progress) -> None: ...
     def connection_changed(self, connected: bool, text: str, *, progress_feed: bool = False) -> None: ...
 
 
@@ -70,9 +73,16 @@ def read_hint(body: bytes) -> tuple[str, str, str] | None:
 
 class BrokerFeed:
     def __init__(
-        self, amqp_url: str, namespace: str, listener: FeedListener, *, reconnect_seconds: float
+        self,
+        amqp_url: str,
+        namespace: str,
+        listener: FeedListener,
+        *,
+        reconnect_seconds: float,
+        trusted_users: frozenset[str] = frozenset(),
     ) -> None:
         self.amqp_url = amqp_url
+        self.trusted_users = trusted_users
         self.topology = Topology(namespace)
         self.listener = listener
         self.reconnect_seconds = reconnect_seconds
@@ -147,6 +157,14 @@ class BrokerFeed:
         self.listener.observe(announcement.release, complete=True)
 
     async def _on_reply(self, message: AbstractIncomingMessage) -> None:
+        if (message.routing_key or "").endswith(".progress"):
+            try:
+                report = decode(message.body, Progress)
+            except MessageError:
+                return
+            if message.user_id in (report.service, *self.trusted_users):
+                self.listener.progress(report)
+            return
         hint = read_hint(message.body)
         if hint is not None:
             release_id, service, message_id = hint

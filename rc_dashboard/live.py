@@ -31,14 +31,16 @@ import structlog
 
 from rc_cli.client import Refused
 from rc_dashboard.gateway import Gateway, Unavailable
+from rc_dashboard.overlay import Overlays
 from rc_dashboard.views import micros
 from schemas.documents import ReleaseView
-from schemas.messages import ListReleases
+from schemas.messages import ListReleases, Progress
 
 log = structlog.get_logger("rc_dashboard")
 
-#: Renders the HTML fragments of a release: ``{element id: html}``.
-RenderParts = Callable[[ReleaseView], dict[str, str]]
+#: Renders the HTML fragments of a release, ``{element id: html}``: those that may differ from the view
+#: given second (every one if it is ``None``).
+RenderParts = Callable[[ReleaseView, ReleaseView | None], dict[str, str]]
 
 #: Updates kept for pages that reconnect.
 HISTORY = 2000
@@ -48,6 +50,8 @@ KEEP_ENDED = 500
 QUEUE_LIMIT = 500
 #: Attempts to see a reply or progress report in the coordinator's view before giving up on it.
 CONFIRM_ATTEMPTS = 6
+#: Progress reports heard within this many seconds go out to the pages together.
+FLUSH_SECONDS = 0.1
 
 
 def sse(event: str, data: dict[str, Any], event_id: str | None = None) -> bytes:
@@ -58,8 +62,11 @@ def sse(event: str, data: dict[str, Any], event_id: str | None = None) -> bytes:
 
 @dataclass
 class Known:
+    #: The coordinator's view.
     view: ReleaseView
-    #: The last fragments rendered for it, by element id.
+    #: What the pages show: ``view`` with the progress reports it does not show yet (:mod:`overlay`).
+    shown: ReleaseView
+    #: The last fragments rendered of ``shown``, by element id.
     parts: dict[str, str]
 
 
@@ -126,6 +133,8 @@ class Hub:
         self._expected: dict[str, dict[str, str]] = {}
         self._limit = asyncio.Semaphore(8)
         self._background: set[asyncio.Task[None]] = set()
+        self.overlays = Overlays()
+        self._unflushed: set[str] = set()
 
     @property
     def last_id(self) -> str:
@@ -147,9 +156,37 @@ class Hub:
             return
         if known is not None and view.updated_at <= known.view.updated_at:
             return
-        parts = self.render(view)
+        self.overlays.settle(view)
+        self._show(view, known)
+
+    def progress(self, report: Progress) -> None:
+        """A progress report from a sender the coordinator would accept: shown within ``FLUSH_SECONDS``,
+        then confirmed by reading the release (see :mod:`rc_dashboard.overlay`)."""
+        self.hint(report.release_id, report.service, report.message_id)
+        known = self.known.get(report.release_id)
+        if known is None or not self.overlays.add(known.view, report):
+            return
+        if not self._unflushed:
+            self._spawn(self._flush())
+        self._unflushed.add(report.release_id)
+
+    def shown(self, view: ReleaseView) -> ReleaseView:
+        """``view`` as the pages show it (with the progress reports it does not show yet)."""
+        return self.overlays.apply(view)
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(FLUSH_SECONDS)
+        releases, self._unflushed = self._unflushed, set()
+        for release_id in releases:
+            if (known := self.known.get(release_id)) is not None:
+                self._show(known.view, known)
+
+    def _show(self, view: ReleaseView, known: Known | None) -> None:
+        """Render what changed on the pages, keep it, push it."""
+        shown = self.overlays.apply(view)
+        parts = self.render(shown, known.shown if known is not None else None)
         changed = {key: html for key, html in parts.items() if known is None or known.parts.get(key) != html}
-        self.known[view.id] = Known(view, parts)
+        self.known[view.id] = Known(view, shown, {**known.parts, **parts} if known is not None else parts)
         self.known.move_to_end(view.id)
         self._forget_ended()
         if changed:
@@ -267,6 +304,7 @@ class Hub:
         ended = [rid for rid, known in self.known.items() if known.view.state.is_terminal]
         for release_id in ended[: max(0, len(ended) - KEEP_ENDED)]:
             del self.known[release_id]
+            self.overlays.forget(release_id)
 
     # ------------------------------------------------------------------ outputs
 

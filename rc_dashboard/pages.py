@@ -160,8 +160,8 @@ async def release_page(request: web.Request) -> web.Response:
         raise listed
     assert isinstance(shown, ReleaseResult)
     assert isinstance(listed, EventPage)
-    view = shown.release
-    watch(request, view)
+    watch(request, shown.release)
+    view = request.app[HUB].shown(shown.release)
     return render(request, "release.html", since=since, **_release_context(request, view, listed, cursor))
 
 

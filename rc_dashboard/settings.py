@@ -11,6 +11,8 @@ variable                       option               meaning
 ``RC_DASHBOARD_OPERATOR``      ``--operator``       the operator name actions are recorded under
 ``RC_DASHBOARD_POLL_SECONDS``  ``--poll-seconds``   how often open releases are re-read
 ``RC_RECONNECT_SECONDS``       (none)               seconds between attempts to reach the broker again
+``RC_TRUSTED_USERS``           (none)               broker users whose progress reports for any service are
+                                                    shown as they arrive (the coordinator's setting)
 =============================  ===================  =========================================================
 
 The token is deliberately not an option: a command line is visible to every local user.
@@ -41,6 +43,7 @@ ENVIRONMENT: dict[str, str] = {
     "RC_DASHBOARD_OPERATOR": f"operator name recorded for actions (default {DEFAULT_OPERATOR})",
     "RC_DASHBOARD_POLL_SECONDS": f"seconds between re-reads of open releases ({DEFAULT_POLL_SECONDS:g})",
     "RC_RECONNECT_SECONDS": f"seconds between attempts to reach the broker ({DEFAULT_RECONNECT_SECONDS:g})",
+    "RC_TRUSTED_USERS": "broker users that may report progress for any service (as the coordinator's)",
 }
 
 
@@ -76,6 +79,8 @@ class DashboardSettings:
     reconnect_seconds: float = DEFAULT_RECONNECT_SECONDS
     #: Releases per page of the releases list, events per page of the audit trail.
     page_size: int = 25
+    #: Broker users whose progress reports for any service are shown before the coordinator stored them.
+    trusted_users: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         split_listen(self.listen)
@@ -128,4 +133,6 @@ class DashboardSettings:
                 values[field] = _positive(variable, text)
         token = env.get("RC_DASHBOARD_TOKEN", "")
         values["token"] = token if token else None
+        trusted = env.get("RC_TRUSTED_USERS", "")
+        values["trusted_users"] = frozenset(user.strip() for user in trusted.split(",") if user.strip())
         return cls(**values)  # type: ignore[arg-type]

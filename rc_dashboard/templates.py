@@ -64,15 +64,26 @@ class Renderer:
     def page(self, name: str, **context: Any) -> str:
         return self.env.get_template(name).render(**context)
 
-    def parts(self, view: ReleaseView) -> dict[str, str]:
-        """The live fragments of a release, by element id."""
+    def parts(self, view: ReleaseView, before: ReleaseView | None = None) -> dict[str, str]:
+        """The live fragments of a release, by element id: every one, or those that may differ from
+        ``before`` (the view the pages show now; a task's row only if that task changed)."""
         render = self.page
         parts = {
             f"row-{view.id}": render("_row.html", v=view),
             f"head-{view.id}": render("_head.html", v=view),
-            f"timeline-{view.id}": render("_timeline.html", v=view),
         }
+        if before is None or _timeline_inputs(view) != _timeline_inputs(before):
+            parts[f"timeline-{view.id}"] = render("_timeline.html", v=view)
         for task in views.ordered_tasks(view):
-            parts[f"task-{view.id}-{task.service}"] = render("_task.html", v=view, t=task)
-        parts[f"notes-{view.id}"] = render("_notes.html", v=view)
+            if before is None or before.tasks.get(task.service) != task:
+                parts[f"task-{view.id}-{task.service}"] = render("_task.html", v=view, t=task)
+        if before is None or before.notes != view.notes:
+            parts[f"notes-{view.id}"] = render("_notes.html", v=view)
         return parts
+
+
+def _timeline_inputs(view: ReleaseView) -> tuple[object, ...]:
+    return (
+        view.entered,
+        tuple((name, task.state, task.entered) for name, task in sorted(view.tasks.items())),
+    )

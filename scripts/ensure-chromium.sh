@@ -31,9 +31,17 @@ fi
 
 say "installing Debian's chromium (apt-get)"
 export DEBIAN_FRONTEND=noninteractive
-"${sudo_if_needed[@]}" apt-get -qq update </dev/null >/dev/null
-"${sudo_if_needed[@]}" apt-get -qq install -y --no-install-recommends chromium fonts-dejavu-core \
-  </dev/null >/dev/null
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+apt() {
+  if ! timeout 900 "${sudo_if_needed[@]}" apt-get -qq "$@" </dev/null >"$log" 2>&1; then
+    say "apt-get $* failed:" >&2
+    tail -n 20 "$log" >&2
+    exit 1
+  fi
+}
+apt update
+apt install -y --no-install-recommends chromium fonts-dejavu-core
 
 if [ ! -x "$BROWSER" ]; then
   say "apt-get finished but $BROWSER is still missing" >&2

@@ -148,6 +148,7 @@ async def start_dashboard(amqp_url: str, namespace: str) -> AsyncIterator[StartD
             operator=OPERATOR,
             poll_seconds=poll_seconds,
             reconnect_seconds=0.2,
+            trusted_users=frozenset({"guest"}),  # as the coordinator of the fixtures
             **options,  # type: ignore[arg-type]
         )
         app = create_app(configured)

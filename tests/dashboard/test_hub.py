@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, cast
 
 from rc_dashboard import live
+from rc_dashboard.feed import BrokerFeed
 from rc_dashboard.gateway import Gateway
 from rc_dashboard.live import Hub, Subscription
 from schemas.documents import ReleaseView, Task
-from schemas.enums import ReleaseState
-from schemas.messages import ReleaseResult
+from schemas.enums import ReleaseState, TaskState
+from schemas.messages import Progress, ReleaseResult, encode
 from tests.dashboard.test_units import T0, view
 
 
-def parts(release: ReleaseView) -> dict[str, str]:
+def parts(release: ReleaseView, before: ReleaseView | None = None) -> dict[str, str]:
     portal = release.tasks["portal"]
     return {
         f"row-{release.id}": f"{release.state} {portal.progress}",
@@ -66,6 +68,15 @@ def drained(subscription: Subscription) -> list[dict[str, Any]]:
             kind = text.split("event: ")[1].split("\n")[0]
             events.append({"event": kind, **json.loads(text.split("data: ")[1])})
     return events
+
+
+async def next_update(subscription: Subscription) -> dict[str, Any]:
+    while True:
+        chunk = await subscription.queue.get()
+        assert chunk is not None
+        if b"event: update" in chunk:
+            data: dict[str, Any] = json.loads(chunk.decode().split("data: ")[1])
+            return data
 
 
 async def test_each_page_gets_the_updates_it_shows_once() -> None:
@@ -144,3 +155,100 @@ async def test_ended_releases_are_forgotten_beyond_a_bound_but_open_ones_never()
         hub.observe(ended)
     assert len(hub.known) == live.KEEP_ENDED + 1
     assert hub.open_releases() == ["RE_OPEN0000"]
+
+
+def report(percent: float, message_id: str, service: str = "portal") -> Progress:
+    return Progress(
+        message_id=message_id,
+        sent_at=T0,
+        release_id="RE_ABCDEFGH",
+        service=service,
+        in_reply_to="start-1",
+        percent=percent,
+        note=f"at {percent}",
+        instance_id="i-1",
+    )
+
+
+async def test_a_progress_report_shows_before_the_coordinator_stored_it() -> None:
+    # The coordinator is slow: its reads still show 10 % when the report of 40 % arrives.
+    slow = at_progress(10, 1, "old")
+    running = slow.model_copy(update={"state": ReleaseState.RUNNING})
+    running = running.model_copy(
+        update={"tasks": {"portal": running.tasks["portal"].model_copy(update={"state": TaskState.RUNNING})}}
+    )
+    gateway = FakeGateway(running)
+    gateway.answering.clear()
+    hub = hub_with(gateway)
+    hub.observe(running)
+    page = hub.subscribe("RE_ABCDEFGH", hub.last_id)
+    hub.progress(report(40, "new"))
+    update = await asyncio.wait_for(next_update(page), 5)  # pushed within FLUSH_SECONDS
+    assert update["parts"]["task-RE_ABCDEFGH-portal"] == "40.0 new"
+    assert hub.shown(running).tasks["portal"].progress == 40
+
+    # The coordinator's view catches up: the report is dropped, nothing changes on the page.
+    stored = running.model_copy(update={"updated_at": running.updated_at + timedelta(seconds=1)})
+    stored = stored.model_copy(
+        update={
+            "tasks": {
+                "portal": stored.tasks["portal"].model_copy(
+                    update={"progress": 40.0, "last_message_id": "new"}
+                )
+            }
+        }
+    )
+    hub.observe(stored)
+    assert hub.overlays._reports == {}
+    assert drained(page) == []
+    gateway.answering.set()
+
+
+async def test_a_report_the_coordinator_would_refuse_is_not_shown() -> None:
+    hub = hub_with()
+    staged = at_progress(100, 1).model_copy(update={"state": ReleaseState.STAGED})
+    hub.observe(staged)
+    hub.progress(report(50, "late"))  # the release is no longer running
+    hub.progress(report(50, "stranger", service="search"))  # not one of its services
+    assert hub.overlays._reports == {}
+    assert hub.shown(staged) == staged
+
+
+class Heard:
+    """What the broker feed passes on."""
+
+    def __init__(self) -> None:
+        self.reports: list[str] = []
+        self.hints: list[tuple[str, str | None, str | None]] = []
+
+    def observe(self, view: ReleaseView, *, complete: bool = True) -> None: ...
+
+    def hint(self, release_id: str, service: str | None = None, message_id: str | None = None) -> None:
+        self.hints.append((release_id, service, message_id))
+
+    def progress(self, report: Progress) -> None:
+        self.reports.append(report.message_id)
+
+    def connection_changed(self, connected: bool, text: str, *, progress_feed: bool = False) -> None: ...
+
+
+@dataclass
+class Delivery:
+    body: bytes
+    routing_key: str
+    user_id: str | None
+
+
+async def test_only_reports_the_coordinator_would_trust_are_shown_at_once() -> None:
+    heard = Heard()
+    feed = BrokerFeed(
+        "amqp://u:p@127.0.0.1/", "rc", heard, reconnect_seconds=1, trusted_users=frozenset({"ops"})
+    )
+    key = "reply.portal.progress"
+    for message_id, user in (("own", "portal"), ("trusted", "ops"), ("spoofed", "search"), ("nobody", None)):
+        await feed._on_reply(cast(Any, Delivery(encode(report(10, message_id)), key, user)))
+    await feed._on_reply(cast(Any, Delivery(b"{not json", key, "portal")))
+    assert heard.reports == ["own", "trusted"]
+    reply = b'{"release_id": "RE_ABCDEFGH", "service": "portal", "message_id": "r1", "kind": "reply"}'
+    await feed._on_reply(cast(Any, Delivery(reply, "reply.portal.reply", "portal")))
+    assert heard.hints == [("RE_ABCDEFGH", "portal", "r1")]
