@@ -83,7 +83,5 @@ class Renderer:
 
 
 def _timeline_inputs(view: ReleaseView) -> tuple[object, ...]:
-    return (
-        view.entered,
-        tuple((name, task.state, task.entered) for name, task in sorted(view.tasks.items())),
-    )
+    tasks = tuple((name, task.state, task.entered) for name, task in sorted(view.tasks.items()))
+    return (view.updated_at, view.entered, tasks)

@@ -162,8 +162,8 @@ def _step_bounds(task: Task, view: ReleaseView) -> list[tuple[datetime | None, d
 
 
 def timeline_end(view: ReleaseView) -> datetime:
-    """The latest moment any state was entered: the right edge of the timeline."""
-    moments = [view.created_at, *view.entered.values()]
+    """The right edge of the timeline: the view's time, or a later moment a state was entered."""
+    moments = [view.created_at, view.updated_at, *view.entered.values()]
     for task in view.tasks.values():
         moments += task.entered.values()
     return max(moments)
@@ -172,8 +172,7 @@ def timeline_end(view: ReleaseView) -> datetime:
 def timelines(view: ReleaseView) -> list[TaskTimeline]:
     """Per service, the time spent in each step, as bars on one scale (the release's lifetime so far).
 
-    A step still going on is drawn to the right edge and labelled ``running``: the timeline changes when a
-    state is entered, not with every progress report.
+    A step still going on is drawn to the right edge (the view's time) and labelled ``running``.
     """
     start, end = view.created_at, timeline_end(view)
     span = max((end - start).total_seconds(), 1e-6)
