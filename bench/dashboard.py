@@ -35,6 +35,7 @@ from bench._common import (
     Children,
     admin_client,
     amqp_url,
+    close_store,
     delete_namespace,
     last_line,
     machine_info,
@@ -78,7 +79,7 @@ async def measure_site(children: Children, url: str, site: Site, args: argparse.
     samples: dict[str, list[float]] = {
         k: [] for k in ("releases_page", "list_request", "release_page", "show_requests")
     }
-    await start_preloaded_store(children, site, args.load_limit)
+    await start_preloaded_store(children, site)
     assert site.store is not None
     await start_coordinator(children, url, site.store.url, site.namespace)
     client = await admin_client(url, site.namespace, 120, None)
@@ -123,6 +124,8 @@ async def pages(args: argparse.Namespace, url: str) -> dict[str, Any]:
                 say(f"loading {stored} releases into a fresh store")
                 figures[label] = await measure_site(children, url, site, args)
             finally:
+                if site.direct is not None:
+                    await close_store(site.direct)
                 await delete_namespace(url, site.namespace, [])
     return figures
 
@@ -140,7 +143,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=20, help="progress reports per service (default 20)")
     parser.add_argument("--interval", type=float, default=0.5, help="seconds between them (default 0.5)")
     parser.add_argument("--only", choices=("pages", "live"), help="run one part only")
-    parser.add_argument("--load-limit", type=float, default=900.0, help="seconds the store load may take")
     parser.add_argument("--results-dir", type=Path, default=RESULTS, help="where the JSON goes")
     return parser.parse_args(argv)
 

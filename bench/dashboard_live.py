@@ -184,7 +184,7 @@ async def live(args: argparse.Namespace, url: str) -> dict[str, Any]:
     async with Children() as children:
         store_db = client = close_bare = None
         try:
-            store = await start_store(children)
+            store = await start_store(children, namespace)
             await declare_topology(url, namespace)
             host = children.add(
                 Child(
@@ -208,7 +208,7 @@ async def live(args: argparse.Namespace, url: str) -> dict[str, Any]:
                 )
             )
             await host.expect("READY", 120)
-            store_db = connect_store(store.url, namespace)
+            store_db = await connect_store(store.url, namespace)
             await register_services(store_db, services)
             await start_coordinator(children, url, store.url, namespace)
             dashboard, base = await start_dashboard(children, url, namespace)

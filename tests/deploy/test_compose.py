@@ -151,8 +151,8 @@ def test_dockerfile() -> None:
     ]
     froms = [line for line in instructions if line.upper().startswith("FROM ")]
     assert all(line.split()[1] == "python:3.13-slim" for line in froms)
-    assert any('".[embedded,dashboard]"' in line for line in instructions if "pip install" in line), (
-        "the image has the embedded store and the dashboard"
+    assert any('".[dashboard]"' in line for line in instructions if "pip install" in line), (
+        "the image has the dashboard"
     )
     users = [line.split(None, 1)[1] for line in instructions if line.upper().startswith("USER ")]
     assert users, "the image must not run as root"
