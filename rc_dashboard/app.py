@@ -38,6 +38,8 @@ log = structlog.get_logger("rc_dashboard")
 
 #: Seconds between keep-alive comments on an idle live stream (also how soon a closed page is noticed).
 KEEPALIVE_SECONDS = 15.0
+#: Live streams served at once; more are answered 503 (the page's script tries again a little later).
+MAX_LIVE_PAGES = 2000
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -90,6 +92,8 @@ async def live(request: web.Request) -> web.StreamResponse:
     if release_id is not None and not pages.RELEASE_ID.match(release_id):
         raise pages.bad_request(f"invalid release id {release_id!r}")
     hub = request.app[HUB]
+    if hub.subscribers >= MAX_LIVE_PAGES:
+        raise web.HTTPServiceUnavailable(reason="too many live pages open")
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "X-Accel-Buffering": "no"})
     await response.prepare(request)
     subscription = hub.subscribe(

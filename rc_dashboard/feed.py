@@ -4,12 +4,12 @@ On a connection of its own it binds two exclusive, server-named queues (they van
 
 - one to ``<ns>.events`` (``release.#``): the coordinator's announcements, passed to the hub as they are;
 - one to ``<ns>.replies`` (``reply.*.reply`` and ``reply.*.progress``): the services' answers and progress
-  reports. An answer is a hint (release, service, message id): the hub reads the release again from the
-  coordinator. A progress report is shown at once if it comes from the service's own broker user or a
-  trusted one (``RC_TRUSTED_USERS``, the coordinator's rule; RabbitMQ vouches for ``user_id``), and
-  confirmed by reading the release (:mod:`rc_dashboard.overlay`); any other report is ignored (the
-  coordinator dead-letters it). This binding needs read access to the replies exchange; an operator user
-  set up by ``rc-admin-setup`` does not have it, and the dashboard then learns of progress by polling.
+  reports, each taken only from the service's own broker user or a trusted one (``RC_TRUSTED_USERS``, the
+  coordinator's rule; RabbitMQ vouches for ``user_id``); the coordinator dead-letters the others. An
+  answer is a hint (release, service, message id): the hub reads the release again from the coordinator.
+  A progress report is shown at once and confirmed by reading the release (:mod:`rc_dashboard.overlay`).
+  This binding needs read access to the replies exchange; an operator user set up by ``rc-admin-setup``
+  does not have it, and the dashboard then learns of progress by polling.
 
 When the connection is lost (a broker restart, a network cut) the hub is told, and the feed connects again
 every ``reconnect_seconds`` until it succeeds; the hub then catches up.
@@ -157,18 +157,23 @@ class BrokerFeed:
         self.listener.observe(announcement.release, complete=True)
 
     async def _on_reply(self, message: AbstractIncomingMessage) -> None:
+        """A service's message: passed on only if the coordinator would trust its sender too (a spoofed one
+        is the coordinator's to dead-letter, and must not make the dashboard read releases for nothing)."""
         if (message.routing_key or "").endswith(".progress"):
             try:
                 report = decode(message.body, Progress)
             except MessageError:
                 return
-            if message.user_id in (report.service, *self.trusted_users):
+            if self._trusted(message.user_id, report.service):
                 self.listener.progress(report)
             return
         hint = read_hint(message.body)
-        if hint is not None:
+        if hint is not None and self._trusted(message.user_id, hint[1]):
             release_id, service, message_id = hint
             self.listener.hint(release_id, service, message_id)
+
+    def _trusted(self, user: str | None, service: str) -> bool:
+        return user is not None and (user == service or user in self.trusted_users)
 
     def _down(self, text: str) -> None:
         log.warning("dashboard.broker_down", reason=text)

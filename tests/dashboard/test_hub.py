@@ -250,5 +250,6 @@ async def test_only_reports_the_coordinator_would_trust_are_shown_at_once() -> N
     await feed._on_reply(cast(Any, Delivery(b"{not json", key, "portal")))
     assert heard.reports == ["own", "trusted"]
     reply = b'{"release_id": "RE_ABCDEFGH", "service": "portal", "message_id": "r1", "kind": "reply"}'
-    await feed._on_reply(cast(Any, Delivery(reply, "reply.portal.reply", "portal")))
-    assert heard.hints == [("RE_ABCDEFGH", "portal", "r1")]
+    for user in ("portal", "search", "ops"):
+        await feed._on_reply(cast(Any, Delivery(reply, "reply.portal.reply", user)))
+    assert heard.hints == [("RE_ABCDEFGH", "portal", "r1")] * 2  # not the one from "search"
