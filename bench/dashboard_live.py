@@ -39,7 +39,7 @@ from bench._common import (
     start_store,
     summary,
 )
-from rc_cli.client import expect_ok
+from rc_cli.client import AdminClient, expect_ok
 from schemas.enums import ReleaseState
 from schemas.messages import PublishRelease
 from schemas.topology import Topology
@@ -172,42 +172,79 @@ def completeness(pages: Sequence[LivePage]) -> dict[str, Any]:
     }
 
 
+async def start_host(children: Children, url: str, namespace: str, args: argparse.Namespace) -> Child:
+    services = ",".join(service_names(args.services))
+    argv = [sys.executable, "-m", "bench.dashboard_children", "host", "--amqp-url", url]
+    argv += ["--namespace", namespace, "--services", services, "--steps", str(args.steps)]
+    host = children.add(Child("host", [*argv, "--interval", str(args.interval)]))
+    await host.expect("READY", 120)
+    return host
+
+
+async def watch_the_release(
+    args: argparse.Namespace,
+    base: str,
+    client: AdminClient,
+    announcements: Announcements,
+    host: Child,
+    dashboard: Child,
+) -> tuple[list[LivePage], str, dict[str, Any]]:
+    """Open the pages, run a release to published, wait until every page shows it; the pages, the
+    release and the dashboard's CPU, run time and memory."""
+    release_id = await create_release(client, "live pages", 60)
+    await announcements.wait(release_id, ReleaseState.INITIALIZING, 60)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+        pages = [LivePage(http, base, release_id if i % 2 == 0 else None) for i in range(args.pages)]
+        say(f"opening {args.pages} live pages (half the release, half the list)")
+        readers = [asyncio.create_task(page.run()) for page in pages]
+        await asyncio.wait_for(asyncio.gather(*(p.connected.wait() for p in pages)), 120)
+        cpu_before, started = cpu_seconds(dashboard.pid), time.monotonic()
+        say(f"the release runs: {args.services} services, {args.steps} progress reports each")
+        host.send("go")
+        await announcements.wait(release_id, ReleaseState.STAGED, 600)
+        expect_ok(await client.request(PublishRelease(release_id=release_id)))
+        await announcements.wait(release_id, ReleaseState.PUBLISHED, 120)
+        await asyncio.wait_for(asyncio.gather(*(p.published.wait() for p in pages)), 60)
+        figures = {
+            "dashboard_cpu_s": round(cpu_seconds(dashboard.pid) - cpu_before, 2),
+            "run_s": round(time.monotonic() - started, 2),
+            "dashboard_rss_kib": rss_kib(dashboard.pid),
+        }
+        for reader in readers:
+            reader.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+    return pages, release_id, figures
+
+
+def analyse(
+    pages: Sequence[LivePage],
+    arrivals: dict[tuple[str, int], float],
+    announcements: Announcements,
+    release_id: str,
+) -> dict[str, Any]:
+    release_pages = [p for p in pages if p.release_id]
+    sent = {key: int(note) / 1000 for key, note in _notes_sent(pages).items()}
+    return {
+        "complete": {
+            "release_pages": completeness(release_pages),
+            "list_pages": completeness([p for p in pages if not p.release_id]),
+        },
+        "progress_delay_ms": delays_ms(release_pages, arrivals, sent),
+        "state_delay_ms": _state_delays(pages, announcements, release_id),
+    }
+
+
 async def live(args: argparse.Namespace, url: str) -> dict[str, Any]:
     namespace = new_namespace("dash-live")
     services = service_names(args.services)
-    result: dict[str, Any] = {
-        "services": args.services,
-        "pages": args.pages,
-        "steps": args.steps,
-        "interval_s": args.interval,
-    }
+    result: dict[str, Any] = {"services": args.services, "pages": args.pages}
+    result |= {"steps": args.steps, "interval_s": args.interval}
     async with Children() as children:
         store_db = client = close_bare = None
         try:
             store = await start_store(children, namespace)
             await declare_topology(url, namespace)
-            host = children.add(
-                Child(
-                    "host",
-                    [
-                        sys.executable,
-                        "-m",
-                        "bench.dashboard_children",
-                        "host",
-                        "--amqp-url",
-                        url,
-                        "--namespace",
-                        namespace,
-                        "--services",
-                        ",".join(services),
-                        "--steps",
-                        str(args.steps),
-                        "--interval",
-                        str(args.interval),
-                    ],
-                )
-            )
-            await host.expect("READY", 120)
+            host = await start_host(children, url, namespace, args)
             store_db = await connect_store(store.url, namespace)
             await register_services(store_db, services)
             await start_coordinator(children, url, store.url, namespace)
@@ -216,38 +253,10 @@ async def live(args: argparse.Namespace, url: str) -> dict[str, Any]:
             client = await admin_client(url, namespace, 120, announcements)
             arrivals: dict[tuple[str, int], float] = {}
             close_bare = await bare_progress_consumer(url, namespace, arrivals)
-            release_id = await create_release(client, "live pages", 60)
-            await announcements.wait(release_id, ReleaseState.INITIALIZING, 60)
-            connector = aiohttp.TCPConnector(limit=0)
-            async with aiohttp.ClientSession(connector=connector) as http:
-                open_pages = [
-                    LivePage(http, base, release_id if i % 2 == 0 else None) for i in range(args.pages)
-                ]
-                say(f"opening {args.pages} live pages (half the release, half the list)")
-                readers = [asyncio.create_task(page.run()) for page in open_pages]
-                await asyncio.wait_for(asyncio.gather(*(p.connected.wait() for p in open_pages)), 120)
-                cpu_before, started = cpu_seconds(dashboard.pid), time.monotonic()
-                say(f"the release runs: {args.services} services, {args.steps} progress reports each")
-                host.send("go")
-                await announcements.wait(release_id, ReleaseState.STAGED, 600)
-                expect_ok(await client.request(PublishRelease(release_id=release_id)))
-                await announcements.wait(release_id, ReleaseState.PUBLISHED, 120)
-                await asyncio.wait_for(asyncio.gather(*(p.published.wait() for p in open_pages)), 60)
-                result["dashboard_cpu_s"] = round(cpu_seconds(dashboard.pid) - cpu_before, 2)
-                result["run_s"] = round(time.monotonic() - started, 2)
-                result["dashboard_rss_kib"] = rss_kib(dashboard.pid)
-                for reader in readers:
-                    reader.cancel()
-                await asyncio.gather(*readers, return_exceptions=True)
-            release_pages = [p for p in open_pages if p.release_id]
-            list_pages = [p for p in open_pages if not p.release_id]
-            sent = {key: int(note) / 1000 for key, note in _notes_sent(open_pages).items()}
-            result["complete"] = {
-                "release_pages": completeness(release_pages),
-                "list_pages": completeness(list_pages),
-            }
-            result["progress_delay_ms"] = delays_ms(release_pages, arrivals, sent)
-            result["state_delay_ms"] = _state_delays(open_pages, announcements, release_id)
+            pages, release_id, figures = await watch_the_release(
+                args, base, client, announcements, host, dashboard
+            )
+            result |= figures | analyse(pages, arrivals, announcements, release_id)
         finally:
             if close_bare is not None:
                 await close_bare()

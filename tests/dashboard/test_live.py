@@ -76,6 +76,19 @@ async def sign_in(page: Page, base: str, next_path: str) -> None:
     await page.wait_for_url(f"{base}{next_path}")
 
 
+async def publish_by_keyboard(release: Page, base: str, release_id: str) -> None:
+    """Read-only until signed in; then publish with the keyboard alone, confirming."""
+    await expect(release.locator("a.action-publish")).to_have_count(0)
+    await sign_in(release, base, f"/releases/{release_id}")
+    await release.locator("a.action-publish").focus()
+    await release.keyboard.press("Enter")
+    await release.wait_for_url(f"{base}/releases/{release_id}/publish")
+    await release.get_by_role("button", name=f"Publish {release_id}").focus()
+    await release.keyboard.press("Enter")
+    await release.wait_for_url(f"{base}/releases/{release_id}")
+    await expect(release.locator(".flash-ok")).to_contain_text(f"by operator {OPERATOR}")
+
+
 async def test_a_release_live_from_creation_to_published(
     context: BrowserContext,
     start_dashboard: StartDashboard,
@@ -118,16 +131,7 @@ async def test_a_release_live_from_creation_to_published(
     assert await release.evaluate(SAME_DOCUMENT) == "yes"
     await releases.screenshot(path=ARTIFACTS / "releases.png", full_page=True)
 
-    # Read-only until signed in; then publish, by keyboard alone.
-    await expect(release.locator("a.action-publish")).to_have_count(0)
-    await sign_in(release, dashboard.url, f"/releases/{release_id}")
-    await release.locator("a.action-publish").focus()
-    await release.keyboard.press("Enter")
-    await release.wait_for_url(f"{dashboard.url}/releases/{release_id}/publish")
-    await release.get_by_role("button", name=f"Publish {release_id}").focus()
-    await release.keyboard.press("Enter")
-    await release.wait_for_url(f"{dashboard.url}/releases/{release_id}")
-    await expect(release.locator(".flash-ok")).to_contain_text(f"by operator {OPERATOR}")
+    await publish_by_keyboard(release, dashboard.url, release_id)
     await release.evaluate(NO_RELOAD)
     await expect(badge(release, release_id)).to_have_text("published", timeout=STEP_MS)
     await expect(row.locator(".badge").first).to_have_text("published", timeout=LIVE_MS)
