@@ -8,7 +8,7 @@
   127.0.0.1 in this event loop, on this test's namespace; stopped afterwards.
 - ``example_services(seconds)``: the three example services as ``rc-task`` subprocesses.
 - ``ready``: three required, healthy simulated services (fast answers, no progress).
-- ``coordinator``, ``admin``, ``services``: those of ``tests/coordinator/conftest.py``.
+- ``coordinator``, ``admin``, ``services``: those of ``tests/coordinator/fixtures.py`` (a suite plugin).
 """
 
 from __future__ import annotations
@@ -33,21 +33,7 @@ from rc_dashboard.live import Hub
 from rc_dashboard.settings import DashboardSettings
 from schemas.messages import ListServices, RequireService, ServiceList
 from tests.cli.conftest import Outcome, Rc, rc_env, run_rc
-from tests.coordinator.conftest import (  # noqa: F401  (fixtures used by the tests here)
-    SERVICES,
-    Running,
-    admin,
-    broker_kind,
-    broker_url,
-    connect_peer,
-    coordinator,
-    coordinator_broker,
-    memory_broker,
-    services,
-    settings,
-    start_coordinator,
-    store,
-)
+from tests.coordinator.fixtures import SERVICES, Running
 from tests.coordinator.simulated import SimulatedService
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -201,9 +187,9 @@ async def require_and_wait(client: AdminClient, names: tuple[str, ...] = SERVICE
 
 @pytest.fixture
 async def ready(
-    coordinator: Running,  # noqa: F811  (these parameters are the fixtures imported above)
-    admin: AdminClient,  # noqa: F811
-    services: StartService,  # noqa: F811
+    coordinator: Running,
+    admin: AdminClient,
+    services: StartService,
 ) -> list[SimulatedService]:
     """A running coordinator with three required, healthy, well-behaved simulated services."""
     started = [await services(name) for name in SERVICES]

@@ -11,7 +11,7 @@ import sys
 import aiohttp
 import pytest
 
-from tests.coordinator.conftest import Running
+from tests.coordinator.fixtures import Running
 from tests.dashboard.conftest import wait_for
 
 

@@ -21,7 +21,7 @@ from schemas.enums import ReleaseState
 from schemas.messages import EventPage, ListEvents, ReleaseResult, ShowRelease
 from tests._proxy import TcpProxy
 from tests.cli.conftest import Rc
-from tests.coordinator.conftest import Running
+from tests.coordinator.fixtures import Running
 from tests.dashboard.conftest import (
     ARTIFACTS,
     OPERATOR,

@@ -7,7 +7,7 @@ from playwright.async_api import Browser, BrowserContext, expect
 from rc_cli.client import AdminClient
 from schemas.enums import ReleaseState
 from schemas.messages import CreateRelease, PublishRelease, ReleaseResult, ShowRelease
-from tests.coordinator.conftest import SERVICES
+from tests.coordinator.fixtures import SERVICES
 from tests.coordinator.simulated import SimulatedService
 from tests.dashboard.conftest import StartDashboard, wait_for
 

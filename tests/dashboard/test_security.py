@@ -30,7 +30,7 @@ from schemas.messages import (
     ShowRelease,
 )
 from tests.cli.conftest import Rc
-from tests.coordinator.conftest import SERVICES, Running
+from tests.coordinator.fixtures import SERVICES, Running
 from tests.coordinator.simulated import SimulatedService
 from tests.dashboard.conftest import TOKEN, StartDashboard, StartService, require_and_wait, wait_for
 
