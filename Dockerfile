@@ -2,6 +2,7 @@
 #   docker run IMAGE                                  -> rc-coordinator (the default)
 #   docker run IMAGE rc-task examples.portal:Portal   -> a task service
 #   docker run IMAGE rc --help                        -> the operator CLI
+#   docker run IMAGE rc-dashboard                     -> the web dashboard (port 8780)
 # Credentials come only from the environment (RC_AMQP_URL, RC_MONGODB_URL) at run time, never from the image.
 
 FROM python:3.13-slim AS build
@@ -10,7 +11,7 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 COPY . .
-RUN pip install ".[embedded]"
+RUN pip install ".[dashboard]"
 
 FROM python:3.13-slim
 ENV PATH=/opt/venv/bin:$PATH \
@@ -30,6 +31,6 @@ COPY deploy/__init__.py deploy/healthcheck.py ./deploy/
 # A task service's outcome store (RC_TASK_STATE_DIR); mount a volume here to keep it across restarts.
 VOLUME ["/var/lib/rc"]
 USER rc:rc
-# Prometheus metrics of the coordinator (RC_METRICS_PORT).
-EXPOSE 9464
+# Prometheus metrics of the coordinator (RC_METRICS_PORT); the dashboard (RC_DASHBOARD_LISTEN).
+EXPOSE 9464 8780
 CMD ["rc-coordinator"]

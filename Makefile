@@ -41,6 +41,7 @@ lint: venv
 
 test: venv
 	scripts/ensure-rabbitmq.sh
+	scripts/ensure-chromium.sh
 	$(MAKE) --no-print-directory lint
 	$(PY) -m pytest -q
 

@@ -15,7 +15,7 @@ TASK_SERVICES = {
     "search-index": "examples.search_index:SearchIndex",
     "file-service": "examples.file_service:FileService",
 }
-APP_SERVICES = ("coordinator", *TASK_SERVICES)
+APP_SERVICES = ("coordinator", "dashboard", *TASK_SERVICES)
 SECRET = re.compile(r"\$\{(RC_PASSWORD_[A-Z_]+|RC_MONGODB_PASSWORD):\?[^}]*\}")
 
 
@@ -53,6 +53,7 @@ def test_every_service_is_there(services: dict[str, Any]) -> None:
 
 def test_commands(services: dict[str, Any]) -> None:
     assert services["coordinator"]["command"] == ["rc-coordinator"]
+    assert services["dashboard"]["command"] == ["rc-dashboard"]
     for name, handler in TASK_SERVICES.items():
         assert services[name]["command"] == ["rc-task", handler]
 
@@ -81,6 +82,7 @@ def test_health_means_doing_the_job(services: dict[str, Any]) -> None:
     """The coordinator's metrics answer; a task service's queue has a consumer (deploy.healthcheck)."""
     check = ["CMD", "python", "-m", "deploy.healthcheck"]
     assert services["coordinator"]["healthcheck"]["test"] == [*check, "http", "http://127.0.0.1:9464/metrics"]
+    assert services["dashboard"]["healthcheck"]["test"] == [*check, "http", "http://127.0.0.1:8780/healthz"]
     for name in TASK_SERVICES:
         assert services[name]["healthcheck"]["test"] == [*check, "task", name]
         assert _env(services[name])["RC_TASK_STATE_DIR"] == "/var/lib/rc"
@@ -98,7 +100,7 @@ def test_dependencies_wait_for_health(services: dict[str, Any]) -> None:
 
 
 def test_each_process_connects_as_its_own_user(services: dict[str, Any]) -> None:
-    users = {"coordinator": "rc-coordinator", **{name: name for name in TASK_SERVICES}}
+    users = {"coordinator": "rc-coordinator", "dashboard": "rc-operator", **{n: n for n in TASK_SERVICES}}
     for name, user in users.items():
         env = _env(services[name])
         assert env["RC_NAMESPACE"] == "rc"
@@ -109,7 +111,7 @@ def test_each_process_connects_as_its_own_user(services: dict[str, Any]) -> None
     coordinator = _env(services["coordinator"])
     assert coordinator["RC_MONGODB_URL"].startswith("mongodb://")
     assert "@mongodb:27017/" in coordinator["RC_MONGODB_URL"]
-    for name in TASK_SERVICES:
+    for name in (*TASK_SERVICES, "dashboard"):
         assert "RC_MONGODB_URL" not in _env(services[name])
 
 
@@ -118,6 +120,17 @@ def test_ports(services: dict[str, Any]) -> None:
     assert any(port.endswith(":5672:5672") or port == "5672:5672" for port in services["rabbitmq"]["ports"])
     for name in TASK_SERVICES:
         assert "ports" not in services[name]
+    assert services["dashboard"]["ports"] == ["127.0.0.1:8780:8780"]
+
+
+def test_the_dashboard(services: dict[str, Any]) -> None:
+    """It waits for the broker, talks to the coordinator only over it, is read-only without a token."""
+    dashboard = services["dashboard"]
+    assert dashboard["depends_on"]["rabbitmq"] == {"condition": "service_healthy"}
+    assert "mongodb" not in dashboard["depends_on"]
+    env = _env(dashboard)
+    assert env["RC_DASHBOARD_LISTEN"] == "0.0.0.0:8780"
+    assert env["RC_DASHBOARD_TOKEN"] == "${RC_DASHBOARD_TOKEN:-}"
 
 
 def test_no_credentials_in_clear() -> None:
@@ -138,8 +151,8 @@ def test_dockerfile() -> None:
     ]
     froms = [line for line in instructions if line.upper().startswith("FROM ")]
     assert all(line.split()[1] == "python:3.13-slim" for line in froms)
-    assert any(
-        '".[embedded]"' in line or ".[embedded]" in line for line in instructions if "pip install" in line
+    assert any('".[dashboard]"' in line for line in instructions if "pip install" in line), (
+        "the image has the dashboard"
     )
     users = [line.split(None, 1)[1] for line in instructions if line.upper().startswith("USER ")]
     assert users, "the image must not run as root"

@@ -1,0 +1,138 @@
+"""The dashboard's settings: environment variables, each overridden by the command-line option named alike.
+
+=============================  ===================  =========================================================
+variable                       option               meaning
+=============================  ===================  =========================================================
+``RC_AMQP_URL``                ``--amqp-url``       broker URL (an operator user, e.g. ``rc-operator``)
+``RC_NAMESPACE``               ``--namespace``      installation namespace
+``RC_TIMEOUT``                 ``--timeout``        seconds to wait for the coordinator's answer
+``RC_DASHBOARD_LISTEN``        ``--listen``         ``HOST:PORT`` to serve on (default ``127.0.0.1:8780``)
+``RC_DASHBOARD_TOKEN``         (none)               the operator token; unset: read-only
+``RC_DASHBOARD_OPERATOR``      ``--operator``       the operator name actions are recorded under
+``RC_DASHBOARD_POLL_SECONDS``  ``--poll-seconds``   how often open releases are re-read
+``RC_RECONNECT_SECONDS``       (none)               seconds between attempts to reach the broker again
+``RC_TRUSTED_USERS``           (none)               broker users whose progress reports for any service are
+                                                    shown as they arrive (the coordinator's setting)
+=============================  ===================  =========================================================
+
+The token is deliberately not an option: a command line is visible to every local user.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from rc_cli.client import DEFAULT_AMQP_URL, DEFAULT_NAMESPACE, DEFAULT_TIMEOUT
+
+DEFAULT_LISTEN = "127.0.0.1:8780"
+DEFAULT_OPERATOR = "dashboard"
+DEFAULT_POLL_SECONDS = 1.0
+DEFAULT_RECONNECT_SECONDS = 2.0
+#: The shortest token accepted: a token is a password and must not be guessable.
+MIN_TOKEN_LENGTH = 16
+
+ENVIRONMENT: dict[str, str] = {
+    "RC_AMQP_URL": "broker URL (an operator user, e.g. rc-operator)",
+    "RC_NAMESPACE": f"installation namespace (default {DEFAULT_NAMESPACE})",
+    "RC_TIMEOUT": f"seconds to wait for the coordinator's answer (default {DEFAULT_TIMEOUT:g})",
+    "RC_DASHBOARD_LISTEN": f"HOST:PORT to serve on (default {DEFAULT_LISTEN})",
+    "RC_DASHBOARD_TOKEN": f"operator token (at least {MIN_TOKEN_LENGTH} characters); unset: read-only",
+    "RC_DASHBOARD_OPERATOR": f"operator name recorded for actions (default {DEFAULT_OPERATOR})",
+    "RC_DASHBOARD_POLL_SECONDS": f"seconds between re-reads of open releases ({DEFAULT_POLL_SECONDS:g})",
+    "RC_RECONNECT_SECONDS": f"seconds between attempts to reach the broker ({DEFAULT_RECONNECT_SECONDS:g})",
+    "RC_TRUSTED_USERS": "broker users that may report progress for any service (as the coordinator's)",
+}
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) as a (host, port) pair; port 0 picks a free one."""
+    host, sep, port = listen.strip().rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"listen must be HOST:PORT (e.g. {DEFAULT_LISTEN}), not {listen!r}")
+    return host, int(port)
+
+
+def _positive(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of seconds, not {raw!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive number of seconds, not {raw!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class DashboardSettings:
+    amqp_url: str = DEFAULT_AMQP_URL
+    namespace: str = DEFAULT_NAMESPACE
+    timeout: float = DEFAULT_TIMEOUT
+    listen: str = DEFAULT_LISTEN
+    #: The operator token; ``None`` makes the dashboard read-only.
+    token: str | None = None
+    operator: str = DEFAULT_OPERATOR
+    poll_seconds: float = DEFAULT_POLL_SECONDS
+    reconnect_seconds: float = DEFAULT_RECONNECT_SECONDS
+    #: Releases per page of the releases list, events per page of the audit trail.
+    page_size: int = 25
+    #: Broker users whose progress reports for any service are shown before the coordinator stored them.
+    trusted_users: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        split_listen(self.listen)
+        if not self.namespace.strip():
+            raise ValueError("the namespace must not be empty")
+        if self.token is not None and len(self.token) < MIN_TOKEN_LENGTH:
+            raise ValueError(f"RC_DASHBOARD_TOKEN must have at least {MIN_TOKEN_LENGTH} characters")
+        if not 1 <= len(self.operator.strip()) <= 200:
+            raise ValueError("the operator name must have 1 to 200 characters")
+        for name in ("timeout", "poll_seconds", "reconnect_seconds"):
+            _positive(name, str(getattr(self, name)))
+
+    @property
+    def listen_address(self) -> tuple[str, int]:
+        return split_listen(self.listen)
+
+    @property
+    def read_only(self) -> bool:
+        return self.token is None
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, **options: str | float | None
+    ) -> DashboardSettings:
+        """Settings from ``environ`` (default ``os.environ``), each overridden by a non-``None`` option."""
+        env = os.environ if environ is None else environ
+
+        def pick(option: str, variable: str) -> str | None:
+            given = options.get(option)
+            if given is not None:
+                return str(given)
+            value = env.get(variable, "").strip()
+            return value or None
+
+        values: dict[str, object] = {}
+        for field, variable in (
+            ("amqp_url", "RC_AMQP_URL"),
+            ("namespace", "RC_NAMESPACE"),
+            ("listen", "RC_DASHBOARD_LISTEN"),
+            ("operator", "RC_DASHBOARD_OPERATOR"),
+        ):
+            if (text := pick(field, variable)) is not None:
+                values[field] = text
+        for field, variable in (
+            ("timeout", "RC_TIMEOUT"),
+            ("poll_seconds", "RC_DASHBOARD_POLL_SECONDS"),
+            ("reconnect_seconds", "RC_RECONNECT_SECONDS"),
+        ):
+            if (text := pick(field, variable)) is not None:
+                values[field] = _positive(variable, text)
+        token = env.get("RC_DASHBOARD_TOKEN", "")
+        values["token"] = token if token else None
+        trusted = env.get("RC_TRUSTED_USERS", "")
+        values["trusted_users"] = frozenset(user.strip() for user in trusted.split(",") if user.strip())
+        return cls(**values)  # type: ignore[arg-type]
