@@ -11,7 +11,7 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 COPY . .
-RUN pip install ".[dashboard]"
+RUN pip install ".[all]"
 
 FROM python:3.13-slim
 ENV PATH=/opt/venv/bin:$PATH \

@@ -25,6 +25,12 @@ DEAD_REASON_HEADER = "x-rc-dead-reason"
 DELIVERY_LIMIT = 5
 
 
+def instance_token(instance_id: str) -> str:
+    """An instance id as one word of a queue name or routing key: lowercase letters, digits and '-'."""
+    token = re.sub(r"[^a-z0-9-]+", "-", instance_id.lower()).strip("-")[:60]
+    return token or "instance"
+
+
 def check_service_name(name: str) -> str:
     """Return ``name`` if it is a valid service name, else raise ``ValueError`` saying why."""
     if not _SERVICE_NAME.match(name):
@@ -96,6 +102,17 @@ class Topology:
     @staticmethod
     def command_key(service: str, action: Action) -> str:
         return f"task.{service}.{action.value}"
+
+    def control_queue(self, service: str, instance_id: str) -> str:
+        """The queue of one instance of a service, for the commands meant for that instance alone (a cancel
+        of the release it is processing). Exclusive and short-lived: it goes with its instance."""
+        return f"{self.namespace}.control.{check_service_name(service)}.{instance_token(instance_id)}"
+
+    @staticmethod
+    def control_key(service: str, instance_id: str) -> str:
+        """A cancel addressed to one instance: four words, so the service's shared queue (``task.<s>.*``)
+        does not take it."""
+        return f"task.{check_service_name(service)}.{Action.CANCEL.value}.{instance_token(instance_id)}"
 
     @staticmethod
     def reply_key(service: str, kind: ReplyKind) -> str:

@@ -1,0 +1,1 @@
+"""The distribution's command-line entry points (see :mod:`release_coordinator.launch`)."""
