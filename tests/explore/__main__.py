@@ -65,13 +65,15 @@ def main(argv: list[str] | None = None) -> int:
         lose_commands=args.lose_commands,
     )
     started = time.monotonic()
+    shown = [started]
 
     def progress(expanded: int, states: int, depth: int) -> None:
-        seconds = time.monotonic() - started
-        print(
-            f"explore: ... {states:,} states, {expanded:,} expanded, depth {depth}, {seconds:.0f} s",
-            file=sys.stderr,
-        )
+        """Every 10 s, on stderr."""
+        now = time.monotonic()
+        if now - shown[0] >= 10:
+            shown[0] = now
+            line = f"{states:,} states, {expanded:,} expanded, depth {depth}, {now - started:.0f} s"
+            print(f"explore: ... {line}", file=sys.stderr, flush=True)
 
     patch = VARIANTS[args.sabotage].patch() if args.sabotage else nullcontext()
     try:

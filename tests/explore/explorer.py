@@ -4,6 +4,10 @@ States are hashed (a :class:`~tests.explore.world.World` is a tuple of small val
 expanded once. Breadth-first order makes the first violation found one at the smallest depth: its
 trace is a shortest counter-example. Once the graph is complete, ``every_run_can_end`` walks it
 backwards from the states where every release has ended.
+
+Counted as transitions: every step taken from an explored state (to a new state, a known one, or the
+same one). Operator commands that the state machine refuses are asked (from the memo) but not counted:
+they change nothing.
 """
 
 from __future__ import annotations
@@ -70,8 +74,7 @@ class Explorer:
                     self.checks_by_move.setdefault(kind, []).append(check)
         self.graph_check = every_run_can_end.__name__ not in skip
         self.worlds: list[World] = []
-        self.parents = array("l")
-        self.moves: list[Move | None] = []
+        self.parents = array("i")
 
     def run(self, max_states: int | None = None) -> Result:
         started = time.perf_counter()
@@ -88,9 +91,8 @@ class Explorer:
         index = {first: 0}
         self.worlds.append(first)
         self.parents.append(-1)
-        self.moves.append(None)
         depths = array("i", [0])
-        sources, targets = array("l"), array("l")
+        sources, targets = array("i"), array("i")
         checks = self.checks_by_move
         i = 0
         while i < len(self.worlds):
@@ -115,7 +117,6 @@ class Explorer:
                     index[after] = j
                     self.worlds.append(after)
                     self.parents.append(i)
-                    self.moves.append(move)
                     depths.append(depths[i] + 1)
                     result.depth = depths[i] + 1
                     for state_check in self.state_checks:
@@ -147,9 +148,9 @@ class Explorer:
         path.reverse()
         steps: list[tuple[World, Move, World]] = []
         for a, b in itertools.pairwise(path):
-            move = self.moves[b]
-            assert move is not None
-            steps.append((self.worlds[a], move, self.worlds[b]))
+            before, after = self.worlds[a], self.worlds[b]
+            move = next(m for m, w in self.model.moves(before) if w == after)  # the first, as explored
+            steps.append((before, move, after))
         if extra is not None:
             before = self.worlds[last]
             after = next(w for m, w in self.model.moves(before) if m == extra)

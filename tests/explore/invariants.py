@@ -119,13 +119,13 @@ def every_run_can_end(
     count = len(worlds)
     ended = bytearray(count)
     # Reverse edges in compressed rows: predecessors of j are origins[starts[j]:starts[j + 1]].
-    starts = array("l", bytes(8 * (count + 1)))
+    starts = array("i", [0]) * (count + 1)
     for target in targets:
         starts[target + 1] += 1
     for j in range(count):
         starts[j + 1] += starts[j]
-    origins = array("l", bytes(8 * len(targets)))
-    filled = array("l", starts)
+    origins = array("i", [0]) * len(targets)
+    filled = array("i", starts)
     for source, target in zip(sources, targets, strict=True):
         origins[filled[target]] = source
         filled[target] += 1

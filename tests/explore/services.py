@@ -6,7 +6,8 @@ which the SDK runs again after a failure). ``initialize`` is accepted, rejected 
 taken on (processing runs; it stages or fails later, see :func:`finish`), is ignored while it runs, and
 is answered ``canceled`` without processing once a cancel was received. ``publish`` makes the staged
 data public, or fails. ``cancel`` interrupts processing (the start is then recorded ``canceled``,
-answered by the cancel's reply) and discards what was prepared.
+answered by the cancel's reply) and discards what was prepared. ``test_services_model.py`` sends the
+same commands to the real runner (the SDK's in-memory harness) and checks the same answers and data.
 """
 
 from __future__ import annotations

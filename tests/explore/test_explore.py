@@ -45,6 +45,10 @@ def test_every_reachable_state_of_the_suite_bound_keeps_every_rule() -> None:
     assert result.transitions > result.states
 
 
+def test_the_command_line_runs_the_suite_bound_by_default() -> None:
+    assert Bound() == SUITE_BOUND
+
+
 def test_without_sabotage_the_small_bound_has_no_counter_example() -> None:
     result = explore(SMALL_BOUND)
     assert result.violation is None, trace_of(result)
