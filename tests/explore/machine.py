@@ -20,9 +20,9 @@ from coordinator.machine import (
     Begin,
     Cancel,
     DeadlineCheck,
-    Event,
     HealthVerdict,
     Hold,
+    Input,
     Publish,
     ReplyReceived,
     Timeouts,
@@ -187,7 +187,7 @@ class Machine:
         after = self.intern(decision.release) if decision.applied else release
         return Step(decision.applied, after, tuple(commands), decision.reason)
 
-    def _event(self, release: Release, key: EventKey) -> Event:
+    def _event(self, release: Release, key: EventKey) -> Input:
         names = self.services
         match key:
             case ("begin", frozenset() as unhealthy):

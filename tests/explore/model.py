@@ -6,9 +6,10 @@ Real: every release decision is ``coordinator.machine.decide()`` on real release
 
 Modelled, after the code it mirrors:
 
-* **The coordinator** (``coordinator/service.py``). It decides an input, stores the new release with
-  the commands the decision caused in its outbox (one update), publishes the outbox with confirms, and
-  acks the input; inputs of one release are decided one at a time, publication included. The broker
+* **The coordinator** (``coordinator/releases.py``, ``sweeper.py``, ``creation.py``, and the recovery
+  in ``service.py``). It decides an input, stores the new release with the commands the decision caused
+  in its outbox (one update), publishes the outbox with confirms, and acks the input; inputs of one
+  release are decided one at a time, publication included. The broker
   may not confirm a publication (``Bound.unconfirmed``): the outbox stays stored and the coordinator
   goes on; its sweeper publishes it later. The coordinator may crash then, between storing and
   publishing: the next one recovers from the store and replays every stored outbox. It may also die
@@ -43,6 +44,7 @@ from tests.explore.world import (
     Budget,
     Command,
     Data,
+    Message,
     Move,
     Reply,
     World,
@@ -80,14 +82,15 @@ class Model:
         )
 
     def moves(self, w: World) -> Iterator[Successor]:
-        yield from self._coordinator(w)
+        in_flight = sorted(w.network)  # one order every time (sets iterate by hash): the same trace
+        yield from self._coordinator(w, in_flight)
         yield from self._operators(w)
-        yield from self._broker(w)
-        yield from self._services(w)
+        yield from self._broker(w, in_flight)
+        yield from self._services(w, in_flight)
 
     # ------------------------------------------------------------------ coordinator
 
-    def _coordinator(self, w: World) -> Iterator[Successor]:
+    def _coordinator(self, w: World, in_flight: list[Message]) -> Iterator[Successor]:
         for r, rid in enumerate(w.releases):
             facts = self.machine.facts[rid]
             if facts.state is ReleaseState.WAITING:
@@ -103,7 +106,7 @@ class Model:
         if w.to_deliver:
             recovered = World(w.releases, w.outbox, recover(w), w.network, w.parts, w.silent, w.budget)
             yield Move("crash"), recovered
-        for message in w.network:
+        for message in in_flight:
             if len(message) == 4:
                 reply: Reply = message
                 r, s, action, outcome = reply
@@ -214,11 +217,11 @@ class Model:
 
     # ------------------------------------------------------------------ broker
 
-    def _broker(self, w: World) -> Iterator[Successor]:
+    def _broker(self, w: World, in_flight: list[Message]) -> Iterator[Successor]:
         if not w.budget.losses:
             return
         budget = w.budget._replace(losses=w.budget.losses - 1)
-        for message in w.network:
+        for message in in_flight:
             if len(message) == 4 or self.bound.lose_commands:
                 r, s, action, *outcome = message
                 move = Move("lose", r, s, action, outcome[0] if outcome else None)
@@ -226,9 +229,9 @@ class Model:
 
     # ------------------------------------------------------------------ task services
 
-    def _services(self, w: World) -> Iterator[Successor]:
+    def _services(self, w: World, in_flight: list[Message]) -> Iterator[Successor]:
         failures = self.bound.failures
-        for message in w.network:
+        for message in in_flight:
             if len(message) == 3 and message[1] not in w.silent:
                 yield from self._take(w, message)
         for r, parts in enumerate(w.parts):
