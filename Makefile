@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # Set PYTHON=/path/to/python to choose the interpreter the virtualenv is made with.
 PYTHON ?=
 
-.PHONY: venv lint test demo schemas clean distclean
+.PHONY: venv lint test explore demo schemas clean distclean
 
 venv: $(STAMP)
 
@@ -44,6 +44,13 @@ test: venv
 	scripts/ensure-chromium.sh
 	$(MAKE) --no-print-directory lint
 	$(PY) -m pytest -q
+
+# Every run of the release protocol within a larger bound than the suite's (tests/explore/): the real
+# state machine with duplicated and reordered messages, unconfirmed outboxes, coordinator crashes, a
+# silent service, failures, deadlines and operators at any moment. A few minutes; about 1 GB of memory.
+EXPLORE_BOUND ?= --services 2 --releases 2 --duplicates 1 --unconfirmed 1 --losses 0 --silent 1
+explore: venv
+	$(PY) -m tests.explore $(EXPLORE_BOUND)
 
 # One whole release, live, with the three example services (scripts/demo.py). RabbitMQ is started
 # if it is installed but stopped, unless RC_AMQP_URL names another broker.

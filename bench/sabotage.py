@@ -1,40 +1,91 @@
-"""Coordinators with one guarantee removed, to show that the fault-injection run notices.
+"""Coordinators with one guarantee removed, to show that the checks notice.
 
+Each variant is a restorable patch (a context manager), registered under a name with a one-line
+description. Two ways to use one:
+
+    python -m bench.sabotage NAME          # patch, then run the coordinator (e.g. under bench/chaos.py)
     python -m bench.chaos --coordinator "bench.sabotage accept-spoofed"
 
-* ``accept-spoofed``: replies are admitted whatever broker user signed them (no ``user_id`` check).
-* ``advance-early``: processing counts as done when the *first* service staged, not every one.
-* ``forget-outbox``: the outbox is not replayed after a restart: commands stored but not yet
-  confirmed when the coordinator died are never sent.
+    with VARIANTS["ignore-hold"].patch():  # in-process: the exhaustive explorer (tests/explore)
+        ...
 
-Never deploy these: they exist only to prove that ``bench/chaos.py`` reports a violation.
+``python -m bench.sabotage`` alone lists the variants. A variant's ``level`` says what it breaks:
+``machine`` (the pure state machine and the version rules, which the explorer drives) or
+``coordinator`` (the service around it: admission, outbox, recovery). To add one, write a
+generator that patches with :func:`patched` and yields once, and decorate it with
+:func:`sabotage`.
+
+Never deploy these: they exist only to prove that the checks report a violation.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
-from coordinator import __main__ as coordinator_main
-from coordinator import admission, machine, replies, service
+from coordinator import admission, machine, replies, service, versioning
 from coordinator.admission import Reply
 from schemas.documents import Task
 from schemas.enums import Action
+
+Level = Literal["machine", "coordinator"]
+
+
+@dataclass(frozen=True)
+class Sabotage:
+    name: str
+    description: str
+    level: Level
+    patch: Callable[[], AbstractContextManager[None]]
+
+
+VARIANTS: dict[str, Sabotage] = {}
+
+
+def sabotage(
+    name: str, description: str, level: Level
+) -> Callable[[Callable[[], Iterator[None]]], Callable[[], AbstractContextManager[None]]]:
+    """Register a generator (patch, ``yield``) as the variant ``name``."""
+
+    def register(patches: Callable[[], Iterator[None]]) -> Callable[[], AbstractContextManager[None]]:
+        patch = contextmanager(patches)
+        VARIANTS[name] = Sabotage(name, description, level, patch)
+        return patch
+
+    return register
+
+
+@contextmanager
+def patched(owner: object, attribute: str, value: object) -> Iterator[None]:
+    """Set ``owner.attribute`` to ``value``; put the original back on exit (even on an error)."""
+    original = getattr(owner, attribute)
+    setattr(owner, attribute, value)
+    try:
+        yield
+    finally:
+        setattr(owner, attribute, original)
+
+
+# ---------------------------------------------------------------------- coordinator level
 
 
 class _Everyone(Collection[str]):
     def __contains__(self, item: object) -> bool:
         return True
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[str]:
         return iter(())
 
     def __len__(self) -> int:
         return 0
 
 
-def accept_spoofed() -> None:
+@sabotage("accept-spoofed", "replies are admitted whatever broker user signed them", "coordinator")
+def accept_spoofed() -> Iterator[None]:
     admit = admission.admit_reply
 
     def admit_anyone(
@@ -42,10 +93,25 @@ def accept_spoofed() -> None:
     ) -> Reply:
         return admit(body, routing_key, user_id or "anyone", _Everyone())
 
-    replies.admit_reply = admit_anyone  # type: ignore[attr-defined] # the name the replies module calls
+    with patched(replies, "admit_reply", admit_anyone):  # the name the replies module calls
+        yield
 
 
-def advance_early() -> None:
+@sabotage("forget-outbox", "the outbox is not replayed after a restart", "coordinator")
+def forget_outbox() -> Iterator[None]:
+    async def recover_nothing(self: service.Coordinator) -> None:
+        for release in await self.store.open_releases():
+            self.releases.arm(release)
+
+    with patched(service.Coordinator, "_recover", recover_nothing):
+        yield
+
+
+# ---------------------------------------------------------------------- state machine level
+
+
+@sabotage("advance-early", "processing counts as done when the first service staged", "machine")
+def advance_early() -> Iterator[None]:
     is_awaiting = machine._is_awaiting
 
     def first_stage_is_enough(task: Task, action: Action) -> bool:
@@ -54,25 +120,81 @@ def advance_early() -> None:
     original = machine._Step._advance_if_all_answered
 
     def advance(self: machine._Step, now: datetime) -> machine.Decision:
-        machine._is_awaiting = first_stage_is_enough
-        try:
+        with patched(machine, "_is_awaiting", first_stage_is_enough):
             return original(self, now)
-        finally:
-            machine._is_awaiting = is_awaiting
 
-    machine._Step._advance_if_all_answered = advance  # type: ignore[method-assign]
-
-
-def forget_outbox() -> None:
-    async def recover_nothing(self: service.Coordinator) -> None:
-        for release in await self.store.open_releases():
-            self.releases.arm(release)
-
-    service.Coordinator._recover = recover_nothing  # type: ignore[method-assign]
+    with patched(machine._Step, "_advance_if_all_answered", advance):
+        yield
 
 
-VARIANTS = {"accept-spoofed": accept_spoofed, "advance-early": advance_early, "forget-outbox": forget_outbox}
+@sabotage("ignore-hold", "a held release can be published", "machine")
+def ignore_hold() -> Iterator[None]:
+    original = machine._Step._publish
+
+    def publish_even_if_held(self: machine._Step, event: machine.Publish) -> machine.Decision:
+        self.original = self.original.model_copy(update={"held": False})
+        return original(self, event)
+
+    with patched(machine._Step, "_publish", publish_even_if_held):
+        yield
+
+
+@sabotage("ignore-deadlines", "a deadline check never changes anything", "machine")
+def ignore_deadlines() -> Iterator[None]:
+    def deadline(self: machine._Step, event: machine.DeadlineCheck) -> machine.Decision:
+        return self._unchanged(machine.Verdict.STALE, "deadlines are ignored")
+
+    with patched(machine._Step, "deadline", deadline):
+        yield
+
+
+@sabotage("accept-duplicates", "a reply already recorded is applied again", "machine")
+def accept_duplicates() -> Iterator[None]:
+    original = machine._Step.reply
+
+    def reply_again(self: machine._Step, event: machine.ReplyReceived) -> machine.Decision:
+        reply = event.reply
+        task = self.tasks.get(reply.service)
+        awaiting = machine._AWAITING_TASK_STATE.get(reply.action)
+        awaited = machine._AWAITED_ACTION.get(self.original.state)
+        recorded = task is not None and task.answers.get(reply.action) is reply.outcome
+        if task is not None and recorded and awaiting is not None and reply.action is awaited:
+            answers = {
+                a: o for a, o in task.answers.items() if a is not reply.action
+            }  # forget it: it counts again
+            self.tasks[reply.service] = task.model_copy(update={"answers": answers, "state": awaiting})
+        return original(self, event)
+
+    with patched(machine._Step, "reply", reply_again):
+        yield
+
+
+@sabotage("reuse-version", "a final version is not taken above the highest one assigned", "machine")
+def reuse_version() -> Iterator[None]:
+    def from_scratch(highest_final_version: str | None, *, is_major: bool) -> str:
+        return versioning.next_final(None, is_major=is_major)
+
+    with patched(machine, "next_final", from_scratch):
+        yield
+
+
+def usage() -> str:
+    width = max(len(name) for name in VARIANTS)
+    lines = [f"  {v.name:<{width}}  {v.level:<11}  {v.description}" for v in VARIANTS.values()]
+    return "usage: python -m bench.sabotage NAME\n" + "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1 or argv[0] not in VARIANTS:
+        if argv:
+            print(f"bench.sabotage: unknown variant {argv[0]!r}", file=sys.stderr)
+        print(usage(), file=sys.stderr)
+        return 2
+    from coordinator import __main__ as coordinator_main
+
+    with VARIANTS[argv[0]].patch():
+        return coordinator_main.main([])
+
 
 if __name__ == "__main__":
-    VARIANTS[sys.argv[1]]()
-    sys.exit(coordinator_main.main([]))
+    sys.exit(main(sys.argv[1:]))
