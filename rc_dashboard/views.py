@@ -22,7 +22,7 @@ class Action(StrEnum):
     CANCEL = "cancel"
 
 
-#: States in which a release may still be canceled (a publishing release may not: DESIGN.md section 5).
+#: States in which a release may still be canceled (a publishing release may not: docs/design.md, section 5).
 CANCELABLE = frozenset(
     {ReleaseState.WAITING, ReleaseState.INITIALIZING, ReleaseState.RUNNING, ReleaseState.STAGED}
 )

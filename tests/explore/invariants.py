@@ -1,4 +1,4 @@
-"""The rules the explorer checks, one function each (``docs/invariants.md`` names them).
+"""The rules the explorer checks, one function each (``docs/design.md``, section 8, names them).
 
 State checks run on every state reached, transition checks on every step taken; each returns why the
 rule is broken, or None. ``every_run_can_end`` runs once the whole graph of states is known.
