@@ -29,6 +29,7 @@ from typing import Literal
 
 from coordinator import admission, machine, replies, service, versioning
 from coordinator.admission import Reply
+from coordinator.machine import rules, step
 from schemas.documents import Task
 from schemas.enums import Action
 
@@ -112,51 +113,51 @@ def forget_outbox() -> Iterator[None]:
 
 @sabotage("advance-early", "processing counts as done when the first service staged", "machine")
 def advance_early() -> Iterator[None]:
-    is_awaiting = machine._is_awaiting
+    is_awaiting = rules._is_awaiting
 
     def first_stage_is_enough(task: Task, action: Action) -> bool:
         return False if action is Action.START else is_awaiting(task, action)
 
-    original = machine._Step._advance_if_all_answered
+    original = step._Step._advance_if_all_answered
 
-    def advance(self: machine._Step, now: datetime) -> machine.Decision:
-        with patched(machine, "_is_awaiting", first_stage_is_enough):
+    def advance(self: step._Step, now: datetime) -> machine.Decision:
+        with patched(step, "_is_awaiting", first_stage_is_enough):
             return original(self, now)
 
-    with patched(machine._Step, "_advance_if_all_answered", advance):
+    with patched(step._Step, "_advance_if_all_answered", advance):
         yield
 
 
 @sabotage("ignore-hold", "a held release can be published", "machine")
 def ignore_hold() -> Iterator[None]:
-    original = machine._Step._publish
+    original = step._Step._publish
 
-    def publish_even_if_held(self: machine._Step, event: machine.Publish) -> machine.Decision:
+    def publish_even_if_held(self: step._Step, event: machine.Publish) -> machine.Decision:
         self.original = self.original.model_copy(update={"held": False})
         return original(self, event)
 
-    with patched(machine._Step, "_publish", publish_even_if_held):
+    with patched(step._Step, "_publish", publish_even_if_held):
         yield
 
 
 @sabotage("ignore-deadlines", "a deadline check never changes anything", "machine")
 def ignore_deadlines() -> Iterator[None]:
-    def deadline(self: machine._Step, event: machine.DeadlineCheck) -> machine.Decision:
+    def deadline(self: step._Step, event: machine.DeadlineCheck) -> machine.Decision:
         return self._unchanged(machine.Verdict.STALE, "deadlines are ignored")
 
-    with patched(machine._Step, "deadline", deadline):
+    with patched(step._Step, "deadline", deadline):
         yield
 
 
 @sabotage("accept-duplicates", "a reply already recorded is applied again", "machine")
 def accept_duplicates() -> Iterator[None]:
-    original = machine._Step.reply
+    original = step._Step.reply
 
-    def reply_again(self: machine._Step, event: machine.ReplyReceived) -> machine.Decision:
+    def reply_again(self: step._Step, event: machine.ReplyReceived) -> machine.Decision:
         reply = event.reply
         task = self.tasks.get(reply.service)
-        awaiting = machine._AWAITING_TASK_STATE.get(reply.action)
-        awaited = machine._AWAITED_ACTION.get(self.original.state)
+        awaiting = rules._AWAITING_TASK_STATE.get(reply.action)
+        awaited = rules._AWAITED_ACTION.get(self.original.state)
         recorded = task is not None and task.answers.get(reply.action) is reply.outcome
         if task is not None and recorded and awaiting is not None and reply.action is awaited:
             answers = {
@@ -165,7 +166,7 @@ def accept_duplicates() -> Iterator[None]:
             self.tasks[reply.service] = task.model_copy(update={"answers": answers, "state": awaiting})
         return original(self, event)
 
-    with patched(machine._Step, "reply", reply_again):
+    with patched(step._Step, "reply", reply_again):
         yield
 
 
@@ -174,7 +175,7 @@ def reuse_version() -> Iterator[None]:
     def from_scratch(highest_final_version: str | None, *, is_major: bool) -> str:
         return versioning.next_final(None, is_major=is_major)
 
-    with patched(machine, "next_final", from_scratch):
+    with patched(step, "next_final", from_scratch):
         yield
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from bench import sabotage
 from bench.sabotage import VARIANTS
-from coordinator import machine
+from coordinator.machine import step as machine_step
 from tests.explore.__main__ import main
 from tests.explore.explorer import Explorer, Result, explore
 from tests.explore.world import Bound
@@ -114,24 +114,24 @@ def test_duplicated_and_lost_messages_keep_every_rule_and_canonical_states_are_d
 
 def test_sabotage_patches_are_restored() -> None:
     originals = (
-        machine._Step.deadline,
-        machine._Step.reply,
-        machine._Step._publish,
-        vars(machine)["next_final"],
+        machine_step._Step.deadline,
+        machine_step._Step.reply,
+        machine_step._Step._publish,
+        vars(machine_step)["next_final"],
     )
     for variant in VARIANTS.values():
         with variant.patch():
             pass
     assert (
-        machine._Step.deadline,
-        machine._Step.reply,
-        machine._Step._publish,
-        vars(machine)["next_final"],
+        machine_step._Step.deadline,
+        machine_step._Step.reply,
+        machine_step._Step._publish,
+        vars(machine_step)["next_final"],
     ) == originals
-    assert machine._Step._advance_if_all_answered is not None
+    assert machine_step._Step._advance_if_all_answered is not None
     with pytest.raises(RuntimeError), VARIANTS["ignore-deadlines"].patch():
         raise RuntimeError("an error inside the patch")
-    assert machine._Step.deadline is originals[0]
+    assert machine_step._Step.deadline is originals[0]
 
 
 def test_the_command_line_prints_figures_and_the_counter_example(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,240 @@
+"""The rules the steps follow: what each state waits for, what may change when, notes, deadlines."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+
+from pydantic_core import to_json
+
+from coordinator.machine.inputs import Edit, NoteChange, NoteOperation
+from schemas.documents import (
+    MAX_NOTE_BYTES,
+    MAX_NOTES,
+    Note,
+    Release,
+    Task,
+)
+from schemas.enums import TERMINAL_RELEASE_STATES, Action, Outcome, ReleaseState, TaskState
+from schemas.messages import (
+    AddNote,
+    EditNote,
+    RemoveNote,
+    TaskReply,
+)
+
+# --------------------------------------------------------------------------- rules
+
+#: The action whose answers each release state waits for.
+_AWAITED_ACTION: dict[ReleaseState, Action] = {
+    ReleaseState.INITIALIZING: Action.INITIALIZE,
+    ReleaseState.RUNNING: Action.START,
+    ReleaseState.PUBLISHING: Action.PUBLISH,
+    ReleaseState.CANCELING: Action.CANCEL,
+}
+
+#: The task state in which a task is still expected to answer the awaited action.
+_AWAITING_TASK_STATE: dict[Action, TaskState] = {
+    Action.INITIALIZE: TaskState.WAITING,
+    Action.START: TaskState.RUNNING,
+    Action.PUBLISH: TaskState.PUBLISHING,
+}
+
+_TASK_STATE_BY_OUTCOME: dict[Outcome, TaskState] = {
+    Outcome.ACCEPTED: TaskState.INITIALIZED,
+    Outcome.REJECTED: TaskState.REJECTED,
+    Outcome.STAGED: TaskState.STAGED,
+    Outcome.PUBLISHED: TaskState.PUBLISHED,
+    Outcome.FAILED: TaskState.FAILED,
+    Outcome.CANCELED: TaskState.CANCELED,
+}
+
+_SUCCESS_BY_ACTION: dict[Action, Outcome] = {
+    Action.INITIALIZE: Outcome.ACCEPTED,
+    Action.START: Outcome.STAGED,
+    Action.PUBLISH: Outcome.PUBLISHED,
+    Action.CANCEL: Outcome.CANCELED,
+}
+
+
+# --------------------------------------------------------------------------- edit rules
+
+#: States in which the studies and the classification may still change: initialization has not ended.
+STUDIES_EDITABLE = frozenset({ReleaseState.WAITING, ReleaseState.INITIALIZING})
+#: States in which name, description and tags may still change: publication has not started.
+DESCRIPTION_EDITABLE = frozenset(
+    {ReleaseState.WAITING, ReleaseState.INITIALIZING, ReleaseState.RUNNING, ReleaseState.STAGED}
+)
+#: States in which notes may change: every state before the release ends (the ``published``
+#: announcement carries the notes, so they are final once it is out).
+NOTES_EDITABLE = frozenset(ReleaseState) - TERMINAL_RELEASE_STATES
+
+
+def edit_refusal(release: Release, edit: Edit) -> str | None:
+    """Why ``edit`` may not be applied to ``release`` now, or ``None`` if it may."""
+    state = release.state
+    structural = [
+        label
+        for label, value in (("studies", edit.studies), ("major/minor", edit.is_major))
+        if value is not None
+    ]
+    descriptive = [
+        label
+        for label, value in (("name", edit.name), ("description", edit.description), ("tags", edit.tags))
+        if value is not None
+    ]
+    if descriptive and state not in DESCRIPTION_EDITABLE:
+        why = (
+            "publication has started"
+            if state in (ReleaseState.PUBLISHING, ReleaseState.PUBLISHED)
+            else "the release has ended"
+        )
+        return (
+            f"{why} (the release is {state}): its {', '.join(descriptive)} can no longer change; "
+            "they may change only until publication starts"
+        )
+    if structural and state not in STUDIES_EDITABLE:
+        return (
+            f"the {' and '.join(structural)} of a release can change only before initialization ends "
+            f"(waiting or initializing); this one is {state}"
+        )
+    if edit.studies is not None:
+        annotated = sorted({n.study for n in release.notes if n.study and n.study not in edit.studies})
+        if annotated:
+            return (
+                f"notes are attached to {', '.join(annotated)}, which the new study list leaves out: "
+                "remove those notes first"
+            )
+        if len(set(edit.studies)) != len(edit.studies):
+            return "the study list names a study twice"
+    return None
+
+
+def edit_changes(release: Release, edit: Edit) -> dict[str, object]:
+    """The fields ``edit`` actually changes (empty if it changes nothing)."""
+    wanted: dict[str, object] = {
+        "name": edit.name,
+        "description": edit.description,
+        "tags": edit.tags,
+        "studies": edit.studies,
+        "is_major": edit.is_major,
+    }
+    return {
+        field_name: value
+        for field_name, value in wanted.items()
+        if value is not None and getattr(release, field_name) != value
+    }
+
+
+def note_size(text: str) -> int:
+    """A note's size in UTF-8 bytes (what the limit is about)."""
+    return len(text.encode())
+
+
+def notes_size(notes: Iterable[Note]) -> int:
+    """What the notes add to every announcement and ``show`` answer, JSON-encoded."""
+    return sum(len(to_json(note)) for note in notes)
+
+
+def note_refusal(release: Release, event: NoteOperation) -> str | None:
+    """Why a note change may not be applied to ``release`` now, or ``None`` if it may."""
+    if release.state not in NOTES_EDITABLE:
+        return (
+            f"the release is {release.state}: its notes can no longer change "
+            "(notes can change until the release is published, canceled or failed)"
+        )
+    if isinstance(event, EditNote | RemoveNote) and _note(release, event.note_id) is None:
+        known = ", ".join(n.id for n in release.notes) or "none"
+        return f"no note {event.note_id} on {release.id} (its notes: {known})"
+    if isinstance(event, AddNote) and event.study is not None and event.study not in release.studies:
+        return f"study {event.study} is not part of {release.id} (its studies: {', '.join(release.studies)})"
+    if isinstance(event, AddNote | EditNote):
+        size = note_size(event.text)
+        if size > MAX_NOTE_BYTES:
+            return f"the note is {size} bytes; a note may have at most {MAX_NOTE_BYTES} bytes (64 KiB)"
+        if not event.text.strip():
+            return "the note is empty"
+    if isinstance(event, AddNote) and len(release.notes) >= MAX_NOTES:
+        return f"the release already has {MAX_NOTES} notes, the most it may have"
+    return None
+
+
+def with_note_change(release: Release, note: NoteChange) -> tuple[tuple[Note, ...], int, str]:
+    """The notes after ``note`` (allowed by :func:`note_refusal`), the next note number, and what changed."""
+    who, now = note.operator, note.now
+    match note.change:
+        case AddNote(text=text, study=study):
+            added = Note(
+                id=f"N{release.next_note}", study=study, text=text, author=who, created_at=now, updated_at=now
+            )
+            about = f" on {study}" if study else ""
+            reason = f"note {added.id}{about} added by {who} ({note_size(text)} bytes)"
+            return (*release.notes, added), release.next_note + 1, reason
+        case EditNote(note_id=note_id, text=text):
+            notes = tuple(
+                n.model_copy(update={"text": text, "updated_at": now}) if n.id == note_id else n
+                for n in release.notes
+            )
+            return notes, release.next_note, f"note {note_id} edited by {who} ({note_size(text)} bytes)"
+        case RemoveNote(note_id=note_id):
+            notes = tuple(n for n in release.notes if n.id != note_id)
+            return notes, release.next_note, f"note {note_id} removed by {who}"
+
+
+def _note(release: Release, note_id: str) -> Note | None:
+    return next((n for n in release.notes if n.id == note_id), None)
+
+
+def _describe_changes(release: Release, changes: Mapping[str, object]) -> str:
+    parts = []
+    for field_name, value in changes.items():
+        if field_name == "description":
+            parts.append("description changed")
+        elif field_name == "is_major":
+            parts.append("now a major release" if value else "now a minor release")
+        elif isinstance(value, tuple):
+            parts.append(f"{field_name} [{', '.join(map(str, value))}]")
+        else:
+            parts.append(f"{field_name} {getattr(release, field_name)!r} -> {value!r}")
+    return "; ".join(parts)
+
+
+def next_deadline(release: Release) -> datetime | None:
+    """When :func:`decide` should next be given a :class:`DeadlineCheck` for this release."""
+    if release.state.is_terminal:
+        return None
+    awaited = _AWAITED_ACTION.get(release.state)
+    if awaited is None:
+        return None
+    pending = [t.deadline_at for t in _awaiting(release, awaited) if t.deadline_at is not None]
+    return min(pending, default=None)
+
+
+def awaiting_services(release: Release) -> list[str]:
+    """The services the release is waiting on in its current step."""
+    awaited = _AWAITED_ACTION.get(release.state)
+    return [] if awaited is None else [t.service for t in _awaiting(release, awaited)]
+
+
+def _awaiting(release: Release, action: Action) -> Iterable[Task]:
+    return (t for t in release.tasks.values() if _is_awaiting(t, action))
+
+
+def _is_awaiting(task: Task, action: Action) -> bool:
+    """Whether ``task`` still owes an answer to ``action``."""
+    if action is Action.CANCEL:
+        return not task.state.is_final
+    return task.state is _AWAITING_TASK_STATE[action]
+
+
+def _confirms_cancel(task: Task, reply: TaskReply) -> bool:
+    """A service confirming a cancel it was sent when the release failed (its task is canceled already)."""
+    return reply.action is Action.CANCEL and task.state is TaskState.CANCELED
+
+
+def _seconds(limit: timedelta) -> str:
+    return f"{limit.total_seconds():g}s"
+
+
+def _names(services: Iterable[str]) -> str:
+    return ", ".join(sorted(services))
