@@ -8,29 +8,36 @@ message id, so publishing twice is harmless.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from datetime import datetime
 
 import structlog
 
 from coordinator import metrics
-from coordinator.broker import Session
-from schemas.documents import Release
+from coordinator.broker import Session, Unroutable
+from coordinator.instances import Instances
+from schemas.documents import OutboxEntry, Release
+from schemas.enums import Action
+from schemas.topology import Topology
 
 log = structlog.get_logger("coordinator")
 
 
 class Outbox:
-    def __init__(self) -> None:
+    def __init__(self, instances: Instances, topology: Topology, clock: Callable[[], datetime]) -> None:
+        self.instances = instances
+        self.topology = topology
+        self.clock = clock
         self.session: Session | None = None
         #: Releases with messages stored but not confirmed, and how many.
         self.undelivered: dict[str, int] = {}
 
     async def publish(self, release: Release) -> list[str]:
         """Publish every outbox message of ``release`` at once; the ids the broker confirmed."""
-        session = self.session
-        if session is None or not release.outbox:
+        if self.session is None or not release.outbox:
             return []
         results = await asyncio.gather(
-            *(session.publish(entry, release.id) for entry in release.outbox), return_exceptions=True
+            *(self._publish(self.session, release, entry) for entry in release.outbox), return_exceptions=True
         )
         confirmed = []
         for entry, error in zip(release.outbox, results, strict=True):
@@ -45,6 +52,30 @@ class Outbox:
                 error=repr(error),
             )
         return confirmed
+
+    async def _publish(self, session: Session, release: Release, entry: OutboxEntry) -> None:
+        """A cancel goes to the instance processing the release while it is alive (the service's queue
+        would give it to any instance); to the service's queue if that instance's queue is gone."""
+        instance = self._processing(release, entry)
+        if instance is not None:
+            try:
+                await session.publish(entry, release.id, routing_key=instance)
+                return
+            except Unroutable:
+                log.info("instance gone; cancel sent to the service's queue", release_id=release.id)
+        await session.publish(entry, release.id)
+
+    def _processing(self, release: Release, entry: OutboxEntry) -> str | None:
+        """The routing key of the live instance processing the task this cancel is for, if there is one."""
+        parts = entry.routing_key.split(".")
+        if entry.exchange != "commands" or len(parts) != 3 or parts[2] != Action.CANCEL.value:
+            return None
+        task = release.tasks.get(parts[1])
+        if task is None or task.instance is None:
+            return None
+        if not self.instances.alive(task.service, task.instance, self.clock()):
+            return None
+        return self.topology.control_key(task.service, task.instance)
 
     def count(self, release_id: str, left: int) -> None:
         """``left`` messages of the release are still to be confirmed."""

@@ -23,7 +23,8 @@ from coordinator.hooks import Hooks
 from coordinator.machine import Decision, Input, Publish, Timeouts, decide, next_deadline
 from coordinator.outbox import Outbox
 from coordinator.store import ReleaseWriter, StaleRevision, VersionTaken
-from schemas.documents import AuditEvent, Release
+from schemas.documents import AuditEvent, Release, Task
+from schemas.enums import ReleaseState, TaskState
 from schemas.topology import Topology
 
 log = structlog.get_logger("coordinator")
@@ -156,6 +157,16 @@ class Releases:
     async def peek(self, release_id: str) -> Release | None:
         """The release for reading what does not change (its services), without its lock."""
         return self._cache.get(release_id) or await self.store.get(release_id)
+
+    def processing(self) -> list[tuple[str, Task]]:
+        """The running tasks of cached running releases that an instance has taken on."""
+        return [
+            (release.id, task)
+            for release in list(self._cache.values())
+            if release.state is ReleaseState.RUNNING
+            for task in release.tasks.values()
+            if task.state is TaskState.RUNNING and task.instance is not None
+        ]
 
     def remember(self, release: Release) -> None:
         """A release this coordinator has just inserted."""

@@ -22,6 +22,7 @@ from coordinator.batches import KeyedBatcher
 from coordinator.broker import Delivery
 from coordinator.deliveries import dead_letter, release_id_of, settle_safely
 from coordinator.hooks import Hooks
+from coordinator.instances import Instances
 from coordinator.machine import Decision, HealthVerdict, Input, ProgressReceived, ReplyReceived, Verdict
 from coordinator.releases import Releases
 from coordinator.store import HeartbeatRecord, ReleaseWriter
@@ -55,10 +56,12 @@ class Replies:
         store: ReleaseWriter,
         *,
         trusted_users: Collection[str],
+        instances: Instances,
         clock: Clock,
         hooks: Hooks,
     ) -> None:
         self.releases = releases
+        self.instances = instances
         self.store = store
         self.trusted_users = trusted_users
         self.clock = clock
@@ -96,6 +99,8 @@ class Replies:
             await self.dead_letter(delivery, error.reason, release_id_of(delivery))
             return
         sender = delivery.user_id or message.service  # admitted: the broker vouched for user_id
+        if not isinstance(message, TaskReply):  # heartbeats and progress say the instance is alive
+            self.instances.heard(message.service, message.instance_id, self.clock())
         if isinstance(message, Heartbeat):
             self.refused_heartbeats.pop(message.service, None)
             await self._on_heartbeat(message, sender)

@@ -25,6 +25,7 @@ from coordinator.admin import Admin
 from coordinator.broker import Broker, BrokerUnreachable, NotLeader, Session
 from coordinator.creation import Creation
 from coordinator.hooks import Hooks
+from coordinator.instances import Instances
 from coordinator.outbox import Outbox
 from coordinator.releases import Releases
 from coordinator.replies import Replies
@@ -59,12 +60,18 @@ class Coordinator:
         self.broker = broker
         self.topology = Topology(settings.namespace)
         hooks = hooks or Hooks()
-        self.outbox = Outbox()
+        self.instances = Instances(settings.heartbeat_timeout)
+        self.outbox = Outbox(self.instances, self.topology, clock)
         self.releases = Releases(
             store, self.outbox, timeouts=settings.timeouts, topology=self.topology, clock=clock, hooks=hooks
         )
         self.replies = Replies(
-            self.releases, store, trusted_users=settings.trusted_users, clock=clock, hooks=hooks
+            self.releases,
+            store,
+            trusted_users=settings.trusted_users,
+            instances=self.instances,
+            clock=clock,
+            hooks=hooks,
         )
         self.creation = Creation(
             self.releases, store, heartbeat_timeout=settings.heartbeat_timeout, clock=clock
@@ -129,6 +136,7 @@ class Coordinator:
         self._attach(session)
         self.releases.forget()
         self.outbox.clear()
+        self.instances.lead(self.clock())
         await session.declare_topology()
         for service in await self.store.required_services():
             await self.creation.declare_queue(service)  # a queue in a bad way is reported, not fatal
@@ -138,7 +146,7 @@ class Coordinator:
         self.active.set()
         metrics.IS_ACTIVE.set(1)
         log.info("active", namespace=self.settings.namespace, broker=self.broker.location)
-        sweeper = asyncio.create_task(sweep_forever(self.releases, self.outbox, self.clock))
+        sweeper = asyncio.create_task(sweep_forever(self.releases, self.outbox, self.instances, self.clock))
         lost = asyncio.create_task(session.closed())
         stopped = asyncio.create_task(stop.wait())
         try:
@@ -156,6 +164,7 @@ class Coordinator:
         replayed = 0
         open_releases = await self.store.open_releases()
         for release in open_releases:
+            self.releases.remember(release)
             replayed += len(release.outbox)
             await self.releases.deliver(release)
             self.releases.arm(release)

@@ -1,7 +1,8 @@
 """The sweeper: what happens with no message to trigger it, every quarter of a second.
 
-Deadlines that passed are checked (a silent service cancels or fails its release), and what the broker
-has not confirmed is published again. An error (the store unreachable for a moment) is logged and the
+Deadlines that passed are checked (a silent service cancels or fails its release), a task whose
+instance stopped heartbeating is started again elsewhere, and what the broker has not confirmed is
+published again. An error (the store unreachable for a moment) is logged and the
 next round tries again, later each time while it lasts.
 """
 
@@ -13,7 +14,8 @@ from datetime import datetime
 
 import structlog
 
-from coordinator.machine import DeadlineCheck
+from coordinator.instances import Instances
+from coordinator.machine import DeadlineCheck, InstanceLost
 from coordinator.outbox import Outbox
 from coordinator.releases import Releases
 
@@ -21,12 +23,14 @@ log = structlog.get_logger("coordinator")
 PERIOD_SECONDS = 0.25
 
 
-async def sweep_forever(releases: Releases, outbox: Outbox, clock: Callable[[], datetime]) -> None:
+async def sweep_forever(
+    releases: Releases, outbox: Outbox, instances: Instances, clock: Callable[[], datetime]
+) -> None:
     failures = 0
     while True:
         await asyncio.sleep(PERIOD_SECONDS if not failures else backoff(failures))
         try:
-            await sweep(releases, outbox, clock())
+            await sweep(releases, outbox, instances, clock())
         except Exception as error:
             failures += 1
             log.warning("sweep failed; trying again", error=repr(error), failures=failures)
@@ -34,10 +38,15 @@ async def sweep_forever(releases: Releases, outbox: Outbox, clock: Callable[[], 
             failures = 0
 
 
-async def sweep(releases: Releases, outbox: Outbox, now: datetime) -> None:
+async def sweep(releases: Releases, outbox: Outbox, instances: Instances, now: datetime) -> None:
     for release_id, deadline in list(releases.deadlines.items()):
         if deadline <= now:
             await releases.apply(release_id, DeadlineCheck(now))
+    for release_id, task in releases.processing():
+        silent = instances.silent_for(task.service, task.instance or "", now)
+        if silent is not None and task.instance is not None:
+            why = f"stopped heartbeating ({int(silent.total_seconds())}s without one)"
+            await releases.apply(release_id, InstanceLost(now, task.service, task.instance, why))
     for release_id in list(outbox.undelivered):
         await releases.redeliver(release_id)
 

@@ -29,6 +29,10 @@ class Task(DocumentModel):
     entered: dict[TaskState, datetime] = Field(default_factory=dict)
     #: The task must be heard from before this moment, or the step times out.
     deadline_at: datetime | None = None
+    #: The instance of the service processing it, as its progress reports say (while running).
+    instance: str | None = Field(default=None, max_length=200)
+    #: How many times ``start`` was sent (again when the instance processing it stopped).
+    starts: int = Field(default=0, ge=0)
     updated_at: datetime | None = None
 
 

@@ -10,6 +10,16 @@ from coordinator.broker._interface import (
     NotLeader,
     QueueUnusable,
     Session,
+    Unroutable,
 )
 
-__all__ = ["Broker", "BrokerUnreachable", "Delivery", "Handler", "NotLeader", "QueueUnusable", "Session"]
+__all__ = [
+    "Broker",
+    "BrokerUnreachable",
+    "Delivery",
+    "Handler",
+    "NotLeader",
+    "QueueUnusable",
+    "Session",
+    "Unroutable",
+]

@@ -27,6 +27,10 @@ class BrokerUnreachable(Exception):
     """No connection could be made (the text says to where, without credentials)."""
 
 
+class Unroutable(Exception):
+    """A command no queue took (nobody consumes where it was addressed)."""
+
+
 class QueueUnusable(Exception):
     """A service's queue cannot be declared as the topology says (it exists with other arguments, say);
     the text says why and what to do. The session is unharmed."""
@@ -88,8 +92,10 @@ class Session(Protocol):
 
     async def consume(self, queue: str, handler: Handler) -> None: ...
 
-    async def publish(self, entry: OutboxEntry, release_id: str) -> None:
-        """Publish one outbox entry and wait for the broker's confirmation; raise if it is not confirmed."""
+    async def publish(self, entry: OutboxEntry, release_id: str, *, routing_key: str | None = None) -> None:
+        """Publish one outbox entry (to ``routing_key`` instead of its own, if given) and wait for the
+        broker's confirmation; raise if it is not confirmed, :class:`Unroutable` if no queue took a
+        command."""
 
     async def answer(self, reply_to: str, correlation_id: str | None, body: bytes, message_id: str) -> None:
         """An operator's answer, to the reply queue the request named."""

@@ -51,10 +51,10 @@ class MemorySession:
     async def consume(self, queue: str, handler: Handler) -> None:
         self.connection.consume(queue, handler, self.broker.prefetch)
 
-    async def publish(self, entry: OutboxEntry, release_id: str) -> None:
+    async def publish(self, entry: OutboxEntry, release_id: str, *, routing_key: str | None = None) -> None:
         exchange = {"commands": self.topology.commands_exchange, "events": self.topology.events_exchange}
         message = self._message(entry.body.encode(), entry.message_id, entry.kind, release_id)
-        message.exchange, message.routing_key = exchange[entry.exchange], entry.routing_key
+        message.exchange, message.routing_key = exchange[entry.exchange], routing_key or entry.routing_key
         self.connection.publish(message, mandatory=entry.exchange == "commands")
 
     async def answer(self, reply_to: str, correlation_id: str | None, body: bytes, message_id: str) -> None:

@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from coordinator.broker._interface import Unroutable
 from schemas.topology import DEAD_REASON_HEADER, Topology
 
 if TYPE_CHECKING:
@@ -36,10 +37,6 @@ class BrokerError(Exception):
 
 
 class PublishRefused(BrokerError):
-    pass
-
-
-class Unroutable(BrokerError):
     pass
 
 

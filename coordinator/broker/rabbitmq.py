@@ -24,9 +24,10 @@ from aiormq.exceptions import (
     ChannelLockedResource,
     ChannelNotFoundEntity,
     ChannelPreconditionFailed,
+    PublishError,
 )
 
-from coordinator.broker._interface import BrokerUnreachable, Handler, NotLeader, QueueUnusable
+from coordinator.broker._interface import BrokerUnreachable, Handler, NotLeader, QueueUnusable, Unroutable
 from schemas.broker_url import broker_user, mask_url
 from schemas.documents import OutboxEntry
 from schemas.enums import MessageKind
@@ -213,18 +214,21 @@ class RabbitSession:
 
     # ------------------------------------------------------------------ publishing
 
-    async def publish(self, entry: OutboxEntry, release_id: str) -> None:
+    async def publish(self, entry: OutboxEntry, release_id: str, *, routing_key: str | None = None) -> None:
         exchange = {
             "commands": self.topology.commands_exchange,
             "events": self.topology.events_exchange,
         }[entry.exchange]
         message = self._message(entry.body.encode(), entry.message_id, entry.kind, correlation_id=release_id)
-        await self._exchanges[exchange].publish(
-            message,
-            routing_key=entry.routing_key,
-            mandatory=entry.exchange == "commands",
-            timeout=self.broker.publish_timeout,
-        )
+        try:
+            await self._exchanges[exchange].publish(
+                message,
+                routing_key=routing_key or entry.routing_key,
+                mandatory=entry.exchange == "commands",
+                timeout=self.broker.publish_timeout,
+            )
+        except PublishError as error:  # returned: no queue is bound for that key
+            raise Unroutable(f"{routing_key or entry.routing_key}: {error}") from None
 
     async def answer(self, reply_to: str, correlation_id: str | None, body: bytes, message_id: str) -> None:
         message = self._message(body, message_id, MessageKind.ADMIN_ANSWER, correlation_id=correlation_id)

@@ -20,6 +20,7 @@ from coordinator.machine.inputs import (
     HealthVerdict,
     Hold,
     Input,
+    InstanceLost,
     NoteChange,
     NoteOperation,
     OperatorInput,
@@ -31,6 +32,7 @@ from coordinator.machine.inputs import (
 )
 from coordinator.machine.rules import (
     DESCRIPTION_EDITABLE,
+    MAX_STARTS,
     NOTES_EDITABLE,
     STUDIES_EDITABLE,
     awaiting_services,
@@ -46,6 +48,7 @@ from coordinator.machine.step import decide
 
 __all__ = [
     "DESCRIPTION_EDITABLE",
+    "MAX_STARTS",
     "NOTES_EDITABLE",
     "OPERATOR_INPUTS",
     "STUDIES_EDITABLE",
@@ -57,6 +60,7 @@ __all__ = [
     "HealthVerdict",
     "Hold",
     "Input",
+    "InstanceLost",
     "NoteChange",
     "NoteOperation",
     "OperatorInput",

@@ -66,12 +66,15 @@ class _Draft:
     ) -> None:
         task = self.tasks[service]
         entered = task.entered if task_state is None else {**task.entered, task_state: now}
+        starting = action is Action.START
         self.tasks[service] = task.model_copy(
             update={
                 "state": task.state if task_state is None else task_state,
                 "deadline_at": now + timeout,
                 "entered": entered,
                 "updated_at": now,
+                "instance": None if starting else task.instance,
+                "starts": task.starts + 1 if starting else task.starts,
             }
         )
         info = self._release_info(final_version)

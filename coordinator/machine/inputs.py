@@ -57,6 +57,16 @@ class HealthVerdict:
 
 
 @dataclass(frozen=True, slots=True)
+class InstanceLost:
+    """The instance processing a service's task stopped heartbeating: its work must go to another."""
+
+    now: datetime
+    service: str
+    instance_id: str
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
 class DeadlineCheck:
     now: datetime
 
@@ -117,6 +127,7 @@ Input = (
     | ReplyReceived
     | ProgressReceived
     | HealthVerdict
+    | InstanceLost
     | DeadlineCheck
     | Hold
     | Unhold

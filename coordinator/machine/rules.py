@@ -59,6 +59,9 @@ _SUCCESS_BY_ACTION: dict[Action, Outcome] = {
 
 # --------------------------------------------------------------------------- edit rules
 
+#: How many times ``start`` goes to a service whose instances keep dying before the release fails.
+MAX_STARTS = 3
+
 #: States in which the studies and the classification may still change: initialization has not ended.
 STUDIES_EDITABLE = frozenset({ReleaseState.WAITING, ReleaseState.INITIALIZING})
 #: States in which name, description and tags may still change: publication has not started.

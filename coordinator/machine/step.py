@@ -15,6 +15,7 @@ from coordinator.machine.inputs import (
     HealthVerdict,
     Hold,
     Input,
+    InstanceLost,
     NoteChange,
     OperatorInput,
     ProgressReceived,
@@ -27,6 +28,7 @@ from coordinator.machine.rules import (
     _AWAITED_ACTION,
     _SUCCESS_BY_ACTION,
     _TASK_STATE_BY_OUTCOME,
+    MAX_STARTS,
     _awaiting,
     _confirms_cancel,
     _describe_changes,
@@ -63,6 +65,8 @@ def decide(release: Release, event: Input, timeouts: Timeouts, topology: Topolog
             return step.progress(event)
         case HealthVerdict():
             return step.health(event)
+        case InstanceLost():
+            return step.instance_lost(event)
         case DeadlineCheck():
             return step.deadline(event)
         case Hold() | Unhold() | Publish() | Cancel():
@@ -135,6 +139,7 @@ class _Step(_Draft):
             )
         self.tasks[progress.service] = task.model_copy(
             update={
+                "instance": progress.instance_id,
                 "progress": progress.percent,
                 "last_message": progress.note if progress.note is not None else task.last_message,
                 "last_message_id": progress.message_id,
@@ -143,6 +148,27 @@ class _Step(_Draft):
             }
         )
         return self._changed(event.now, f"{progress.service} at {progress.percent:g}%")
+
+    def instance_lost(self, event: InstanceLost) -> Decision:
+        """Send ``start`` again (to whichever instance takes it) when the one processing stopped; fail the
+        release once the service has lost :data:`MAX_STARTS` instances on it."""
+        task = self.tasks.get(event.service)
+        lost = f"instance {event.instance_id} of {event.service} {event.why}"
+        if (
+            task is None
+            or self.original.state is not ReleaseState.RUNNING
+            or task.state is not TaskState.RUNNING
+            or task.instance != event.instance_id
+        ):
+            return self._unchanged(Verdict.STALE, f"{lost}, but it is not processing this release")
+        if task.starts >= MAX_STARTS:
+            why = f"{event.service} lost {task.starts} instances while processing (the last: {lost})"
+            return self._fail(event.now, f"{why}: check its logs")
+        self._send(
+            event.service, Action.START, event.now, self.timeouts.process, task_state=TaskState.RUNNING
+        )
+        attempt = f"attempt {task.starts + 1} of {MAX_STARTS}"
+        return self._changed(event.now, f"start sent again to {event.service} ({attempt}): {lost}")
 
     def health(self, event: HealthVerdict) -> Decision:
         if self.original.state is not ReleaseState.INITIALIZING:

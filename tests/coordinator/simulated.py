@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 
 from schemas.enums import Action, Outcome, ReplyKind
-from schemas.messages import Command, Envelope, Heartbeat, TaskReply, decode, encode
+from schemas.messages import Command, Envelope, Heartbeat, Progress, TaskReply, decode, encode
 from schemas.topology import Topology
 from tests.coordinator.peers import Peer, Received
 
@@ -37,6 +37,7 @@ class SimulatedService:
         duplicate_replies: bool = False,
         consume: bool = True,
         delay: Mapping[Action, float] | None = None,
+        progress_as: str | None = None,
     ) -> None:
         self.connect = connect
         self.topology = Topology(namespace)
@@ -47,6 +48,8 @@ class SimulatedService:
         self.duplicate_replies = duplicate_replies
         self.consume = consume
         self.delay = dict(delay or {})
+        #: Report progress at each start as this instance (which never heartbeats), if set.
+        self.progress_as = progress_as
         self.received: list[Command] = []
         self._peer: Peer | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -110,6 +113,18 @@ class SimulatedService:
             user_id=user_id,
         )
 
+    async def report(self, command: Command, percent: float, instance_id: str) -> None:
+        progress = Progress(
+            message_id=uuid.uuid4().hex,
+            sent_at=datetime.now(UTC),
+            release_id=command.release_id,
+            service=self.name,
+            in_reply_to=command.message_id,
+            percent=percent,
+            instance_id=instance_id,
+        )
+        await self.send(progress, ReplyKind.PROGRESS)
+
     async def answer(self, command: Command, outcome: Outcome) -> TaskReply:
         reply = TaskReply(
             message_id=uuid.uuid4().hex,
@@ -131,6 +146,8 @@ class SimulatedService:
     async def _on_command(self, incoming: Received) -> None:
         command = decode(incoming.body, Command)
         self.received.append(command)
+        if self.progress_as and command.action is Action.START:
+            await self.report(command, 10, self.progress_as)
         outcome = self.behaviour.get(command.action)
         if outcome is not None:
             await asyncio.sleep(self.delay.get(command.action, 0))  # "the work" takes that long

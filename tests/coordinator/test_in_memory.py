@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 
 import pytest
 
@@ -14,17 +16,21 @@ from coordinator.hooks import Hooks
 from coordinator.machine import Input, ReplyReceived
 from coordinator.settings import Settings
 from coordinator.store import Store
-from schemas.enums import Action, ReleaseState
+from schemas.enums import Action, Outcome, ReleaseState, ReplyKind
 from schemas.messages import (
     AdminRequest,
+    CancelRelease,
+    Command,
+    Heartbeat,
     ListServices,
     PublishRelease,
     ReleaseResult,
     RequireService,
+    decode,
     encode,
 )
 from schemas.topology import DEAD_REASON_HEADER, Topology
-from tests.coordinator.fixtures import Asks, Running, wait_for_state
+from tests.coordinator.fixtures import Asks, Running, wait_for_state, wait_until
 from tests.coordinator.peers import AdminPeer, Peer, Received
 from tests.coordinator.simulated import SimulatedService
 from tests.coordinator.test_releases import create, setup
@@ -158,4 +164,79 @@ async def test_a_service_on_a_shared_broker_user_is_told_why_its_heartbeats_do_n
         "unhealthy at initialization: kf-reference (heartbeats refused: broker user 'guest' may not answer "
         "for 'kf-reference' (connect it as its own broker user, which rc-admin-setup makes; or, for "
         "development only, name that user in RC_TRUSTED_USERS))"
+    )
+
+
+async def test_work_whose_instance_stopped_heartbeating_is_started_again(
+    patient_coordinator: Running,
+    admin: Asks,
+    services: Callable[..., Awaitable[SimulatedService]],
+    store: Store,
+) -> None:
+    """The instance that took ``start`` (its progress said so) stops heartbeating: after the heartbeat
+    timeout ``start`` goes to the service again, any instance takes it, and the audit trail says so."""
+    portal = await services("portal", behaviour={Action.START: None}, progress_as="portal-doomed")
+    await admin.request(RequireService(service="portal"))
+    release_id = await create(admin)
+    await wait_for_state(store, release_id, ReleaseState.RUNNING)
+    starts = await _eventually_n(
+        lambda: [c for c in portal.received if c.action is Action.START], 2, within=30
+    )
+    assert starts[0].message_id != starts[1].message_id
+    await portal.answer(starts[1], Outcome.STAGED)
+    staged = await wait_for_state(store, release_id, ReleaseState.STAGED)
+    assert staged.tasks["portal"].starts == 2
+    trail = (await store.event_page(release_id, 100)).items
+    assert any(
+        e.reason.startswith(
+            "start sent again to portal (attempt 2 of 3): instance portal-doomed of portal stopped"
+        )
+        for e in trail
+    )
+
+
+async def test_a_cancel_goes_to_the_instance_processing_the_release(
+    coordinator: Running,
+    connect_peer: Callable[[], Awaitable[Peer]],
+    admin: Asks,
+    services: Callable[..., Awaitable[SimulatedService]],
+    store: Store,
+    namespace: str,
+) -> None:
+    """While the instance processing a release is alive, the cancel reaches its own queue, not the
+    service's shared queue (which would give it to any instance); once that instance is gone, the
+    service's queue gets it."""
+    topology = Topology(namespace)
+    portal = await services("portal", behaviour={Action.START: None}, progress_as="portal-busy")
+    instance = await connect_peer()  # the instance doing the work: its own queue, its heartbeats
+    control = await instance.declare_queue(
+        topology.control_queue("portal", "portal-busy"), {}, exclusive=True
+    )
+    await instance.bind(control, topology.commands_exchange, topology.control_key("portal", "portal-busy"))
+    await portal.send(_beat("portal", "portal-busy"), ReplyKind.HEARTBEAT)
+    await admin.request(RequireService(service="portal"))
+    release_id = await create(admin)
+    await wait_until(store, release_id, lambda r: r.tasks["portal"].instance == "portal-busy")
+    await admin.request(CancelRelease(release_id=release_id, reason="wrong data"))
+    cancel = await _eventually(lambda: instance.get(control))
+    assert decode(cancel.body, Command).action is Action.CANCEL
+    assert Action.CANCEL not in portal.actions(release_id)  # the shared queue did not get it
+
+
+async def _eventually_n(get: Callable[[], list[Command]], count: int, within: float) -> list[Command]:
+    deadline = asyncio.get_running_loop().time() + within
+    while len(found := get()) < count:
+        assert asyncio.get_running_loop().time() < deadline, f"only {len(found)} of {count} arrived"
+        await asyncio.sleep(0.05)
+    return found
+
+
+def _beat(service: str, instance_id: str) -> Heartbeat:
+    return Heartbeat(
+        message_id=uuid.uuid4().hex,
+        sent_at=datetime.now(UTC),
+        service=service,
+        instance_id=instance_id,
+        sdk_version="test",
+        healthy=True,
     )

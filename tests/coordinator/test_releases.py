@@ -231,12 +231,12 @@ async def test_commands_of_a_stored_transition_are_sent_even_if_its_first_delive
     failures = {"publish": 0, "delivered": 0}
     refused: set[str] = set()
 
-    async def flaky_publish(entry: OutboxEntry, release_id: str) -> None:
+    async def flaky_publish(entry: OutboxEntry, release_id: str, *, routing_key: str | None = None) -> None:
         if ".start." in entry.message_id and entry.message_id not in refused:  # every start, once
             refused.add(entry.message_id)
             failures["publish"] += 1
             raise TimeoutError("no confirm (injected)")
-        await publish_entry(entry, release_id)
+        await publish_entry(entry, release_id, routing_key=routing_key)
 
     async def flaky_delivered(release_id: str, message_ids: Collection[str]) -> None:
         if failures["publish"] and not failures["delivered"]:  # right after the start commands failed

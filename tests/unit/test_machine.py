@@ -6,11 +6,13 @@ import json
 from datetime import timedelta
 
 from coordinator.machine import (
+    MAX_STARTS,
     Begin,
     Cancel,
     DeadlineCheck,
     HealthVerdict,
     Hold,
+    InstanceLost,
     ProgressReceived,
     Publish,
     ReplyReceived,
@@ -234,3 +236,39 @@ def test_message_ids_are_deterministic_so_a_replay_sends_the_same_ids() -> None:
     b = second.apply(Begin(second.tick()))
     assert [m.message_id for m in a.messages] == [m.message_id for m in b.messages]
     assert json.loads(a.messages[0].body)["message_id"] == a.messages[0].message_id
+
+
+def test_a_task_whose_instance_stopped_is_started_again_then_the_release_fails() -> None:
+    d = Driver().to(ReleaseState.RUNNING)
+    sent = {c.message_id for c in commands(d.decisions[-1].messages) if c.service == "portal"}
+    assert len(sent) == 1  # the first start
+    first = d.release.tasks["portal"]
+    assert (first.starts, first.instance) == (1, None)
+    d.apply(ProgressReceived(progress(d.release, "portal", 10), d.tick()))
+    assert d.release.tasks["portal"].instance == "test:1"  # the instance its progress came from
+    other = d.apply(InstanceLost(d.tick(), "portal", "somebody-else", "stopped heartbeating"))
+    assert other.verdict is Verdict.STALE  # not the instance processing it
+    for attempt in (2, 3):
+        again = d.apply(InstanceLost(d.tick(), "portal", "test:1", "stopped heartbeating (31s without one)"))
+        assert again.verdict is Verdict.APPLIED
+        assert again.reason == (
+            f"start sent again to portal (attempt {attempt} of {MAX_STARTS}): instance test:1 of portal "
+            "stopped heartbeating (31s without one)"
+        )
+        [start] = commands(again.messages)
+        assert (start.action, start.service) == (Action.START, "portal")
+        assert start.message_id not in sent  # a new command, which any instance may take
+        sent.add(start.message_id)
+        task = d.release.tasks["portal"]
+        assert (task.starts, task.instance, task.state) == (attempt, None, TaskState.RUNNING)
+        d.apply(ProgressReceived(progress(d.release, "portal", 20), d.tick()))
+    lost = d.apply(InstanceLost(d.tick(), "portal", "test:1", "stopped heartbeating"))
+    assert d.release.state is ReleaseState.FAILED
+    assert lost.reason.startswith("portal lost 3 instances while processing (the last: instance test:1")
+
+
+def test_an_instance_lost_outside_processing_changes_nothing() -> None:
+    d = Driver().to(ReleaseState.STAGED)
+    assert (
+        d.apply(InstanceLost(d.tick(), "portal", "test:1", "stopped heartbeating")).verdict is Verdict.STALE
+    )

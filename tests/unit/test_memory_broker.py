@@ -6,14 +6,13 @@ import asyncio
 
 import pytest
 
-from coordinator.broker import NotLeader
+from coordinator.broker import NotLeader, Unroutable
 from coordinator.broker.memory import (
     BrokerError,
     MemoryBroker,
     MemoryDelivery,
     Message,
     PublishRefused,
-    Unroutable,
 )
 from schemas.topology import DEAD_REASON_HEADER, Topology
 
