@@ -34,6 +34,15 @@ OUTCOMES_BY_ACTION: dict[Action, frozenset[Outcome]] = {
 }
 
 
+#: What a service answers to each action when it did it: success.
+SUCCESS_BY_ACTION: dict[Action, Outcome] = {
+    Action.INITIALIZE: Outcome.ACCEPTED,
+    Action.START: Outcome.STAGED,
+    Action.PUBLISH: Outcome.PUBLISHED,
+    Action.CANCEL: Outcome.CANCELED,
+}
+
+
 class ReplyKind(StrEnum):
     """The last part of a reply's routing key ``reply.<service>.<kind>``."""
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import structlog
 
-from schemas.enums import Action, Outcome
+from schemas.enums import SUCCESS_BY_ACTION, Action, Outcome
 from schemas.messages import Command, Heartbeat, MessageError, Progress, TaskReply, decode
 from task_sdk._handler import (
     HealthStatus,
@@ -52,13 +52,6 @@ from task_sdk._transport import Delivery, Health, Outgoing, PublishFailed, Trans
 from task_sdk._version import SDK_VERSION
 
 MAX_REASON_CHARS = 4000
-#: The outcome of each action when the handler's method returns normally.
-SUCCESS: dict[Action, Outcome] = {
-    Action.INITIALIZE: Outcome.ACCEPTED,
-    Action.START: Outcome.STAGED,
-    Action.PUBLISH: Outcome.PUBLISHED,
-    Action.CANCEL: Outcome.CANCELED,
-}
 RETRY_DELAY_MAX = 5.0
 #: Notes of the progress messages the runner sends by itself (not reported by the handler).
 QUEUED_NOTE = "waiting for a free processing slot"
@@ -421,7 +414,7 @@ class Runner:
         except Exception as error:
             self._log.exception("step.failed", action=action.value)
             return Outcome.FAILED, describe_error(error)
-        return SUCCESS[action], None
+        return SUCCESS_BY_ACTION[action], None  # the handler's method returned normally
 
     def _record(self, command: Command, outcome: Outcome, reason: str | None) -> TaskReply:
         reply = TaskReply(

@@ -49,13 +49,6 @@ _TASK_STATE_BY_OUTCOME: dict[Outcome, TaskState] = {
     Outcome.CANCELED: TaskState.CANCELED,
 }
 
-_SUCCESS_BY_ACTION: dict[Action, Outcome] = {
-    Action.INITIALIZE: Outcome.ACCEPTED,
-    Action.START: Outcome.STAGED,
-    Action.PUBLISH: Outcome.PUBLISHED,
-    Action.CANCEL: Outcome.CANCELED,
-}
-
 
 # --------------------------------------------------------------------------- edit rules
 

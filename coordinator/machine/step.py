@@ -26,7 +26,6 @@ from coordinator.machine.inputs import (
 )
 from coordinator.machine.rules import (
     _AWAITED_ACTION,
-    _SUCCESS_BY_ACTION,
     _TASK_STATE_BY_OUTCOME,
     MAX_STARTS,
     _awaiting,
@@ -46,7 +45,7 @@ from schemas.documents import (
     MAX_NOTES_TOTAL_BYTES,
     Release,
 )
-from schemas.enums import Action, Outcome, ReleaseState, TaskState
+from schemas.enums import SUCCESS_BY_ACTION, Action, Outcome, ReleaseState, TaskState
 from schemas.messages import (
     TaskReply,
 )
@@ -122,7 +121,7 @@ class _Step(_Draft):
                 Verdict.DUPLICATE, f"{reply.service} already answered {reply.action} (task is {task.state})"
             )
         self._record_answer(reply, event.now)
-        if reply.outcome is _SUCCESS_BY_ACTION[reply.action]:
+        if reply.outcome is SUCCESS_BY_ACTION[reply.action]:
             return self._advance_if_all_answered(event.now)
         return self._setback(reply, event.now)
 

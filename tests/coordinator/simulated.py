@@ -9,17 +9,10 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 
-from schemas.enums import Action, Outcome, ReplyKind
+from schemas.enums import SUCCESS_BY_ACTION, Action, Outcome, ReplyKind
 from schemas.messages import Command, Envelope, Heartbeat, Progress, TaskReply, decode, encode
 from schemas.topology import Topology
 from tests.coordinator.peers import Peer, Received
-
-SUCCESS = {
-    Action.INITIALIZE: Outcome.ACCEPTED,
-    Action.START: Outcome.STAGED,
-    Action.PUBLISH: Outcome.PUBLISHED,
-    Action.CANCEL: Outcome.CANCELED,
-}
 
 
 class SimulatedService:
@@ -42,7 +35,7 @@ class SimulatedService:
         self.connect = connect
         self.topology = Topology(namespace)
         self.name = name
-        self.behaviour = {**SUCCESS, **(behaviour or {})}
+        self.behaviour = {**SUCCESS_BY_ACTION, **(behaviour or {})}
         self.reason = reason
         self.heartbeat_period = heartbeat
         self.duplicate_replies = duplicate_replies
