@@ -214,12 +214,9 @@ start() {
   for index in 2 3; do
     grep -qx "$(name_of "$index")" <<<"$members" || joiners+=("$index")
   done
-  pids=()
-  for index in "${joiners[@]}"; do
-    join "$index" &
-    pids+=($!)
+  for index in "${joiners[@]}"; do # one at a time: two joins at once can break the second node's boot
+    join "$index"
   done
-  for pid in "${pids[@]}"; do wait "$pid" || exit 1; done
   members="$(members_seen_by 1)"
   [ "$(grep -c . <<<"$members")" -eq 3 ] || die "the cluster has not formed: node 1 sees $(tr '\n' ' ' <<<"$members")"
   say "cluster running: $(tr '\n' ' ' <<<"$members")"
