@@ -168,10 +168,11 @@ class AdminClient:
 
         With several broker URLs, each is tried in turn; a connection that was lost is opened again on the
         next node."""
-        if self._connection is not None and not self._connection.is_closed:
+        if self._connected():
             return
         if self._connection is not None and self._urls.last_connected is not None:
             self._urls.lost(self._urls.last_connected)
+            self._channel = self._exchange = self._reply_queue = self._events_channel = None
         failure: BrokerUnreachable | None = None
         for url in self._urls.order():
             try:
@@ -185,6 +186,11 @@ class AdminClient:
             return
         assert failure is not None
         raise failure
+
+    def _connected(self) -> bool:
+        """Whether the connection is open (a lost one is neither closed by us nor connected)."""
+        connection = self._connection
+        return connection is not None and not connection.is_closed and connection.connected.is_set()
 
     async def _open(self, url: str) -> AbstractConnection:
         try:
@@ -282,8 +288,8 @@ class AdminClient:
         Raises :class:`AdminClientError` (one of its subclasses) when no valid answer arrives in time.
         """
         wait = self.timeout if wait is None else wait
-        if self._connection is None or self._connection.is_closed:
-            await self.connect()
+        if self._connection is None or (len(self._urls.urls) > 1 and not self._connected()):
+            await self.connect()  # with several nodes, a lost connection moves to the next one
         exchange, reply_queue = await self._ensure_channel()
         request = self.build_request(operation)
         message = aio_pika.Message(

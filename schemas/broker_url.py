@@ -73,9 +73,9 @@ def broker_user(url: str) -> str:
 
 # ---------------------------------------------------------------------- several broker nodes
 
-#: A comma that starts the next URL of a list. A comma elsewhere (a password may hold one) is not a
-#: separator, so any single URL reads exactly as it always did.
-_NEXT_URL = re.compile(r"\s*,\s*(?=amqps?://)", re.IGNORECASE)
+#: A comma that starts the next URL of a list (``scheme://`` follows). A comma elsewhere (a password
+#: may hold one) is not a separator, so any single URL reads exactly as it always did.
+_NEXT_URL = re.compile(r"\s*,\s*(?=[a-z][a-z0-9+.-]*://)", re.IGNORECASE)
 _SCHEMES = ("amqp", "amqps")
 
 
