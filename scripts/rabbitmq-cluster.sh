@@ -129,6 +129,8 @@ loopback_users.guest = true
 # With three nodes, a node cut off from the other two pauses rather than serving a split cluster.
 cluster_partition_handling = pause_minority
 consumer_timeout = 1800000
+# Fresh figures from the management API (which node a client uses, a queue's leader): every second.
+collect_statistics_interval = 1000
 EOF
   if [ "$MANAGEMENT" = 1 ]; then
     printf 'management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = %s\n' "$((port + 10000))" >>"$dir/rabbitmq.conf"
