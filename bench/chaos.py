@@ -53,7 +53,16 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
 from bench._common import file_handles
-from bench.chaos_cluster import NODE_FAULTS, PLANNED, NodeFaults, chaos_cluster, node_order, recovery_figures
+from bench.chaos_cluster import (
+    NODE_FAULTS,
+    PLANNED,
+    NodeFaults,
+    chaos_cluster,
+    coordinator_switches,
+    node_order,
+    recovery_figures,
+    switch_figures,
+)
 from bench.chaos_cluster import running as cluster_running
 from bench.chaos_service import read_journal
 from coordinator.store import default_store_url, store_for
@@ -715,7 +724,8 @@ class Chaos:
         figures["invalid messages dead-lettered"] = len(self.injected_invalid & dead)
         v["invalid messages neither dead-lettered nor refused"] = len(self.injected_invalid - dead)
         if self.nodes is not None:
-            figures.update(recovery_figures(self.nodes.stops, events))
+            figures.update(recovery_figures(self.nodes.stops, events, self.release_ids))
+            figures.update(switch_figures(coordinator_switches(self.workdir / "coordinator.log")))
         v["coordinator crashes not injected"] = len(self.procs["coordinator"].uncaused_exits)
         v["service crashes not injected"] = sum(len(self.procs[s].uncaused_exits) for s in self.services)
 
