@@ -725,7 +725,7 @@ class Chaos:
         v["invalid messages neither dead-lettered nor refused"] = len(self.injected_invalid - dead)
         if self.nodes is not None:
             figures.update(recovery_figures(self.nodes.stops, events, self.release_ids))
-            figures.update(switch_figures(coordinator_switches(self.workdir / "coordinator.log")))
+            figures.update(switch_figures(coordinator_switches(self._workdir() / "coordinator.log")))
         v["coordinator crashes not injected"] = len(self.procs["coordinator"].uncaused_exits)
         v["service crashes not injected"] = sum(len(self.procs[s].uncaused_exits) for s in self.services)
 

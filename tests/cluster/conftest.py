@@ -24,7 +24,7 @@ import pytest
 
 from coordinator.machine import Timeouts
 from coordinator.service import Coordinator
-from coordinator.store import Store
+from coordinator.store import Store, store_for
 from rc_cli.client import AdminClient
 from schemas.documents import ReleaseView
 from schemas.enums import ReleaseState
@@ -120,11 +120,11 @@ StartCoordinator = Callable[..., Awaitable[RunningCoordinator]]
 
 
 @pytest.fixture
-async def coordinators(mongo_url: str, cluster_namespace: str) -> AsyncIterator[StartCoordinator]:
-    """``await start(amqp_url, wait_active=True, **settings)``: a coordinator in this event loop."""
+async def coordinators(store_url: str, cluster_namespace: str) -> AsyncIterator[StartCoordinator]:
+    """``await start(amqp_url, wait_active=True, **settings)``: a coordinator in this event loop. The
+    coordinators of one test share one store (the suite's ``store_url``)."""
     running: list[RunningCoordinator] = []
     stores: list[Store] = []
-    databases: set[str] = set()
 
     async def start(amqp_url: str, *, wait_active: bool = True, **overrides: Any) -> RunningCoordinator:
         timeouts = Timeouts(
@@ -134,11 +134,12 @@ async def coordinators(mongo_url: str, cluster_namespace: str) -> AsyncIterator[
             cancel=timedelta(seconds=20),
         )
         values: dict[str, Any] = {"timeouts": timeouts, "heartbeat_timeout": timedelta(seconds=20)}
-        settings = fast_settings(amqp_url, mongo_url, cluster_namespace, **(values | overrides))
-        store = Store.connect(mongo_url, settings.database)
-        stores.append(store)
-        databases.add(settings.database)
-        instance = RunningCoordinator(Coordinator(settings, store))
+        settings = fast_settings(amqp_url, store_url, cluster_namespace, **(values | overrides))
+        if not stores:
+            store = store_for(settings.store, settings.database)
+            await store.open()
+            stores.append(store)
+        instance = RunningCoordinator(Coordinator(settings, stores[0]))
         instance.task = asyncio.create_task(instance.coordinator.run(instance.stop))
         running.append(instance)
         if wait_active:
@@ -149,10 +150,8 @@ async def coordinators(mongo_url: str, cluster_namespace: str) -> AsyncIterator[
     for instance in running:
         instance.stop.set()
     await asyncio.gather(*(i.task for i in running if i.task), return_exceptions=True)
-    for database in databases:
-        await stores[0].client.drop_database(database)
     for store in stores:
-        await store.close()
+        await store.drop()
 
 
 # ---------------------------------------------------------------------- task services
