@@ -1,9 +1,9 @@
 """Node loss for the fault-injection run (``python -m bench.chaos --broker-fault node-stop``).
 
-The run gets a three-node RabbitMQ cluster of its own (``scripts/rabbitmq-cluster.sh``, AMQP ports
-``$RC_CHAOS_CLUSTER_PORTS``, default 5711-5713; stopped and deleted at the end), every process gets the
-three nodes as its ``RC_AMQP_URL``, and at seeded moments during the releases a node is stopped
-(``rabbitmqctl stop``) and started again:
+The run gets a three-node RabbitMQ cluster of its own (``scripts/rabbitmq-cluster.sh``; AMQP ports
+``$RC_CHAOS_CLUSTER_PORTS``, else the first three free from 5711 on; stopped and deleted at the end), every
+process gets the three nodes as its ``RC_AMQP_URL``, and at seeded moments during the releases a node is
+stopped (``rabbitmqctl stop``) and started again:
 
 * ``node_stop_coordinator``: the node the coordinator is connected to;
 * ``node_stop_replies_leader``: the node holding the leader of ``<ns>.coordinator.replies``;
@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._common import percentile
-from tests._cluster import NODES, Cluster, ClusterUnavailable
+from tests._cluster import NODES, Cluster, ClusterUnavailable, claim
 
 NODE_FAULTS = ("node_stop_coordinator", "node_stop_replies_leader", "node_stop_service", "rolling_restart")
 #: How often each node fault is planned (the run adds more at random once every planned fault was tried).
@@ -50,9 +50,13 @@ QUIET_SECONDS = 30.0
 
 
 def chaos_cluster() -> Cluster:
-    ports = [int(p) for p in os.environ.get("RC_CHAOS_CLUSTER_PORTS", "5711 5712 5713").split()]
-    if len(ports) != 3:
+    """``$RC_CHAOS_CLUSTER_PORTS``, else the first three free AMQP ports from 5711 on."""
+    configured = os.environ.get("RC_CHAOS_CLUSTER_PORTS", "").split()
+    if not configured:
+        return claim(5711)
+    if len(configured) != 3 or not all(p.isdigit() for p in configured):
         raise SystemExit("RC_CHAOS_CLUSTER_PORTS must name three ports")
+    ports = [int(p) for p in configured]
     return Cluster((ports[0], ports[1], ports[2]))
 
 

@@ -20,7 +20,9 @@ import base64
 import contextlib
 import json
 import os
+import socket
 import subprocess
+import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -34,6 +36,9 @@ import aiormq
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "rabbitmq-cluster.sh"
 NODES = (1, 2, 3)
+#: In a cluster's state directory: the pid of the process that started it for itself (a test session, a
+#: chaos run), so that a cluster left behind by one that was killed can be told and stopped.
+OWNER_FILE = "owner.pid"
 
 
 class ClusterUnavailable(RuntimeError):
@@ -247,3 +252,62 @@ async def node_stopped(cluster: Cluster, node: int) -> AsyncIterator[None]:
         yield
     finally:
         await asyncio.to_thread(cluster.start_node, node)
+
+
+# ---------------------------------------------------------------------- a cluster of one's own
+
+
+def state_dir(first_port: int) -> Path:
+    """The script's default state directory for a cluster whose first AMQP port is ``first_port``."""
+    return Path(tempfile.gettempdir()) / f"rc-rabbitmq-cluster-{first_port}"
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def claim(first_port: int, tries: int = 20) -> Cluster:
+    """A cluster of this process's own: the first three consecutive AMQP ports from ``first_port`` on
+    (stepping by three) whose ports and their management (+10000) and distribution (+20000) ports are all
+    free, recorded as owned by this process. Clusters left by dead owners are stopped first."""
+    stop_abandoned()
+    for base in range(first_port, first_port + 3 * tries, 3):
+        ports = (base, base + 1, base + 2)
+        if state_dir(base).exists() or not all(_bindable(p + d) for p in ports for d in (0, 10000, 20000)):
+            continue
+        state_dir(base).mkdir(parents=True)
+        (state_dir(base) / OWNER_FILE).write_text(str(os.getpid()))
+        return Cluster(ports)
+    raise ClusterUnavailable(f"no three free ports from {first_port} on (tried {tries} sets)")
+
+
+def stop_abandoned() -> list[int]:
+    """Stop and delete the clusters whose owning process is gone; their first ports."""
+    stopped = []
+    for directory in Path(tempfile.gettempdir()).glob("rc-rabbitmq-cluster-*"):
+        try:
+            owner = int((directory / OWNER_FILE).read_text().strip())
+            ports = sorted(int(child.name) for child in directory.iterdir() if child.name.isdigit())
+        except (OSError, ValueError):
+            continue
+        if _alive(owner) or len(ports) != 3:
+            continue
+        with contextlib.suppress(ClusterUnavailable):
+            Cluster((ports[0], ports[1], ports[2])).clean()
+            stopped.append(ports[0])
+    return stopped
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

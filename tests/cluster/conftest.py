@@ -39,10 +39,12 @@ from schemas.messages import (
     ShowRelease,
 )
 from task_sdk import ProgressReporter, Settings, TaskHandler, serve
-from tests._cluster import Cluster, ClusterUnavailable, wait_for
+from tests._cluster import Cluster, ClusterUnavailable, claim, wait_for
 from tests.coordinator.conftest import fast_settings
 
-PORTS = tuple(int(p) for p in os.environ.get("RC_TEST_CLUSTER_PORTS", "5721 5722 5723").split())
+#: The AMQP ports of the test cluster: ``$RC_TEST_CLUSTER_PORTS``, else the first three free from 5721 on
+#: (so that two test sessions on one machine each get a cluster of their own).
+CONFIGURED_PORTS = os.environ.get("RC_TEST_CLUSTER_PORTS", "").split()
 
 
 # ---------------------------------------------------------------------- the cluster
@@ -52,7 +54,7 @@ class _Starter:
     """Starts the cluster in a background thread as soon as the session knows it will need it."""
 
     def __init__(self) -> None:
-        self.cluster = Cluster((PORTS[0], PORTS[1], PORTS[2]))
+        self.cluster: Cluster | None = None
         self.error: ClusterUnavailable | None = None
         self._thread: threading.Thread | None = None
 
@@ -63,10 +65,15 @@ class _Starter:
 
     def _start(self) -> None:
         try:
-            self.cluster.clean()  # what an interrupted session may have left
+            if CONFIGURED_PORTS:
+                ports = [int(p) for p in CONFIGURED_PORTS]
+                self.cluster = Cluster((ports[0], ports[1], ports[2]))
+                self.cluster.clean()  # what an interrupted session may have left
+            else:
+                self.cluster = claim(5721)
             self.cluster.start()
-        except ClusterUnavailable as error:
-            self.error = error
+        except (ClusterUnavailable, ValueError, IndexError) as error:
+            self.error = ClusterUnavailable(str(error))
 
     def wait(self) -> Cluster:
         self.begin()
@@ -74,7 +81,13 @@ class _Starter:
         self._thread.join()
         if self.error is not None:
             raise self.error
+        assert self.cluster is not None
         return self.cluster
+
+    def clean(self) -> None:
+        if self.cluster is not None:
+            with contextlib.suppress(ClusterUnavailable):
+                self.cluster.clean()
 
 
 _STARTER = _Starter()
@@ -94,8 +107,7 @@ def cluster() -> Iterator[Cluster]:
             pytest.fail(f"the three-node RabbitMQ cluster did not start: {error}", pytrace=False)
         yield started
     finally:
-        with contextlib.suppress(ClusterUnavailable):
-            _STARTER.cluster.clean()
+        _STARTER.clean()
 
 
 @pytest.fixture

@@ -8,6 +8,8 @@ from __future__ import annotations
 import pytest
 
 from coordinator.settings import Settings as CoordinatorSettings
+from rc_http_bridge.__main__ import configuration as bridge_configuration
+from rc_http_bridge.__main__ import parser as bridge_parser
 from schemas.broker_url import Rotation, broker_user, mask_url, split_urls, with_ca_file
 from task_sdk import Settings as SdkSettings
 from task_sdk.cli import main as rc_task_main
@@ -98,3 +100,13 @@ def test_rc_task_says_what_is_wrong_with_the_list() -> None:
     message = str(exited.value.code)
     assert message.startswith("rc-task: RC_AMQP_URL: every URL must name the same vhost")
     assert "s3cret" not in message
+
+
+def test_rc_http_bridge_takes_a_list_too() -> None:
+    def settings_of(urls: str) -> SdkSettings:
+        options = ["--service", "svc", "--url", "http://svc:8080", "--amqp-url", urls]
+        return bridge_configuration(bridge_parser().parse_args(options))[1]
+
+    assert settings_of(f"{A},{B}").amqp_url == f"{A},{B}"
+    with pytest.raises(ValueError, match="same vhost"):
+        settings_of(f"{A},amqp://svc:s3cret@node-b/elsewhere")
