@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from coordinator.__main__ import broker_of
 from coordinator.machine import Timeouts
 from coordinator.service import Coordinator
 from coordinator.store import Store, store_for
@@ -151,7 +152,7 @@ async def coordinators(store_url: str, cluster_namespace: str) -> AsyncIterator[
             store = store_for(settings.store, settings.database)
             await store.open()
             stores.append(store)
-        instance = RunningCoordinator(Coordinator(settings, stores[0]))
+        instance = RunningCoordinator(Coordinator(settings, stores[0], broker_of(settings)))
         instance.task = asyncio.create_task(instance.coordinator.run(instance.stop))
         running.append(instance)
         if wait_active:

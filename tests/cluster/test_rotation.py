@@ -14,9 +14,8 @@ from collections.abc import AsyncIterator
 import aio_pika
 import pytest
 
-from coordinator.broker import Broker
+from coordinator.broker.rabbitmq import RabbitBroker
 from rc_cli.client import AdminClient
-from schemas.broker_url import Rotation
 from schemas.topology import Topology
 from task_sdk._failover import connect_robust
 from tests._cluster import wait_for
@@ -70,21 +69,19 @@ async def test_a_coordinator_session_after_a_loss_starts_on_the_next_node(
     amqp_url: str, nodes: tuple[TcpProxy, TcpProxy], namespace: str
 ) -> None:
     first, second = nodes
-    urls = Rotation([through(amqp_url, first), through(amqp_url, second)])
-
-    def broker() -> Broker:
-        return Broker(urls, Topology(namespace), publish_timeout=5, prefetch=1, name="rotation-test")
-
-    session = broker()
-    await session.connect()
+    urls = f"{through(amqp_url, first)},{through(amqp_url, second)}"
+    broker = RabbitBroker(urls, Topology(namespace), publish_timeout=5, prefetch=1)
+    session = await broker.connect("rotation-test")
     assert (first.connections_made, second.connections_made) == (1, 0)
     first.cut()  # the node is still there: the next session still moves on
     await asyncio.wait_for(session.closed(), 10)
-    following = broker()
-    await following.connect()
+    following = await broker.connect("rotation-test")
     try:
         assert (first.connections_made, second.connections_made) == (1, 1)
-        assert following.url == urls.urls[1]
+        assert following.node == broker.rotation.urls[1]
+        standby = await broker.connect("rotation-test")  # closed by its owner, not lost: no move
+        await standby.close()
+        assert broker.rotation.current == broker.rotation.urls[1]
     finally:
         await following.close()
 
