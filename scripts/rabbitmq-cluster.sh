@@ -6,6 +6,7 @@
 #   scripts/rabbitmq-cluster.sh start         start the nodes that are not running and cluster them
 #   scripts/rabbitmq-cluster.sh stop          stop every node of the cluster (their data is kept)
 #   scripts/rabbitmq-cluster.sh status        each node: running or not, and the cluster's members
+#                                             (exit 0 if all three run, 1 otherwise)
 #   scripts/rabbitmq-cluster.sh clean         stop, then delete the state directory
 #   scripts/rabbitmq-cluster.sh urls [USER:PASSWORD]   the comma-separated RC_AMQP_URL of the nodes
 #   scripts/rabbitmq-cluster.sh stop-node N | start-node N   one node (1, 2 or 3) alone
@@ -258,10 +259,10 @@ stop() {
 }
 
 status() {
-  local index any=0 pid
+  local index running=0 pid
   for index in 1 2 3; do
     if pid="$(pid_of "$index")"; then
-      any=1
+      running=$((running + 1))
       say "node $index $(name_of "$index") AMQP 127.0.0.1:${PORTS[$((index - 1))]} running (pid $pid)"
     else
       say "node $index $(name_of "$index") AMQP 127.0.0.1:${PORTS[$((index - 1))]} stopped"
@@ -274,7 +275,7 @@ status() {
     fi
   done
   say "state in $STATE"
-  [ "$any" = 1 ]
+  [ "$running" = 3 ]
 }
 
 urls() {
