@@ -41,7 +41,7 @@ from schemas.messages import (
 )
 from task_sdk import ProgressReporter, Settings, TaskHandler, serve
 from tests._cluster import Cluster, ClusterUnavailable, claim, wait_for
-from tests.coordinator.conftest import fast_settings
+from tests.coordinator.fixtures import fast_settings
 
 #: The AMQP ports of the test cluster: ``$RC_TEST_CLUSTER_PORTS``, else the first three free from 5721 on
 #: (so that two test sessions on one machine each get a cluster of their own).
