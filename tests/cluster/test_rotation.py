@@ -16,6 +16,7 @@ import pytest
 
 from coordinator.broker.rabbitmq import RabbitBroker
 from rc_cli.client import AdminClient
+from rc_dashboard.feed import BrokerFeed
 from schemas.topology import Topology
 from task_sdk._failover import connect_robust
 from tests._cluster import wait_for
@@ -97,3 +98,44 @@ async def test_the_operators_client_reconnects_to_the_next_node(
         await wait_for(lambda: not client._connected(), 10, "the connection seen lost")
         await client.connect()  # what every request does first when its connection is gone
         assert (first.connections_made, second.connections_made) == (1, 1)
+
+
+class Connections:
+    """A dashboard feed's listener that only keeps what the feed says of its connection."""
+
+    def __init__(self) -> None:
+        self.changes: list[bool] = []
+
+    def observe(self, view: object, *, complete: bool = True) -> None: ...
+    def hint(self, release_id: str, service: str | None = None, message_id: str | None = None) -> None: ...
+    def progress(self, report: object) -> None: ...
+
+    def connection_changed(self, connected: bool, text: str, *, progress_feed: bool = False) -> None:
+        self.changes.append(connected)
+
+
+async def test_the_dashboards_live_feed_moves_to_the_next_node(
+    amqp_url: str, nodes: tuple[TcpProxy, TcpProxy], namespace: str
+) -> None:
+    first, second = nodes
+    topology = Topology(namespace)
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:  # the exchanges the feed binds to, as a coordinator would have declared them
+        channel = await connection.channel()
+        for name in (topology.events_exchange, topology.replies_exchange):
+            await channel.declare_exchange(name, "topic", durable=True)
+    listener = Connections()
+    urls = f"{through(amqp_url, first)},{through(amqp_url, second)}"
+    feed = BrokerFeed(urls, namespace, listener, reconnect_seconds=0.2)
+    stop = asyncio.Event()
+    running = asyncio.create_task(feed.run(stop))
+    try:
+        await wait_for(lambda: listener.changes == [True], 10, "live through the first node")
+        lose(first)
+        await wait_for(
+            lambda: listener.changes[-1:] == [True] and len(listener.changes) >= 3, 20, "live again"
+        )
+        assert (first.connections_made, second.connections_made) == (1, 1)
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 10)
