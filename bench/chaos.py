@@ -1,7 +1,7 @@
 """Fault injection: run releases while killing, cutting and lying, then check every guarantee.
 
     python -m bench.chaos [--releases 20] [--services 5] [--seed N] [--time-limit 900]
-                          [--broker-fault proxy|rabbitmqctl] [--coordinator MODULE]
+                          [--broker-fault proxy|rabbitmqctl|node-stop] [--coordinator MODULE]
 
 It builds a real installation on the local RabbitMQ: its own vhost, one broker user per service,
 the coordinator and an operator user (``deploy.setup``), and no trusted users, so every reply is
@@ -11,6 +11,7 @@ through a TCP proxy. While an operator drives R releases, at random (seeded) mom
 * kills the coordinator with SIGKILL and restarts it;
 * kills a task service with SIGKILL and restarts it (its outcome store survives, as on disk);
 * cuts every broker connection (through the proxy) or restarts the broker (``rabbitmqctl``);
+  or, with ``node-stop``, runs on a three-node cluster of its own and stops nodes (bench/chaos_cluster.py);
 * injects duplicate, reordered, stale, malformed, oversize and spoofed replies.
 
 At the end it checks, from the store and from what every service journaled it did: releases
@@ -28,6 +29,7 @@ import base64
 import contextlib
 import itertools
 import json
+import logging
 import os
 import random
 import re
@@ -51,10 +53,22 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
 from bench._common import file_handles
+from bench.chaos_cluster import (
+    NODE_FAULTS,
+    PLANNED,
+    NodeFaults,
+    chaos_cluster,
+    coordinator_switches,
+    node_order,
+    recovery_figures,
+    switch_figures,
+)
+from bench.chaos_cluster import running as cluster_running
 from bench.chaos_service import read_journal
 from coordinator.store import default_store_url, store_for
 from deploy.setup import Installation, Permission, grant
 from rc_cli.client import AdminClient, AdminClientError
+from schemas.broker_url import split_urls
 from schemas.documents import ReleaseView
 from schemas.enums import Action, EventKind, Outcome, ReleaseState, TaskState
 from schemas.messages import (
@@ -202,6 +216,8 @@ class Chaos:
         self.injected_invalid: set[str] = set()
         self.connections: dict[str, aio_pika.abc.AbstractConnection] = {}
         self.proxy: TcpProxy | None = None
+        self.cluster = chaos_cluster() if config.broker_fault == "node-stop" else None
+        self.nodes: NodeFaults | None = None
         self.store_url = ""
         self.workdir: Path | None = None
         self.database = f"chaos_{self.hex}"
@@ -210,7 +226,14 @@ class Chaos:
 
     # ------------------------------------------------------------------ urls
 
-    def url(self, user: str, *, direct: bool = False) -> str:
+    def url(self, user: str, *, direct: bool = False, position: int = 0) -> str:
+        """The broker URL for ``user``: through the proxy unless ``direct``; on the cluster, its three
+        nodes, starting with node ``position % 3 + 1``."""
+        if self.cluster is not None:
+            vhost = self.installation.vhost
+            return self.cluster.urls(
+                node_order(position), user=user, password=self.passwords[user], vhost=vhost
+            )
         port = BROKER_PORT if direct or self.proxy is None else self.proxy.port
         vhost = quote(self.installation.vhost, safe="")
         return (
@@ -225,7 +248,7 @@ class Chaos:
             f"seed {self.config.seed}: {self.config.releases} releases, {self.config.services} services, "
             f"broker faults by {self.config.broker_fault}"
         )
-        async with self._installation(), self._store(), self._proxy(), self._processes():
+        async with self._broker(), self._installation(), self._store(), self._processes():
             await self._require_services()
             tap = asyncio.create_task(self._tap())
             faults = asyncio.create_task(self._inject_faults())
@@ -251,7 +274,7 @@ class Chaos:
         # refuse what it sends in a service's name.
         replies = re.escape(self.topology.replies_exchange)
         intruder = {self.intruder: Permission(configure="", write=f"^{replies}$", read="")}
-        management = _management_url()
+        management = self.cluster.management_url(1) if self.cluster else _management_url()
         try:
             await asyncio.to_thread(
                 grant, self.installation, self.passwords, management_url=management, extra=intruder
@@ -261,13 +284,17 @@ class Chaos:
             for connection in self.connections.values():
                 with contextlib.suppress(Exception):
                     await connection.close()
-            try:
-                await delete_namespace(ADMIN_AMQP_URL, self.namespace)
-            except Exception as error:  # still delete the users: they must not outlive the run
-                log(f"could not delete every queue of {self.namespace}: {error!r}")
-            for user in (*self.installation.users(), self.intruder):
-                await asyncio.to_thread(_delete_user, user, management)
-            log("broker users, queues and exchanges deleted")
+            if self.cluster is None:  # (the cluster is deleted with all it holds)
+                await self._delete_installation(management)
+
+    async def _delete_installation(self, management: str | None) -> None:
+        try:
+            await delete_namespace(ADMIN_AMQP_URL, self.namespace)
+        except Exception as error:  # still delete the users: they must not outlive the run
+            log(f"could not delete every queue of {self.namespace}: {error!r}")
+        for user in (*self.installation.users(), self.intruder):
+            await asyncio.to_thread(_delete_user, user, management)
+        log("broker users, queues and exchanges deleted")
 
     def _workdir(self) -> Path:
         """The run's folder (logs, journals, the SQLite store): the configured one or a new temporary one."""
@@ -290,7 +317,15 @@ class Chaos:
                 await store_for(configured, self.database).drop()
 
     @contextlib.asynccontextmanager
-    async def _proxy(self) -> AsyncIterator[None]:
+    async def _broker(self) -> AsyncIterator[None]:
+        if self.cluster is not None:
+            async with cluster_running(self.cluster, log):
+                topology = self.topology
+                self.nodes = NodeFaults(
+                    self.cluster, self.rng, self.namespace, self.services, topology.replies_queue, log
+                )
+                yield
+            return
         self.proxy = TcpProxy("127.0.0.1", BROKER_PORT)
         await self.proxy.start()
         try:
@@ -316,10 +351,10 @@ class Chaos:
         self.procs["coordinator"] = Proc(
             "coordinator", [sys.executable, "-m", *module], coordinator_env, workdir / "coordinator.log"
         )
-        for service in self.services:
+        for position, service in enumerate(self.services):
             env = {
                 **base,
-                "RC_AMQP_URL": self.url(service),
+                "RC_AMQP_URL": self.url(service, position=position),
                 "RC_NAMESPACE": self.namespace,
                 "RC_HEARTBEAT_SECONDS": "1",
                 "RC_TASK_STATE_DIR": str(workdir / "state" / service),
@@ -407,16 +442,24 @@ class Chaos:
     # ------------------------------------------------------------------ faults
 
     async def _inject_faults(self) -> None:
-        plan = list(FAULTS)
+        kinds = self.fault_kinds()
+        plan = [k for k in kinds if k not in NODE_FAULTS] + [
+            k for k in kinds for _ in range(PLANNED.get(k, 0))
+        ]
         self.rng.shuffle(plan)  # every kind at least once, in a seeded order; then at random
         while not (self.done.is_set() and not plan):  # until the drivers are done and every kind was tried
             await asyncio.sleep(self.rng.uniform(*self.config.fault_gap))
             for proc in self.procs.values():
                 proc.check()
-            kind = plan.pop() if plan else self.rng.choice(FAULTS)
+            kind = plan.pop() if plan else self.rng.choice(kinds)
             self.fault_attempts += 1  # paces the releases, whether or not this kind finds a target
             try:
-                applied = await getattr(self, f"_fault_{kind}")()
+                if kind in NODE_FAULTS:
+                    assert self.nodes is not None
+                    applied = await self.nodes.inject(kind)
+                    self.connections.clear()  # the injectors' connections may have been on that node
+                else:
+                    applied = await getattr(self, f"_fault_{kind}")()
             except Exception as error:
                 log(f"fault {kind} could not be injected: {error!r}")
                 applied = False
@@ -425,7 +468,7 @@ class Chaos:
                 log(f"fault: {kind}")
             async with self.fault_counted:
                 self.fault_counted.notify_all()
-            if not applied and kind in FAULTS[3:]:
+            if not applied and (kind in FAULTS[3:] or kind in NODE_FAULTS):
                 plan.insert(0, kind)  # nothing captured yet to build it from: try again later
                 if self.done.is_set() and all(task.done() for task in self.extra):
                     if len(self.extra) >= 10:
@@ -433,6 +476,12 @@ class Chaos:
                         plan.remove(kind)
                     else:  # every release ended before this kind found a target: drive one more for it
                         self.extra.append(asyncio.create_task(self._drive(self.config.releases + 1000)))
+
+    def fault_kinds(self) -> tuple[str, ...]:
+        """The faults of this run: on the cluster, node faults instead of the broker outage."""
+        if self.cluster is None:
+            return FAULTS
+        return (*(k for k in FAULTS if k != "broker_outage"), *NODE_FAULTS)
 
     async def _fault_kill_coordinator(self) -> bool:
         self.procs["coordinator"].kill()
@@ -541,7 +590,7 @@ class Chaos:
     async def _send(self, body: bytes, service: str, user: str, message_id: str) -> None:
         connection = self.connections.get(user)
         if connection is None or connection.is_closed:
-            connection = await aio_pika.connect(self.url(user, direct=True))
+            connection = await self._connect(user)
             self.connections[user] = connection
         async with connection.channel(publisher_confirms=True) as channel:
             exchange = aio_pika.Exchange(channel, self.topology.replies_exchange, aio_pika.ExchangeType.TOPIC)
@@ -560,7 +609,7 @@ class Chaos:
         """Copy real replies as they pass, to build duplicates, reorderings and stale replies from."""
         while not self.done.is_set():
             try:
-                connection = await aio_pika.connect(self.url(self.installation.coordinator_user, direct=True))
+                connection = await self._connect(self.installation.coordinator_user)
                 async with connection:
                     channel = await connection.channel()
                     queue = await channel.declare_queue(f"{self.namespace}.chaos-tap", exclusive=True)
@@ -571,6 +620,14 @@ class Chaos:
                             await message.ack()
             except Exception:
                 await asyncio.sleep(1)
+
+    async def _connect(self, user: str) -> aio_pika.abc.AbstractConnection:
+        """A plain connection as ``user`` to the broker, or to the first node of the cluster that answers."""
+        urls = split_urls(self.url(user, direct=True))
+        for url in urls[:-1]:
+            with contextlib.suppress(OSError):
+                return await aio_pika.connect(url, timeout=10)
+        return await aio_pika.connect(urls[-1], timeout=10)
 
     def _capture(self, message: AbstractIncomingMessage) -> None:
         with contextlib.suppress(Exception):
@@ -666,6 +723,9 @@ class Chaos:
         figures["invalid messages injected"] = len(self.injected_invalid)
         figures["invalid messages dead-lettered"] = len(self.injected_invalid & dead)
         v["invalid messages neither dead-lettered nor refused"] = len(self.injected_invalid - dead)
+        if self.nodes is not None:
+            figures.update(recovery_figures(self.nodes.stops, events, self.release_ids))
+            figures.update(switch_figures(coordinator_switches(self._workdir() / "coordinator.log")))
         v["coordinator crashes not injected"] = len(self.procs["coordinator"].uncaused_exits)
         v["service crashes not injected"] = sum(len(self.procs[s].uncaused_exits) for s in self.services)
 
@@ -714,7 +774,9 @@ def print_report(config: Config, report: Report) -> None:
     print(f"seed: {config.seed}")
     for name, value in report.figures.items():
         print(f"{name}: {value}")
-    for kind in FAULTS:
+    on_cluster = config.broker_fault == "node-stop"
+    kinds = [k for k in FAULTS if not (on_cluster and k == "broker_outage")] + list(NODE_FAULTS) * on_cluster
+    for kind in kinds:
         print(f"faults injected, {kind.replace('_', ' ')}: {report.faults.get(kind, 0)}")
     for name, value in report.violations.items():
         print(f"violations, {name}: {value}")
@@ -739,9 +801,10 @@ def parse(argv: list[str] | None = None) -> Config:
     )
     parser.add_argument(
         "--broker-fault",
-        choices=("proxy", "rabbitmqctl"),
+        choices=("proxy", "rabbitmqctl", "node-stop"),
         default="proxy",
-        help="cut every connection through a TCP proxy, or stop and start the broker itself",
+        help="cut every connection through a TCP proxy, stop and start the broker itself, or run on a "
+        "three-node cluster and stop its nodes (bench/chaos_cluster.py)",
     )
     parser.add_argument(
         "--coordinator",
@@ -771,6 +834,9 @@ def parse(argv: list[str] | None = None) -> Config:
 
 def main(argv: list[str] | None = None) -> int:
     config = parse(argv)
+    if config.broker_fault == "node-stop":  # the run's own connections lose nodes on purpose: no tracebacks
+        for name in ("aiormq", "aio_pika"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     report = asyncio.run(Chaos(config).run())
     print_report(config, report)
     if config.json_path is not None:

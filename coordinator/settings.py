@@ -11,11 +11,14 @@ from pathlib import Path
 
 from coordinator.machine import Timeouts
 from coordinator.store import check_store_url, default_data_dir, default_store_url
-from schemas.broker_url import check_ca_file, with_ca_file
+from schemas.broker_url import check_ca_file, split_urls, with_ca_file
 
 #: name -> (default, help). The single source of the documentation printed by ``--help``.
 SETTINGS: dict[str, tuple[str, str]] = {
-    "RC_AMQP_URL": ("amqp://guest:guest@127.0.0.1:5672/", "RabbitMQ URL (amqp:// or amqps://)."),
+    "RC_AMQP_URL": (
+        "amqp://guest:guest@127.0.0.1:5672/",
+        "RabbitMQ URL (amqp:// or amqps://); a cluster's nodes as several URLs separated by commas.",
+    ),
     "RC_AMQP_CA_FILE": ("", "CA bundle to verify the broker's certificate with amqps://."),
     "RC_STORE_URL": (
         "",
@@ -100,13 +103,15 @@ class Settings:
             return int(value)
 
         ca_file = get("RC_AMQP_CA_FILE")
+        amqp_url = get("RC_AMQP_URL")
+        split_urls(amqp_url)  # a clear error now rather than a connection retried forever
         store_url = get("RC_STORE_URL") or None
         mongodb_url = get("RC_MONGODB_URL") or None
         if store_url and mongodb_url and store_url != mongodb_url:
             raise ValueError("RC_STORE_URL and RC_MONGODB_URL name different stores: set only RC_STORE_URL")
         store_url = store_url or mongodb_url
         return cls(
-            amqp_url=get("RC_AMQP_URL"),
+            amqp_url=amqp_url,
             amqp_ca_file=check_ca_file(ca_file) if ca_file else None,
             store_url=check_store_url(store_url) if store_url else None,
             data_dir=Path(get("RC_DATA_DIR")).expanduser(),
@@ -127,5 +132,5 @@ class Settings:
         )
 
     def amqp_url_with_tls(self) -> str:
-        """The broker URL with the CA file passed to aio-pika (``amqps://...?cafile=``)."""
+        """The broker URL (each of them) with the CA file passed to aio-pika (``amqps://...?cafile=``)."""
         return with_ca_file(self.amqp_url, self.amqp_ca_file)

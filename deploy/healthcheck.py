@@ -16,6 +16,7 @@ import os
 import sys
 import urllib.request
 
+from schemas.broker_url import split_urls
 from schemas.topology import Topology
 
 TIMEOUT = 5.0
@@ -32,14 +33,20 @@ def check_http(url: str, timeout: float = TIMEOUT) -> str | None:
 
 
 async def check_consumer(amqp_url: str, queue: str) -> str | None:
-    """``None`` if ``queue`` exists and has at least one consumer, else why not."""
+    """``None`` if ``queue`` exists and has at least one consumer, else why not. With several broker URLs
+    (a cluster's nodes), the first node that answers is asked."""
     import aio_pika
 
     timeout = TIMEOUT
-    try:
-        connection = await asyncio.wait_for(aio_pika.connect(amqp_url, timeout=timeout), timeout + 1)
-    except Exception as error:
-        return f"cannot connect to the broker: {type(error).__name__}"
+    connection, problem = None, "no broker URL"
+    for url in split_urls(amqp_url):
+        try:
+            connection = await asyncio.wait_for(aio_pika.connect(url, timeout=timeout), timeout + 1)
+            break
+        except Exception as error:
+            problem = f"cannot connect to the broker: {type(error).__name__}"
+    if connection is None:
+        return problem
     try:
         channel = await connection.channel()
         declared = await asyncio.wait_for(channel.declare_queue(queue, passive=True), timeout)

@@ -32,7 +32,7 @@ from aio_pika.abc import (
     AbstractQueue,
 )
 
-from schemas.broker_url import broker_user, mask_url
+from schemas.broker_url import Rotation, broker_user, mask_url, split_urls
 from schemas.messages import (
     SCHEMA_VERSION,
     AdminAnswer,
@@ -105,7 +105,13 @@ def format_seconds(seconds: float) -> str:
 
 
 def _scrub(text: str, url: str) -> str:
-    """Remove the password of ``url`` from ``text`` (error messages of the AMQP libraries may quote it)."""
+    """Remove the password of ``url`` (of each URL of a list) from ``text`` (error messages of the AMQP
+    libraries may quote it)."""
+    urls = split_urls(url)
+    if len(urls) > 1:
+        for one in urls:
+            text = _scrub(text, one)
+        return text
     try:
         password = urllib.parse.urlsplit(url).password
     except ValueError:
@@ -134,6 +140,8 @@ class AdminClient:
     ) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
+        #: The broker URL, or the URLs of a cluster's nodes (comma-separated), tried in turn.
+        self._urls = Rotation(split_urls(amqp_url, "the broker URL (--amqp-url, RC_AMQP_URL)"))
         self.amqp_url = amqp_url
         self.namespace = namespace
         self.topology = Topology(namespace)
@@ -156,13 +164,39 @@ class AdminClient:
         return f"{mask_url(self.amqp_url)} (namespace {self.namespace})"
 
     async def connect(self) -> None:
-        """Open the connection and the reply queue; :class:`BrokerUnreachable` if the broker is not there."""
-        if self._connection is not None and not self._connection.is_closed:
+        """Open the connection and the reply queue; :class:`BrokerUnreachable` if the broker is not there.
+
+        With several broker URLs, each is tried in turn; a connection that was lost is opened again on the
+        next node."""
+        if self._connected():
             return
+        if self._connection is not None and self._urls.last_connected is not None:
+            self._urls.lost(self._urls.last_connected)
+            self._channel = self._exchange = self._reply_queue = self._events_channel = None
+        failure: BrokerUnreachable | None = None
+        for url in self._urls.order():
+            try:
+                self._connection = await self._open(url)
+            except BrokerUnreachable as error:
+                self._urls.lost(url)
+                failure = error
+                continue
+            self._urls.connected(url)
+            await self._ensure_channel()
+            return
+        assert failure is not None
+        raise failure
+
+    def _connected(self) -> bool:
+        """Whether the connection is open (a lost one is neither closed by us nor connected)."""
+        connection = self._connection
+        return connection is not None and not connection.is_closed and connection.connected.is_set()
+
+    async def _open(self, url: str) -> AbstractConnection:
         try:
-            self._connection = await asyncio.wait_for(
+            return await asyncio.wait_for(
                 aio_pika.connect(
-                    self.amqp_url,
+                    url,
                     timeout=self.timeout,
                     client_properties={"connection_name": f"rc-cli {self.operator}"},
                 ),
@@ -178,7 +212,6 @@ class AdminClient:
             raise BrokerUnreachable(
                 f"cannot reach the broker at {mask_url(self.amqp_url)}: {detail}"
             ) from None
-        await self._ensure_channel()
 
     async def close(self) -> None:
         for future in self._pending.values():
@@ -255,8 +288,8 @@ class AdminClient:
         Raises :class:`AdminClientError` (one of its subclasses) when no valid answer arrives in time.
         """
         wait = self.timeout if wait is None else wait
-        if self._connection is None:
-            await self.connect()
+        if self._connection is None or (len(self._urls.urls) > 1 and not self._connected()):
+            await self.connect()  # with several nodes, a lost connection moves to the next one
         exchange, reply_queue = await self._ensure_channel()
         request = self.build_request(operation)
         message = aio_pika.Message(

@@ -111,7 +111,10 @@ UrlOption = Annotated[
     str | None,
     typer.Option(
         "--amqp-url",
-        help=f"Broker URL (env RC_AMQP_URL; default {_MASKED_DEFAULT_URL}).",
+        help=(
+            "Broker URL, or a cluster's nodes comma-separated "
+            f"(env RC_AMQP_URL; default {_MASKED_DEFAULT_URL})."
+        ),
         show_default=False,
         rich_help_panel=_PANEL,
     ),
@@ -156,7 +159,7 @@ def root(
         typer.Option(
             "--amqp-url",
             envvar="RC_AMQP_URL",
-            help="Broker URL.",
+            help="Broker URL; a cluster's nodes as several URLs separated by commas.",
             show_default=_MASKED_DEFAULT_URL,
             rich_help_panel=_PANEL,
         ),
@@ -281,7 +284,10 @@ def _build(settings: Settings, factory: Callable[[], T]) -> T:
 
 
 def _client(settings: Settings) -> AdminClient:
-    return AdminClient(settings.amqp_url, settings.namespace, timeout=settings.timeout)
+    try:
+        return AdminClient(settings.amqp_url, settings.namespace, timeout=settings.timeout)
+    except ValueError as error:  # a malformed broker URL (list)
+        _fail(settings, str(error), EXIT_BAD_INPUT)
 
 
 def _run(settings: Settings, work: Callable[[AdminClient], Awaitable[T]]) -> T:

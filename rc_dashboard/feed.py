@@ -32,7 +32,7 @@ import structlog
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
 from rc_cli.client import _scrub
-from schemas.broker_url import mask_url
+from schemas.broker_url import Rotation, mask_url, split_urls
 from schemas.documents import ReleaseView
 from schemas.messages import Announcement, MessageError, Progress, decode
 from schemas.topology import Topology
@@ -87,19 +87,25 @@ class BrokerFeed:
         self.listener = listener
         self.reconnect_seconds = reconnect_seconds
         self.where = f"{mask_url(amqp_url)} (namespace {namespace})"
+        #: A cluster's nodes: each connection that ends, or cannot be opened, moves to the next one.
+        self._urls = Rotation(split_urls(amqp_url))
         self._connection: AbstractConnection | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Stay subscribed until ``stop`` is set."""
         while not stop.is_set():
+            url = self._urls.current
             try:
                 connection = await aio_pika.connect(
-                    self.amqp_url, timeout=10, client_properties={"connection_name": "rc-dashboard live"}
+                    url, timeout=10, client_properties={"connection_name": "rc-dashboard live"}
                 )
             except Exception as error:
+                self._urls.lost(url)
                 self._down(f"cannot reach the broker at {self.where}: {self._detail(error)}")
             else:
+                self._urls.connected(url)
                 await self._serve(connection, stop)
+                self._urls.lost(url)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.reconnect_seconds)
 

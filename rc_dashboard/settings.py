@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from rc_cli.client import DEFAULT_AMQP_URL, DEFAULT_NAMESPACE, DEFAULT_TIMEOUT
+from schemas.broker_url import split_urls
 
 DEFAULT_LISTEN = "127.0.0.1:8780"
 DEFAULT_OPERATOR = "dashboard"
@@ -35,7 +36,7 @@ DEFAULT_RECONNECT_SECONDS = 2.0
 MIN_TOKEN_LENGTH = 16
 
 ENVIRONMENT: dict[str, str] = {
-    "RC_AMQP_URL": "broker URL (an operator user, e.g. rc-operator)",
+    "RC_AMQP_URL": "broker URL (an operator user, e.g. rc-operator), or a cluster's nodes comma-separated",
     "RC_NAMESPACE": f"installation namespace (default {DEFAULT_NAMESPACE})",
     "RC_TIMEOUT": f"seconds to wait for the coordinator's answer (default {DEFAULT_TIMEOUT:g})",
     "RC_DASHBOARD_LISTEN": f"HOST:PORT to serve on (default {DEFAULT_LISTEN})",
@@ -83,6 +84,7 @@ class DashboardSettings:
     trusted_users: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
+        split_urls(self.amqp_url)  # one URL, or a cluster's nodes comma-separated: a clear error now
         split_listen(self.listen)
         if not self.namespace.strip():
             raise ValueError("the namespace must not be empty")

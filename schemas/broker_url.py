@@ -1,10 +1,14 @@
 """Broker (and store) URLs as every component handles them: one way to mask the password in logs and
-errors, one way to read the user a connection logs in as, one check and one URL form for a TLS CA bundle."""
+errors, one way to read the user a connection logs in as, one check and one URL form for a TLS CA bundle,
+and the broker nodes of a cluster: ``RC_AMQP_URL`` may list several URLs separated by commas
+(:func:`split_urls`), tried in the order of a :class:`Rotation`."""
 
 from __future__ import annotations
 
+import re
 import ssl
 import urllib.parse
+from collections.abc import Sequence
 
 
 def check_ca_file(path: str) -> str:
@@ -20,7 +24,11 @@ def check_ca_file(path: str) -> str:
 
 
 def with_ca_file(url: str, ca_file: str | None) -> str:
-    """The broker URL with ``ca_file`` passed to aio-pika (``amqps://...?cafile=``); other URLs as given."""
+    """The broker URL with ``ca_file`` passed to aio-pika (``amqps://...?cafile=``); other URLs as given.
+    Each URL of a comma-separated list gets it."""
+    urls = _split(url)
+    if len(urls) > 1:
+        return ",".join(with_ca_file(one, ca_file) for one in urls)
     if not ca_file or not url.startswith("amqps://"):
         return url
     joiner = "&" if "?" in url else "?"
@@ -36,8 +44,12 @@ def mask_url(url: str) -> str:
     """``url`` with its password (if any) replaced by ``***``: safe to log or print.
 
     The user name is kept (it says who connects); a URL too malformed to parse is shown as
-    ``<invalid URL>`` rather than as it is, since where its password starts cannot be known.
+    ``<invalid URL>`` rather than as it is, since where its password starts cannot be known. Each URL of
+    a comma-separated list is masked.
     """
+    urls = _split(url)
+    if len(urls) > 1:
+        return ",".join(mask_url(one) for one in urls)
     try:
         parts = urllib.parse.urlsplit(url)
         password = parts.password
@@ -50,9 +62,98 @@ def mask_url(url: str) -> str:
 
 
 def broker_user(url: str) -> str:
-    """The user a connection to ``url`` logs in as (RabbitMQ checks every ``user_id`` against it)."""
+    """The user a connection to ``url`` logs in as (RabbitMQ checks every ``user_id`` against it); for
+    a list, the first URL's (:func:`split_urls` checks that every URL names the same user)."""
     try:
-        username = urllib.parse.urlsplit(url).username
+        username = urllib.parse.urlsplit(_split(url)[0]).username
     except ValueError:
         username = None
     return urllib.parse.unquote(username) if username else DEFAULT_BROKER_USER
+
+
+# ---------------------------------------------------------------------- several broker nodes
+
+#: A comma that starts the next URL of a list (``scheme://`` follows). A comma elsewhere (a password
+#: may hold one) is not a separator, so any single URL reads exactly as it always did.
+_NEXT_URL = re.compile(r"\s*,\s*(?=[a-z][a-z0-9+.-]*://)", re.IGNORECASE)
+_SCHEMES = ("amqp", "amqps")
+
+
+def _split(value: str) -> list[str]:
+    return _NEXT_URL.split(value.strip())
+
+
+def split_urls(value: str, setting: str = "RC_AMQP_URL") -> tuple[str, ...]:
+    """The broker URLs in ``value``: one URL, or the nodes of a cluster separated by commas.
+
+    Raises ``ValueError`` (one line naming ``setting``, passwords masked) when a URL is not ``amqp://``
+    or ``amqps://``, when two URLs log in as different users (every message carries the sender's user in
+    ``user_id``, which must stay the connection's user on every node), or name different vhosts (the
+    topology lives in one vhost).
+    """
+    urls = tuple(url for url in _split(value))
+    for number, url in enumerate(urls, 1):
+        where = f"URL {number} of {len(urls)} " if len(urls) > 1 else ""
+        try:
+            scheme = urllib.parse.urlsplit(url).scheme.lower()
+        except ValueError:
+            scheme = ""
+        if scheme not in _SCHEMES:
+            shown = mask_url(url) if url else "(empty)"
+            raise ValueError(f"{setting}: {where}{shown} is not an amqp:// or amqps:// URL")
+    if len(urls) > 1:
+        users = {broker_user(url) for url in urls}
+        if len(users) > 1:
+            raise ValueError(
+                f"{setting}: every URL must log in as the same broker user, not {', '.join(sorted(users))}"
+            )
+        vhosts = {_vhost(url) for url in urls}
+        if len(vhosts) > 1:
+            raise ValueError(
+                f"{setting}: every URL must name the same vhost, not {', '.join(sorted(map(repr, vhosts)))}"
+            )
+    return urls
+
+
+def _vhost(url: str) -> str:
+    path = urllib.parse.urlsplit(url).path
+    return urllib.parse.unquote(path[1:]) if len(path) > 1 else "/"
+
+
+class Rotation:
+    """Which broker URL to try first, and in what order to try the others.
+
+    A process keeps using the node it reached; when that connection is lost (or an attempt to open it
+    fails), the next attempt goes to the next URL of the list, wrapping around. With one URL, that URL is
+    always first. Pure bookkeeping: the caller connects.
+    """
+
+    def __init__(self, urls: Sequence[str]) -> None:
+        if not urls:
+            raise ValueError("no broker URL")
+        self.urls = tuple(urls)
+        self._index = 0
+        #: The URL of the last connection opened (None before the first).
+        self.last_connected: str | None = None
+
+    @property
+    def current(self) -> str:
+        """The URL to try first."""
+        return self.urls[self._index]
+
+    def order(self) -> tuple[str, ...]:
+        """Every URL once, starting with :attr:`current`."""
+        return self.urls[self._index :] + self.urls[: self._index]
+
+    def connected(self, url: str) -> bool:
+        """A connection to ``url`` was opened: it becomes the one to try first. True if the last
+        connection went elsewhere (or there was none)."""
+        self._index = self.urls.index(url)
+        moved, self.last_connected = self.last_connected != url, url
+        return moved
+
+    def lost(self, url: str) -> None:
+        """The connection to ``url`` was lost or could not be opened: the next URL becomes first (unless
+        the rotation has already moved on from ``url``)."""
+        if url == self.current:
+            self._index = (self._index + 1) % len(self.urls)

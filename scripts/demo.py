@@ -49,7 +49,7 @@ from coordinator.store import store_for
 from rc_cli import render
 from rc_cli.client import AdminClient, AdminClientError, Refused, expect_ok
 from rc_cli.watch import watch_release
-from schemas.broker_url import broker_user, mask_url
+from schemas.broker_url import broker_user, mask_url, split_urls
 from schemas.documents import ReleaseView
 from schemas.enums import ReleaseState, TaskState
 from schemas.messages import (
@@ -199,21 +199,28 @@ def _signal_group(pgid: int, signum: signal.Signals) -> None:
 
 
 def check_broker_reachable(url: str, timeout: float = 3.0) -> None:
-    """A TCP connection to the broker's host and port, or :class:`DemoError` saying it is not reachable."""
+    """A TCP connection to the broker's host and port (to one of a cluster's nodes), or :class:`DemoError`
+    saying it is not reachable."""
     try:
-        parts = urllib.parse.urlsplit(url)
-        host = parts.hostname or "127.0.0.1"
-        port = parts.port or (5671 if parts.scheme == "amqps" else 5672)
+        urls = split_urls(url)
     except ValueError as error:
-        raise DemoError(f"RC_AMQP_URL is not a valid URL: {error}") from None
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            pass
-    except OSError as error:
-        raise DemoError(
-            f"RabbitMQ is not reachable at {mask_url(url)} ({error.strerror or error}): start it "
-            "(scripts/ensure-rabbitmq.sh) or set RC_AMQP_URL"
-        ) from None
+        raise DemoError(str(error)) from None
+    for one in urls:
+        try:
+            parts = urllib.parse.urlsplit(one)
+            host = parts.hostname or "127.0.0.1"
+            port = parts.port or (5671 if parts.scheme == "amqps" else 5672)
+        except ValueError as error:
+            raise DemoError(f"RC_AMQP_URL is not a valid URL: {error}") from None
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                return
+        except OSError as error:
+            problem = error
+    raise DemoError(
+        f"RabbitMQ is not reachable at {mask_url(url)} ({problem.strerror or problem}): start it "
+        "(scripts/ensure-rabbitmq.sh) or set RC_AMQP_URL"
+    ) from None
 
 
 def base_env() -> dict[str, str]:
@@ -253,7 +260,13 @@ async def delete_namespace(amqp_url: str, namespace: str, services: Sequence[str
     topology = Topology(namespace)
     queues = [topology.dead_letter_queue, topology.replies_queue, topology.admin_queue]
     queues += [topology.task_queue(name) for name in services]
-    connection = await aio_pika.connect(amqp_url, timeout=5)
+    *others, last = split_urls(amqp_url)
+    for url in others:  # the first node of a cluster that answers
+        with contextlib.suppress(OSError):
+            connection = await aio_pika.connect(url, timeout=5)
+            break
+    else:
+        connection = await aio_pika.connect(last, timeout=5)
     async with connection:
         for name in [*queues, *topology.exchanges()]:
             channel = await connection.channel()  # a failed delete closes the channel: one per name

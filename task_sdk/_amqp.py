@@ -4,7 +4,8 @@ Two channels: one consumes the service's queue (prefetch = concurrency), one pub
 publisher confirms and ``on_return_raises`` so an unroutable reply is an error, not a silent drop.
 aio-pika's robust connection reconnects and restores both channels, the declarations and the
 consumer; it does not re-send publications that failed during an outage, which is why the runner
-retries replies until they are confirmed.
+retries replies until they are confirmed. With several broker URLs (a cluster's nodes), each reconnection
+goes to the next node (:mod:`task_sdk._failover`).
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from aio_pika.abc import (
 )
 from aiormq.exceptions import ChannelAccessRefused, ChannelNotFoundEntity
 
+from schemas.broker_url import split_urls
 from schemas.enums import ReplyKind
 from schemas.messages import SCHEMA_VERSION, encode
 from schemas.topology import SCHEMA_VERSION_HEADER, Topology
+from task_sdk._failover import connect_robust
 from task_sdk._settings import Settings, hostname
 from task_sdk._transport import DeliveryHandler, Health, Outgoing, PublishFailed
 from task_sdk._version import APP_ID
@@ -63,8 +66,8 @@ class AmqpTransport:
         self._consuming = False
 
     async def open(self, service: str, consumer_tag: str, on_delivery: DeliveryHandler) -> None:
-        self._connection = await aio_pika.connect_robust(
-            self._settings.connection_url(),
+        self._connection = await connect_robust(
+            split_urls(self._settings.connection_url()),
             client_properties={"connection_name": f"{service}@{hostname()}"},
             reconnect_interval=self._settings.reconnect_seconds,
             timeout=self._settings.publish_timeout,

@@ -10,14 +10,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from schemas.broker_url import broker_user, check_ca_file, mask_url, with_ca_file
+from schemas.broker_url import broker_user, check_ca_file, mask_url, split_urls, with_ca_file
 from schemas.topology import Topology
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
 #: Environment variable -> (field, help text). The single source of the CLI help and of ``from_env``.
 ENVIRONMENT: dict[str, tuple[str, str]] = {
-    "RC_AMQP_URL": ("amqp_url", f"AMQP URL of the broker (default {DEFAULT_AMQP_URL})"),
+    "RC_AMQP_URL": (
+        "amqp_url",
+        f"AMQP URL of the broker, or of each node of a cluster, comma-separated (default {DEFAULT_AMQP_URL})",
+    ),
     "RC_NAMESPACE": ("namespace", "prefix of every exchange and queue name (default rc)"),
     "RC_TASK_CONCURRENCY": (
         "concurrency",
@@ -68,6 +71,7 @@ class Settings:
     def __post_init__(self) -> None:
         if self.state_dir is not None and not isinstance(self.state_dir, Path):
             object.__setattr__(self, "state_dir", Path(self.state_dir))
+        split_urls(self.amqp_url)  # a clear error now rather than a connection retried forever
         if self.amqp_ca_file is not None:
             check_ca_file(self.amqp_ca_file)
         if self.concurrency < 1:

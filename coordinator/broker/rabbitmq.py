@@ -7,6 +7,10 @@ assumed to have been sent unless the broker confirmed it.
 Leadership: the active coordinator holds an exclusive queue ``<ns>.coordinator.leader``. Only one
 connection can hold it; the broker deletes it the moment that connection dies, and a standby replica
 that keeps trying to declare it takes over.
+
+Several broker nodes (``RC_AMQP_URL`` listing a cluster's nodes): a session connects to the first node
+of the broker's :class:`~schemas.broker_url.Rotation` that answers; when its connection is lost, the next
+session starts with the next node.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
+import structlog
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, AbstractIncomingMessage
 from aiormq.exceptions import (
     AMQPConnectionError,
@@ -28,35 +33,58 @@ from aiormq.exceptions import (
 )
 
 from coordinator.broker._interface import BrokerUnreachable, Handler, NotLeader, QueueUnusable, Unroutable
-from schemas.broker_url import broker_user, mask_url
+from schemas.broker_url import Rotation, broker_user, mask_url, split_urls
 from schemas.documents import OutboxEntry
 from schemas.enums import MessageKind
 from schemas.messages import SCHEMA_VERSION
 from schemas.topology import DEAD_REASON_HEADER, SCHEMA_VERSION_HEADER, Topology
+
+log = structlog.get_logger("coordinator")
 
 
 class RabbitBroker:
     def __init__(self, url: str, topology: Topology, *, publish_timeout: float, prefetch: int) -> None:
         self.url = url
         self.location = mask_url(url)
+        #: The nodes (one URL, or several comma-separated), the one to try first in front; kept across
+        #: sessions, so that a session after a lost connection starts with the next node.
+        self.rotation = Rotation(split_urls(url))
         self.topology = topology
         self.publish_timeout = publish_timeout
         self.prefetch = prefetch
 
     async def connect(self, name: str) -> RabbitSession:
-        try:
-            connection = await aio_pika.connect(
-                self.url, client_properties={"connection_name": name}, timeout=10
-            )
-        except (TimeoutError, OSError, ConnectionError, AMQPConnectionError) as error:
-            raise BrokerUnreachable(f"{mask_url(self.url)}: {error!r}") from error
-        session = RabbitSession(self, connection, name)
+        connection, node = await self._connect_first(name)
+        session = RabbitSession(self, connection, name, node)
         try:
             await session.open()
         except BaseException:
             await session.close()
             raise
         return session
+
+    async def _connect_first(self, name: str) -> tuple[AbstractConnection, str]:
+        """A connection to the first node of the rotation that answers, and its URL; else BrokerUnreachable
+        with the last node's error."""
+        several = len(self.rotation.urls) > 1
+        failure: BrokerUnreachable | None = None
+        for url in self.rotation.order():
+            try:
+                connection = await aio_pika.connect(
+                    url, client_properties={"connection_name": name}, timeout=10
+                )
+            except (TimeoutError, OSError, ConnectionError, AMQPConnectionError) as error:
+                if several:
+                    log.warning("broker node unreachable", url=mask_url(url), error=str(error))
+                self.rotation.lost(url)
+                failure = BrokerUnreachable(f"{mask_url(url)}: {error!r}")
+                failure.__cause__ = error
+                continue
+            if self.rotation.connected(url) and several:
+                log.info("broker node", url=mask_url(url))
+            return connection, url
+        assert failure is not None
+        raise failure
 
 
 @dataclass
@@ -108,8 +136,10 @@ class RabbitDelivery:
 class RabbitSession:
     """One connection: a confirming channel for publications, one channel per consumer."""
 
-    def __init__(self, broker: RabbitBroker, connection: AbstractConnection, name: str) -> None:
+    def __init__(self, broker: RabbitBroker, connection: AbstractConnection, name: str, node: str) -> None:
         self.broker = broker
+        #: The URL of the node this session is connected to.
+        self.node = node
         self.topology = broker.topology
         self.name = name
         self.user = broker_user(broker.url)
@@ -117,7 +147,14 @@ class RabbitSession:
         self._publish_channel: AbstractChannel | None = None
         self._exchanges: dict[str, AbstractExchange] = {}
         self._closing = False
+        self._closed_here = False
         self._tasks: set[asyncio.Task[None]] = set()
+        connection.close_callbacks.add(self._on_connection_closed)
+
+    def _on_connection_closed(self, *_: object) -> None:
+        """Lost (not closed by :meth:`close`): the next session starts with the next node."""
+        if not self._closed_here:
+            self.broker.rotation.lost(self.node)
 
     async def open(self) -> None:
         self._publish_channel = await self._connection.channel(publisher_confirms=True)
@@ -145,7 +182,7 @@ class RabbitSession:
         await lost
 
     async def close(self) -> None:
-        self._closing = True
+        self._closing = self._closed_here = True
         if not self._connection.is_closed:
             await self._connection.close()
 

@@ -28,9 +28,10 @@ def compose() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def services(compose: dict[str, Any]) -> dict[str, Any]:
+    """The default deployment (the `cluster` profile has tests of its own: test_compose_cluster.py)."""
     found = compose["services"]
     assert isinstance(found, dict)
-    return found
+    return {name: service for name, service in found.items() if "cluster" not in service.get("profiles", ())}
 
 
 def _env(service: dict[str, Any]) -> dict[str, str]:
