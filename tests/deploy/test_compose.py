@@ -152,8 +152,8 @@ def test_dockerfile() -> None:
     ]
     froms = [line for line in instructions if line.upper().startswith("FROM ")]
     assert all(line.split()[1] == "python:3.13-slim" for line in froms)
-    assert any('".[dashboard]"' in line for line in instructions if "pip install" in line), (
-        "the image has the dashboard"
+    assert any('".[all]"' in line for line in instructions if "pip install" in line), (
+        "the image has every part: coordinator, rc, bridge and dashboard (the extras of the light SDK)"
     )
     users = [line.split(None, 1)[1] for line in instructions if line.upper().startswith("USER ")]
     assert users, "the image must not run as root"
