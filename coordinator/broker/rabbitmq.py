@@ -157,7 +157,7 @@ class RabbitSession:
             self.broker.rotation.lost(self.node)
 
     async def open(self) -> None:
-        self._publish_channel = await self._connection.channel(publisher_confirms=True)
+        self._publish_channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
         self._publish_channel.close_callbacks.add(self._on_channel_closed)
 
     def _on_channel_closed(self, _channel: object, error: BaseException | None = None) -> None:
