@@ -27,11 +27,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from coordinator import admission, machine, replies, service, versioning
+from coordinator import admin, admission, machine, replies, service, versioning
 from coordinator.admission import Reply
+from coordinator.broker import Delivery
+from coordinator.creation import Caller
 from coordinator.machine import rules, step
+from coordinator.store import _sqlite_schema
 from schemas.documents import Task
-from schemas.enums import Action
+from schemas.enums import Action, TaskState
+from schemas.messages import AdminRequest, AdminResult
 
 Level = Literal["machine", "coordinator"]
 
@@ -108,6 +112,68 @@ def forget_outbox() -> Iterator[None]:
         yield
 
 
+class _AlreadyAcknowledged:
+    """A delivery acknowledged on arrival: settling it later does nothing more."""
+
+    def __init__(self, delivery: Delivery) -> None:
+        self._delivery = delivery
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._delivery, name)
+
+    async def ack(self) -> None:
+        return None
+
+    async def requeue(self) -> None:
+        return None
+
+    async def dead_letter(self, reason: str) -> None:
+        return None
+
+
+@sabotage(
+    "ack-before-store", "replies are acknowledged on arrival, before their effect is stored", "coordinator"
+)
+def ack_before_store() -> Iterator[None]:
+    handle = replies.Replies._handle
+
+    async def ack_first(self: replies.Replies, delivery: Delivery) -> None:
+        await delivery.ack()
+        await handle(self, _AlreadyAcknowledged(delivery))  # type: ignore[arg-type]
+
+    with patched(replies.Replies, "_handle", ack_first):
+        yield
+
+
+@sabotage("answer-twice", "an operator's request delivered again is carried out again", "coordinator")
+def answer_twice() -> Iterator[None]:
+    async def execute_every_time(self: admin.Admin, request: AdminRequest, user: str) -> AdminResult:
+        caller = Caller(user, request.operator, request.message_id)
+        return await self.handlers[type(request.operation)](request.operation, caller)
+
+    with patched(admin.Admin, "execute", execute_every_time):
+        yield
+
+
+@sabotage("answer-any-queue", "answers go to whatever queue a request names as reply_to", "coordinator")
+def answer_any_queue() -> Iterator[None]:
+    def anywhere(self: admin.Admin, reply_to: str) -> bool:
+        return True
+
+    with patched(admin.Admin, "may_answer", anywhere):
+        yield
+
+
+@sabotage("skip-unique-check", "the SQLite store has no unique index on versions", "coordinator")
+def skip_unique_check() -> Iterator[None]:
+    first, *rest = _sqlite_schema.MIGRATIONS
+    for unique in ("tentative_version TEXT NOT NULL UNIQUE", "final_version TEXT UNIQUE"):
+        assert unique in first, f"the schema changed: {unique!r} is gone"
+        first = first.replace(unique, unique.removesuffix(" UNIQUE"))
+    with patched(_sqlite_schema, "MIGRATIONS", (first, *rest)):
+        yield
+
+
 # ---------------------------------------------------------------------- state machine level
 
 
@@ -176,6 +242,18 @@ def reuse_version() -> Iterator[None]:
         return versioning.next_final(None, is_major=is_major)
 
     with patched(step, "next_final", from_scratch):
+        yield
+
+
+@sabotage("skip-discard", "a cancel or failure marks tasks canceled without telling the services", "machine")
+def skip_discard() -> Iterator[None]:
+    def cancel_silently(self: step._Step, now: datetime, reason: str) -> list[str]:
+        for task in list(self.tasks.values()):
+            if not task.state.is_final:
+                self._set_task(task.service, TaskState.CANCELED, now, reason)
+        return []  # nobody told: the services keep what they staged
+
+    with patched(step._Step, "_send_cancel_to_active", cancel_silently):
         yield
 
 

@@ -36,8 +36,9 @@ from tests._harness import (
 Document = dict[str, Any]
 
 
-#: The real coordinator, its store, brokers, simulated services and operators, for every directory's tests.
-pytest_plugins = ["tests.coordinator.fixtures"]
+#: The real coordinator, its store, brokers, simulated services and operators, for every directory's tests;
+#: and the sabotage matrix (``@caught_by``).
+pytest_plugins = ["tests.coordinator.fixtures", "tests.sabotage.plugin"]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -29,6 +29,7 @@ from tests.coordinator.fixtures import SERVICES, Running, wait_for_state
 from tests.coordinator.peers import AmqpPeer
 from tests.coordinator.simulated import SimulatedService
 from tests.coordinator.test_releases import call, create
+from tests.sabotage.plugin import caught_by
 
 StartService = Callable[..., Awaitable[SimulatedService]]
 ROOT = Path(__file__).parents[2]
@@ -127,6 +128,7 @@ ENGINES = pytest.mark.parametrize("engine", ["sqlite", "mongodb"], indirect=True
 
 
 @ENGINES
+@caught_by("forget-outbox")
 async def test_killed_between_storing_and_publishing_the_release_still_completes(
     settings: Settings,
     spawn: Callable[..., subprocess.Popen[bytes]],
@@ -141,7 +143,8 @@ async def test_killed_between_storing_and_publishing_the_release_still_completes
     assert all(Action.START not in sim.actions(release_id) for sim in sims)
 
     await start_coordinator(settings)  # a fresh coordinator replays the outbox
-    await wait_for_state(store, release_id, ReleaseState.STAGED)
+    ended = await wait_for_state(store, release_id, ReleaseState.STAGED, ReleaseState.FAILED)
+    assert ended.state is ReleaseState.STAGED, ended.state_reason  # failed: the start commands never went
     await call(admin, PublishRelease(release_id=release_id))
     await wait_for_state(store, release_id, ReleaseState.PUBLISHED)
     for sim in sims:
@@ -238,6 +241,7 @@ async def _dead_letters(
         return found
 
 
+@caught_by("accept-spoofed")
 async def test_malformed_spoofed_and_unknown_messages_are_dead_lettered_and_service_goes_on(
     patient_coordinator: Running,
     admin: AdminClient,

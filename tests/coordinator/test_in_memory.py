@@ -34,12 +34,14 @@ from tests.coordinator.fixtures import Asks, Running, wait_for_state, wait_until
 from tests.coordinator.peers import AdminPeer, Peer, Received
 from tests.coordinator.simulated import SimulatedService
 from tests.coordinator.test_releases import create, setup
+from tests.sabotage.plugin import caught_by
 from tests.unit.releases import T0
 
 pytestmark = pytest.mark.parametrize("broker_kind", ["memory"], indirect=True)
 StartCoordinator = Callable[..., Awaitable[Running]]
 
 
+@caught_by("ack-before-store")
 async def test_replies_received_by_a_session_lost_before_storing_them_are_delivered_again(
     settings: Settings,
     start_coordinator: StartCoordinator,
@@ -65,13 +67,16 @@ async def test_replies_received_by_a_session_lost_before_storing_them_are_delive
     running.append(await start_coordinator(settings, Hooks(storing=cut_the_connection_once)))
     sims = await setup(admin, services)
     release_id = await create(admin)
-    staged = await wait_for_state(store, release_id, ReleaseState.STAGED, within=30)
+    ended = await wait_for_state(store, release_id, ReleaseState.STAGED, ReleaseState.FAILED, within=30)
+    assert ended.state is ReleaseState.STAGED, ended.state_reason  # failed: the replies were lost
     assert cut == 1
+    staged = ended
     assert all(task.state.value == "staged" for task in staged.tasks.values())
     for sim in sims:
         assert sim.actions(release_id) == [Action.INITIALIZE, Action.START]  # nothing had to be redone
 
 
+@caught_by("answer-twice")
 async def test_an_operator_request_delivered_twice_is_carried_out_once(
     coordinator: Running,
     connect_peer: Callable[[], Awaitable[Peer]],
@@ -113,6 +118,7 @@ async def test_an_operator_request_delivered_twice_is_carried_out_once(
     await operator.close()
 
 
+@caught_by("answer-any-queue")
 async def test_answers_go_only_to_reply_queues_an_operator_may_own(
     coordinator: Running,
     connect_peer: Callable[[], Awaitable[Peer]],

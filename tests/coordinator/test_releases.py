@@ -21,6 +21,7 @@ from schemas.messages import (
 )
 from tests.coordinator.fixtures import BOTH_BROKERS, SERVICES, Asks, Running, wait_for_state, wait_until
 from tests.coordinator.simulated import SimulatedService
+from tests.sabotage.plugin import caught_by
 
 StartService = Callable[..., Awaitable[SimulatedService]]
 #: One suite, two brokers: every test here runs on a real RabbitMQ and on the in-memory broker.
@@ -155,6 +156,7 @@ async def test_deadlines_still_fire_after_a_sweep_failed(
     assert (failed.state_reason or "").startswith("no progress during processing for 5s from: portal (")
 
 
+@caught_by("ignore-hold")
 async def test_hold_blocks_publish_until_unhold(
     coordinator: Running, admin: Asks, services: StartService, store: Store
 ) -> None:
@@ -169,6 +171,7 @@ async def test_hold_blocks_publish_until_unhold(
     await wait_for_state(store, release_id, ReleaseState.PUBLISHED)
 
 
+@caught_by("skip-discard")
 async def test_cancel_reaches_every_service(
     coordinator: Running, admin: Asks, services: StartService, store: Store
 ) -> None:

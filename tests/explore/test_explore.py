@@ -11,6 +11,7 @@ from coordinator.machine import step as machine_step
 from tests.explore.__main__ import main
 from tests.explore.explorer import Explorer, Result, explore
 from tests.explore.world import Bound
+from tests.sabotage.plugin import caught_by
 
 #: The bound run by the suite: at least 100,000 states, well under a minute on a loaded 2-core machine.
 #: Two releases (a re-run: versions across releases), outboxes the broker does not confirm (and the
@@ -28,6 +29,7 @@ CAUGHT_BY = {
     "ignore-deadlines": "deadline_ends_the_step",
     "accept-duplicates": "duplicates_change_nothing",
     "reuse-version": "final_versions_increase",
+    "skip-discard": "discarded_everywhere",
 }
 
 
@@ -37,6 +39,7 @@ def trace_of(result: Result) -> str:
     return "\n".join([f"{result.violation.check}: {result.violation.message}", *result.violation.trace])
 
 
+@caught_by("advance-early", "ignore-deadlines")
 def test_every_reachable_state_of_the_suite_bound_keeps_every_rule() -> None:
     result = explore(SUITE_BOUND)
     assert result.violation is None, trace_of(result)
@@ -101,6 +104,7 @@ def test_losing_confirmed_commands_breaks_the_discard() -> None:
     assert result.violation.check == "discarded_everywhere", trace_of(result)
 
 
+@caught_by("accept-duplicates")
 def test_duplicated_and_lost_messages_keep_every_rule_and_canonical_states_are_decided_alike() -> None:
     """Documents that differ only in what decide() does not read (timestamps, revision, reasons) are one
     state: with ``cross_check`` every decision is also taken on the other documents met for that state

@@ -23,6 +23,7 @@ from coordinator.machine import (
 )
 from schemas.enums import Action, MessageKind, Outcome, ReleaseState, TaskState
 from schemas.messages import Announcement, Command, decode
+from tests.sabotage.plugin import caught_by
 from tests.unit.releases import SERVICES, TIMEOUTS, Driver, progress, reply
 
 
@@ -153,6 +154,7 @@ def test_hold_blocks_publication_until_unhold() -> None:
     assert not decision.release.held
 
 
+@caught_by("reuse-version")
 def test_publication_assigns_the_final_version_and_tells_every_service() -> None:
     d = Driver().to(ReleaseState.STAGED)
     decision = d.apply(Publish(d.tick(), "ops", "0.3.0"))
