@@ -7,14 +7,22 @@ from __future__ import annotations
 import pytest
 
 from bench.sabotage import VARIANTS
-from tests.coordinator import test_faults, test_in_memory, test_releases
+from tests.coordinator import test_faults, test_in_memory, test_releases, test_unique_versions
 from tests.explore import test_explore
 from tests.sabotage.plugin import CATCHERS, caught_by
 from tests.store import test_contract
 from tests.unit import test_machine
 
 #: The modules holding the guarantees' tests; importing them registers their catchers.
-CATCHING_MODULES = (test_explore, test_faults, test_in_memory, test_releases, test_contract, test_machine)
+CATCHING_MODULES = (
+    test_explore,
+    test_faults,
+    test_in_memory,
+    test_releases,
+    test_unique_versions,
+    test_contract,
+    test_machine,
+)
 
 
 def test_every_variant_is_caught_by_some_guarantees_test() -> None:
