@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # Set PYTHON=/path/to/python to choose the interpreter the virtualenv is made with.
 PYTHON ?=
 
-.PHONY: venv lint test explore demo schemas clean distclean
+.PHONY: venv lint test explore mutation demo schemas clean distclean
 
 venv: $(STAMP)
 
@@ -52,6 +52,14 @@ EXPLORE_BOUND ?= --services 2 --releases 2 --duplicates 1 --unconfirmed 1 --loss
 explore: venv
 	$(PY) -m tests.explore $(EXPLORE_BOUND)
 
+# Mutation testing of the pure rules (coordinator/machine/, coordinator/versioning.py) with mutmut, against
+# the unit tests of the state machine and versions and the explorer's small bound ([tool.mutmut] in
+# pyproject.toml). Not part of `make test`: about 1,000 mutants, hours on a loaded 2-core machine. Prints the
+# score and lists the surviving mutants (`mutmut show NAME` shows one).
+mutation: venv
+	$(VENV)/bin/mutmut run || true
+	$(PY) -m scripts.mutation_score
+
 # One whole release, live, with the three example services (scripts/demo.py). RabbitMQ is started
 # if it is installed but stopped, unless RC_AMQP_URL names another broker.
 demo: venv
@@ -63,7 +71,7 @@ schemas: venv
 	$(PY) -m schemas.asyncapi
 
 clean:
-	rm -rf build dist .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info
+	rm -rf build dist .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info mutants
 	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
 
 distclean: clean
