@@ -64,6 +64,7 @@ from bench.chaos_cluster import (
     switch_figures,
 )
 from bench.chaos_cluster import running as cluster_running
+from bench.chaos_plan import PlannedFault, kept_data, make_plan, outcome_figures, unplanned_ends
 from bench.chaos_service import read_journal
 from coordinator.store import default_store_url, store_for
 from deploy.setup import Installation, Permission, grant
@@ -137,6 +138,8 @@ class Report:
     figures: dict[str, int | str | float] = field(default_factory=dict)
     violations: dict[str, int] = field(default_factory=dict)
     faults: Counter[str] = field(default_factory=Counter)
+    #: Driven releases that did not end as planned, each with how and why.
+    unplanned: list[str] = field(default_factory=list)
 
     @property
     def total_violations(self) -> int:
@@ -186,7 +189,8 @@ class Proc:
 class Chaos:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.rng = random.Random(config.seed)
+        #: Picks made while the run goes on (targets); the plan has a generator of its own.
+        self.rng = random.Random(f"chaos-picks:{config.seed}")
         self.hex = uuid.uuid4().hex[:8]
         self.services = [f"chaos{self.hex}-s{i}" for i in range(1, config.services + 1)]
         self.namespace = f"chaos-{self.hex}"
@@ -223,6 +227,15 @@ class Chaos:
         self.database = f"chaos_{self.hex}"
         self.done = asyncio.Event()
         self.fault_counted = asyncio.Condition()
+        self.plan = make_plan(
+            config.seed,
+            self.first_round(),
+            self.fault_kinds(),
+            releases=config.releases,
+            fault_gap=config.fault_gap,
+        )
+        #: How each driven release is meant to end: published, or canceled on purpose once staged.
+        self.planned: dict[str, ReleaseState] = {}
 
     # ------------------------------------------------------------------ urls
 
@@ -248,6 +261,8 @@ class Chaos:
             f"seed {self.config.seed}: {self.config.releases} releases, {self.config.services} services, "
             f"broker faults by {self.config.broker_fault}"
         )
+        for line in self.plan.describe():
+            log(line)
         async with self._broker(), self._installation(), self._store(), self._processes():
             await self._require_services()
             tap = asyncio.create_task(self._tap())
@@ -419,7 +434,8 @@ class Chaos:
             return
         release_id = answer.result.release.id
         self.release_ids.append(release_id)
-        cancel_it = self.rng.random() < 0.15
+        cancel_it = number in self.plan.cancels
+        self.planned[release_id] = ReleaseState.CANCELED if cancel_it else ReleaseState.PUBLISHED
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             view = await self._view(release_id)
@@ -441,17 +457,25 @@ class Chaos:
 
     # ------------------------------------------------------------------ faults
 
+    def first_round(self) -> list[str]:
+        """The faults every run injects: each kind once (node faults as often as planned)."""
+        kinds = self.fault_kinds()
+        once = [k for k in kinds if k not in NODE_FAULTS]
+        return once + [k for k in kinds for _ in range(PLANNED.get(k, 0))]
+
     async def _inject_faults(self) -> None:
         kinds = self.fault_kinds()
-        plan = [k for k in kinds if k not in NODE_FAULTS] + [
-            k for k in kinds for _ in range(PLANNED.get(k, 0))
-        ]
-        self.rng.shuffle(plan)  # every kind at least once, in a seeded order; then at random
-        while not (self.done.is_set() and not plan):  # until the drivers are done and every kind was tried
-            await asyncio.sleep(self.rng.uniform(*self.config.fault_gap))
+        planned = iter(self.plan.faults)  # the first round in a seeded order, then seeded picks
+        pending = Counter(self.first_round())  # first-round kinds not injected yet
+        retry: deque[str] = deque()  # kinds that found nothing to target: again after the first round
+        injected, first_round = 0, sum(pending.values())
+        while not (self.done.is_set() and not pending):  # until the drivers are done and every kind was tried
+            fault = next(planned, None) or PlannedFault(self.rng.choice(kinds), self.config.fault_gap[1])
+            await asyncio.sleep(fault.gap)
             for proc in self.procs.values():
                 proc.check()
-            kind = plan.pop() if plan else self.rng.choice(kinds)
+            kind = retry.popleft() if retry and injected >= first_round else fault.kind
+            injected += 1
             self.fault_attempts += 1  # paces the releases, whether or not this kind finds a target
             try:
                 if kind in NODE_FAULTS:
@@ -465,15 +489,20 @@ class Chaos:
                 applied = False
             if applied:
                 self.report.faults[kind] += 1
+                if pending[kind]:
+                    pending[kind] -= 1
+                    if not pending[kind]:
+                        del pending[kind]
                 log(f"fault: {kind}")
             async with self.fault_counted:
                 self.fault_counted.notify_all()
             if not applied and (kind in FAULTS[3:] or kind in NODE_FAULTS):
-                plan.insert(0, kind)  # nothing captured yet to build it from: try again later
+                retry.append(kind)  # nothing captured yet to build it from: try again later
                 if self.done.is_set() and all(task.done() for task in self.extra):
                     if len(self.extra) >= 10:
                         log(f"fault {kind}: no release in flight to build it from; giving up on it")
-                        plan.remove(kind)
+                        del pending[kind]
+                        retry = deque(k for k in retry if k != kind)
                     else:  # every release ended before this kind found a target: drive one more for it
                         self.extra.append(asyncio.create_task(self._drive(self.config.releases + 1000)))
 
@@ -703,6 +732,13 @@ class Chaos:
             for (rid, _service), done in effects.items()
             if "published" in done and releases.get(rid, {}).get("state") in ("canceled", "failed")
         )
+        planned = {r: s.value for r, s in self.planned.items()}
+        figures.update(outcome_figures(planned, releases))
+        self.report.unplanned = unplanned_ends(planned, releases)
+        kept = kept_data(releases, effects)
+        for release_id, service in kept:
+            log(f"{service} kept staged data of {release_id}, which ended {releases[release_id]['state']}")
+        v["services that kept staged data of a release that ended canceled or failed"] = len(kept)
         finals = [r["final_version"] for r in releases.values() if r.get("final_version")]
         v["duplicate final versions"] = len(finals) - len(set(finals))
         by_publication = sorted(
@@ -778,6 +814,8 @@ def print_report(config: Config, report: Report) -> None:
     kinds = [k for k in FAULTS if not (on_cluster and k == "broker_outage")] + list(NODE_FAULTS) * on_cluster
     for kind in kinds:
         print(f"faults injected, {kind.replace('_', ' ')}: {report.faults.get(kind, 0)}")
+    for line in report.unplanned:
+        print(f"not as planned: {line}")
     for name, value in report.violations.items():
         print(f"violations, {name}: {value}")
     total_faults = sum(report.faults.values())
@@ -848,6 +886,7 @@ def main(argv: list[str] | None = None) -> int:
                     **report.figures,
                     "faults": dict(report.faults),
                     "violations": report.violations,
+                    "unplanned": report.unplanned,
                 },
                 indent=2,
             )

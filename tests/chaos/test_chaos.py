@@ -1,4 +1,5 @@
-"""The short fault-injection run: a few releases, every kind of fault, a fixed seed, no violation.
+"""The short fault-injection run: a few releases, every kind of fault, a fixed seed (a fixed plan), every
+release ended as planned, no violation.
 And one sabotaged coordinator, to show the run notices a missing guarantee."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.chaos import FAULTS
+from bench.chaos import FAULTS, Chaos, parse
 
 SHORT = ["--releases", "4", "--services", "3", "--seed", "7"]
 SHORT += ["--fault-gap", "0.7", "1.5", "--work-seconds", "2"]
@@ -28,7 +29,9 @@ def run_chaos(tmp_path: Path, *extra: str) -> tuple[int, str, dict[str, object]]
     return done.returncode, done.stdout + done.stderr, figures
 
 
-def test_short_run_injects_every_fault_and_finds_no_violation(amqp_url: str, tmp_path: Path) -> None:
+def test_short_run_injects_every_fault_ends_releases_as_planned_and_finds_no_violation(
+    amqp_url: str, tmp_path: Path
+) -> None:
     code, output, figures = run_chaos(tmp_path)
     assert code == 0, output[-4000:]
     faults = figures["faults"]
@@ -37,10 +40,30 @@ def test_short_run_injects_every_fault_and_finds_no_violation(amqp_url: str, tmp
     violations = figures["violations"]
     assert isinstance(violations, dict)
     assert sum(violations.values()) == 0, violations
+    assert violations["services that kept staged data of a release that ended canceled or failed"] == 0
     last = output.strip().splitlines()[-1]
     assert re.match(r"chaos: \d+ releases, \d+ faults injected, 0 violations$", last), last
     assert int(last.split()[1]) >= 4  # more when a fault kind needed one more release to target
     assert last.endswith(", 0 violations")
+    # The plan printed is the seed's own (the same for every run with seed 7), and every release the
+    # operator drove ended as planned: published, or canceled on purpose. A coordinator that fails every
+    # release, or never publishes, fails here.
+    plan = Chaos(parse(SHORT)).plan
+    for line in plan.describe():
+        assert line in output, output[:3000]
+    driven = figures["releases driven"]
+    assert isinstance(driven, int)
+    assert driven >= 4
+    assert figures["releases planned to be canceled"] == 1
+    unplanned = figures["unplanned"]
+    assert isinstance(unplanned, list)
+    assert figures["releases ended as planned"] == driven - len(unplanned)
+    assert figures["releases ended as planned"] >= 2, output[-4000:]  # the one canceled on purpose, one published
+    for line in unplanned:  # only a service killed just before its release began may cancel it
+        assert "canceled: unhealthy at initialization" in line, output[-4000:]
+    published = figures["releases published"]
+    assert isinstance(published, int)
+    assert published >= 1
 
 
 def test_a_coordinator_that_believes_any_sender_is_caught(amqp_url: str, tmp_path: Path) -> None:

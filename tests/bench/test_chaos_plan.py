@@ -1,0 +1,63 @@
+"""The chaos run's plan is fixed by its seed, and its end checks (bench/chaos_plan.py)."""
+
+from __future__ import annotations
+
+from bench.chaos import FAULTS, Chaos, parse
+from bench.chaos_plan import kept_data, make_plan, outcome_figures, unplanned_ends
+
+GAP = (0.7, 1.5)
+
+
+def test_one_seed_gives_one_plan_and_another_seed_another() -> None:
+    first = make_plan(7, FAULTS, FAULTS, releases=20, fault_gap=GAP)
+    assert make_plan(7, FAULTS, FAULTS, releases=20, fault_gap=GAP) == first
+    assert make_plan(8, FAULTS, FAULTS, releases=20, fault_gap=GAP) != first
+    assert sorted(f.kind for f in first.faults[: len(FAULTS)]) == sorted(FAULTS)  # every kind in round one
+    assert all(GAP[0] <= f.gap <= GAP[1] for f in first.faults)
+    assert len(first.cancels & set(range(20))) == 3  # 15 % of the planned releases
+    assert first.describe()[0].startswith(f"plan (seed 7): faults in order: {first.faults[0].kind} (+")
+
+
+def test_the_run_takes_its_plan_from_the_seed_alone() -> None:
+    argv = ["--releases", "4", "--services", "3", "--seed", "7", "--fault-gap", "0.7", "1.5"]
+    one, two = Chaos(parse(argv)), Chaos(parse(argv))
+    assert one.hex != two.hex  # two runs (their own names), one plan
+    assert one.plan == two.plan
+    assert one.plan.faults[0].kind in FAULTS
+
+
+def released(state: str, *entered: str) -> dict[str, object]:
+    return {"state": state, "entered": dict.fromkeys(entered, 0.0)}
+
+
+def test_staged_data_of_a_canceled_or_failed_release_must_be_discarded_after_it_was_staged() -> None:
+    releases = {
+        "R1": released("canceled", "running", "staged"),
+        "R2": released("failed", "running"),
+        "R3": released("failed", "running", "staged", "publishing"),  # failed in publication: kept by design
+        "R4": released("published", "running", "staged", "publishing"),
+    }
+    effects = {
+        ("R1", "a"): {"staged": 1.0, "discarded": 2.0},
+        ("R1", "b"): {"staged": 1.0},  # never discarded
+        ("R2", "a"): {"discarded": 1.0, "staged": 2.0},  # staged after the discard
+        ("R2", "b"): {"discarded": 1.0},  # nothing staged
+        ("R3", "a"): {"staged": 1.0},
+        ("R4", "a"): {"staged": 1.0, "published": 2.0},
+    }
+    assert kept_data(releases, effects) == [("R1", "b"), ("R2", "a")]
+
+
+def test_outcomes_are_counted_against_the_plan() -> None:
+    planned = {"R1": "published", "R2": "canceled", "R3": "published", "R4": "published"}
+    releases = {"R1": released("published"), "R2": released("canceled"), "R3": released("failed")}
+    releases["R3"]["state_reason"] = "portal failed during processing"
+    assert unplanned_ends(planned, releases) == [
+        "R3 (planned published) ended failed: portal failed during processing",
+        "R4 (planned published) ended lost",
+    ]
+    assert outcome_figures(planned, releases) == {
+        "releases planned to be published": 3,
+        "releases planned to be canceled": 1,
+        "releases ended as planned": 2,
+    }
