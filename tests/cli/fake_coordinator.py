@@ -67,7 +67,13 @@ class Received:
 
 
 class Refusal(Exception):
-    pass
+    """Refused, with the very words the real coordinator uses (``tests/cli/test_fake_coordinator.py``)."""
+
+
+CANNOT_CANCEL_PUBLISHING = (
+    "a publishing release cannot be canceled: some services may already be public; "
+    "retry the publication instead (rc release publish)"
+)
 
 
 @dataclass
@@ -266,7 +272,7 @@ class FakeCoordinator:
         try:
             return self.releases[release_id]
         except KeyError:
-            raise Refusal(f"no release {release_id}") from None
+            raise Refusal(f"unknown release {release_id}") from None
 
     def _result(self, view: ReleaseView, events: int = 5) -> ReleaseResult:
         recent = self.events.get(view.id, [])[-events:] if events else []
@@ -325,11 +331,10 @@ class FakeCoordinator:
         if isinstance(operation, HoldRelease | UnholdRelease):
             view = self._release(operation.release_id)
             hold = isinstance(operation, HoldRelease)
-            if view.state != ReleaseState.STAGED:
-                verb = "held" if hold else "released from hold"
-                raise Refusal(f"only a staged release can be {verb}; this one is {view.state.value}")
+            if hold and view.state != ReleaseState.STAGED:
+                raise Refusal(f"only a staged release can be held; this one is {view.state.value}")
             if view.held == hold:
-                raise Refusal("the release is already held" if hold else "the release is not held")
+                raise Refusal("the release is already on hold" if hold else "the release is not on hold")
             self._record(view.id, EventKind.OPERATOR, "hold" if hold else "unhold", actor=actor)
             return self._result(await self.update(view.id, held=hold))
         if isinstance(operation, PublishRelease):
@@ -337,7 +342,7 @@ class FakeCoordinator:
             if view.state != ReleaseState.STAGED:
                 raise Refusal(f"only a staged release can be published; this one is {view.state.value}")
             if view.held:
-                raise Refusal("the release is held; unhold it first")
+                raise Refusal("the release is on hold; unhold it before publishing")
             major, minor, _ = (int(part) for part in view.tentative_version.split("."))
             final = f"{major + 1}.0.0" if view.is_major else f"{major}.{minor + 1}.0"
             updated = await self.update(
@@ -350,8 +355,10 @@ class FakeCoordinator:
             return self._result(updated)
         if isinstance(operation, CancelRelease):
             view = self._release(operation.release_id)
-            if view.state == ReleaseState.PUBLISHING or view.state.is_terminal:
-                raise Refusal(f"a {view.state.value} release cannot be canceled")
+            if view.state.is_terminal:
+                raise Refusal(f"the release is already {view.state.value}")
+            if view.state == ReleaseState.PUBLISHING:
+                raise Refusal(CANNOT_CANCEL_PUBLISHING)
             updated = await self.update(
                 view.id,
                 state=ReleaseState.CANCELED,

@@ -53,8 +53,8 @@ async def test_a_refusal_is_an_answer(amqp_url: str, namespace: str, coordinator
     async with AdminClient(amqp_url, namespace, timeout=5) as client:
         answer = await client.request(PublishRelease(release_id="RE_00000000"))
         assert not answer.ok
-        assert answer.error == "no release RE_00000000"
-        with pytest.raises(Refused, match=r"^refused: no release RE_00000000$"):
+        assert answer.error == "unknown release RE_00000000"
+        with pytest.raises(Refused, match=r"^refused: unknown release RE_00000000$"):
             expect_ok(answer)
 
 

@@ -87,8 +87,8 @@ async def test_hold_unhold_publish(rc: Rc, coordinator: FakeCoordinator) -> None
 
     refused = await rc("release", "publish", release_id, "--json")
     assert refused.code == 1
-    assert refused.json() == {"error": "refused: the release is held; unhold it first"}
-    assert refused.stderr.strip() == "rc: refused: the release is held; unhold it first"
+    assert refused.json() == {"error": "refused: the release is on hold; unhold it before publishing"}
+    assert refused.stderr.strip() == "rc: refused: the release is on hold; unhold it before publishing"
 
     unheld = await rc("release", "unhold", release_id, "--json")
     assert unheld.code == 0, unheld.stderr
@@ -117,7 +117,7 @@ async def test_refusal_prints_the_coordinators_reason(rc: Rc, coordinator: FakeC
 
     unknown = await rc("release", "show", "RE_00000000", "--json")
     assert unknown.code == 1
-    assert unknown.json() == {"error": "refused: no release RE_00000000"}
+    assert unknown.json() == {"error": "refused: unknown release RE_00000000"}
 
 
 async def test_cancel(rc: Rc, coordinator: FakeCoordinator) -> None:
@@ -134,7 +134,7 @@ async def test_cancel(rc: Rc, coordinator: FakeCoordinator) -> None:
 
     again = await rc("release", "cancel", release_id, "--reason", "twice")
     assert again.code == 1
-    assert again.stderr.strip() == "rc: refused: a canceled release cannot be canceled"
+    assert again.stderr.strip() == "rc: refused: the release is already canceled"
 
 
 async def test_human_output(rc: Rc, coordinator: FakeCoordinator) -> None:
@@ -353,4 +353,4 @@ async def test_watch_human_output_ends_failed(rc: Rc, coordinator: FakeCoordinat
 async def test_watch_unknown_release_is_refused(rc: Rc, coordinator: FakeCoordinator) -> None:
     outcome = await rc("release", "watch", "RE_ZZZZZZZZ")
     assert outcome.code == 1
-    assert outcome.stderr.strip() == "rc: refused: no release RE_ZZZZZZZZ"
+    assert outcome.stderr.strip() == "rc: refused: unknown release RE_ZZZZZZZZ"

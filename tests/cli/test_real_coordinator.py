@@ -252,9 +252,9 @@ async def test_no_coordinator_answering_is_a_clear_error_within_the_timeout(
     ok(await rc("release", "list", "--json"))
     await live_coordinator.shutdown()  # its queue stays on the broker, with nobody consuming it
 
-    outcome = await rc("release", "list", "--timeout", "2", "--json")
+    outcome = await rc("release", "list", "--timeout", "2", "--json")  # a hang fails at the limit
     assert outcome.code == 3
-    assert outcome.elapsed < 10
+    assert outcome.elapsed >= 2  # it waited its timeout (an upper bound is the fixture's limit, not a timing)
     assert outcome.stderr.count("\n") == 1
     assert "no coordinator answered within 2s" in outcome.stderr
     assert "guest:guest" not in outcome.stderr
@@ -262,7 +262,7 @@ async def test_no_coordinator_answering_is_a_clear_error_within_the_timeout(
 
 
 async def test_a_namespace_without_coordinator_is_reported_at_once(rc: Rc, namespace: str) -> None:
-    outcome = await rc("service", "list", "--namespace", f"{namespace}-nobody", "--timeout", "5")
+    # At once: with a timeout far beyond rc's limit, waiting for an answer would fail the call itself.
+    outcome = await rc("service", "list", "--namespace", f"{namespace}-nobody", "--timeout", "600", limit=60)
     assert outcome.code == 3
-    assert outcome.elapsed < 10
     assert "no coordinator has ever run" in outcome.stderr
