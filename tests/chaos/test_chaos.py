@@ -58,7 +58,8 @@ def test_short_run_injects_every_fault_ends_releases_as_planned_and_finds_no_vio
     unplanned = figures["unplanned"]
     assert isinstance(unplanned, list)
     assert figures["releases ended as planned"] == driven - len(unplanned)
-    assert figures["releases ended as planned"] >= 2, output[-4000:]  # the one canceled on purpose, one published
+    # At least the one canceled on purpose and one published.
+    assert figures["releases ended as planned"] >= 2, output[-4000:]
     for line in unplanned:  # only a service killed just before its release began may cancel it
         assert "canceled: unhealthy at initialization" in line, output[-4000:]
     published = figures["releases published"]

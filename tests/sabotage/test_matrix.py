@@ -7,7 +7,13 @@ from __future__ import annotations
 import pytest
 
 from bench.sabotage import VARIANTS
-from tests.coordinator import test_faults, test_in_memory, test_releases, test_unique_versions
+from tests.coordinator import (
+    test_discard_journals,
+    test_faults,
+    test_in_memory,
+    test_releases,
+    test_unique_versions,
+)
 from tests.explore import test_explore
 from tests.sabotage.plugin import CATCHERS, caught_by
 from tests.store import test_contract
@@ -15,6 +21,7 @@ from tests.unit import test_machine
 
 #: The modules holding the guarantees' tests; importing them registers their catchers.
 CATCHING_MODULES = (
+    test_discard_journals,
     test_explore,
     test_faults,
     test_in_memory,
