@@ -65,6 +65,7 @@ from bench.chaos_cluster import (
 )
 from bench.chaos_cluster import running as cluster_running
 from bench.chaos_plan import PlannedFault, kept_data, make_plan, outcome_figures, unplanned_ends
+from bench.chaos_queue_fault import redeclare_as_classic, repair
 from bench.chaos_service import read_journal
 from coordinator.store import default_store_url, store_for
 from deploy.setup import Installation, Permission, grant
@@ -98,6 +99,7 @@ FAULTS = (
     "malformed",
     "oversize",
     "spoofed",
+    "redeclare_queue",
 )
 TERMINAL = {ReleaseState.PUBLISHED, ReleaseState.CANCELED, ReleaseState.FAILED}
 BROKER_PORT = 5672
@@ -126,6 +128,8 @@ class Config:
     coordinator_module: str = "coordinator"
     fault_gap: tuple[float, float] = (1.5, 4.0)
     concurrency: int = 3
+    #: Processes per task service (competing for its work; a kill takes one of them).
+    instances: int = 1
     #: Seconds a service spends processing one release (spread +-50 %): long enough for faults to
     #: meet releases in flight.
     work_seconds: float = 4.0
@@ -258,8 +262,8 @@ class Chaos:
     async def run(self) -> Report:
         started = time.monotonic()
         log(
-            f"seed {self.config.seed}: {self.config.releases} releases, {self.config.services} services, "
-            f"broker faults by {self.config.broker_fault}"
+            f"seed {self.config.seed}: {self.config.releases} releases, {self.config.services} services "
+            f"({self.config.instances} instance(s) each), broker faults by {self.config.broker_fault}"
         )
         for line in self.plan.describe():
             log(line)
@@ -367,22 +371,24 @@ class Chaos:
             "coordinator", [sys.executable, "-m", *module], coordinator_env, workdir / "coordinator.log"
         )
         for position, service in enumerate(self.services):
-            env = {
-                **base,
-                "RC_AMQP_URL": self.url(service, position=position),
-                "RC_NAMESPACE": self.namespace,
-                "RC_HEARTBEAT_SECONDS": "1",
-                "RC_TASK_STATE_DIR": str(workdir / "state" / service),
-                "RC_SHUTDOWN_TIMEOUT": "2",
-                "CHAOS_WORK_SECONDS": str(self.config.work_seconds),
-            }
-            argv = [sys.executable, "-m", "bench.chaos_service", service, str(workdir / f"{service}.journal")]
-            self.procs[service] = Proc(service, argv, env, workdir / f"{service}.log")
+            for instance in self.instances(service):
+                env = {
+                    **base,
+                    "RC_AMQP_URL": self.url(service, position=position),
+                    "RC_NAMESPACE": self.namespace,
+                    "RC_HEARTBEAT_SECONDS": "1",
+                    "RC_TASK_STATE_DIR": str(workdir / "state" / instance),
+                    "RC_SHUTDOWN_TIMEOUT": "2",
+                    "CHAOS_WORK_SECONDS": str(self.config.work_seconds),
+                }
+                argv = [sys.executable, "-m", "bench.chaos_service", service, str(self.journal(instance))]
+                self.procs[instance] = Proc(instance, argv, env, workdir / f"{instance}.log")
         try:
             self.procs["coordinator"].start()
             await asyncio.sleep(1.5)  # the coordinator declares the topology the services check for
             for service in self.services:
-                self.procs[service].start()
+                for instance in self.instances(service):
+                    self.procs[instance].start()
             yield
         finally:
             await asyncio.gather(*(asyncio.to_thread(proc.stop) for proc in self.procs.values()))
@@ -518,8 +524,27 @@ class Chaos:
         self.procs["coordinator"].start()
         return True
 
+    async def _fault_redeclare_queue(self) -> bool:
+        service = self.rng.choice(self.services)
+        queue = self.topology.task_queue(service)
+        who = await redeclare_as_classic(self.url(service, direct=True), ADMIN_AMQP_URL, queue)
+        log(f"{queue} deleted and declared again as a classic queue by {who}")
+        await asyncio.sleep(self.rng.uniform(1.0, 3.0))
+        await repair(ADMIN_AMQP_URL, queue)
+        return True
+
+    def instances(self, service: str) -> list[str]:
+        """The processes of one service: its name alone, or ``NAME#i`` with several instances."""
+        if self.config.instances == 1:
+            return [service]
+        return [f"{service}#{i}" for i in range(1, self.config.instances + 1)]
+
+    def journal(self, instance: str) -> Path:
+        return self._workdir() / f"{instance}.journal"
+
     async def _fault_kill_service(self) -> bool:
-        proc = self.procs[self.rng.choice(self.services)]
+        """SIGKILL one instance of a service (the only one, or one of several), restarted a moment later."""
+        proc = self.procs[self.rng.choice(self.instances(self.rng.choice(self.services)))]
         proc.kill()
         await asyncio.sleep(self.rng.uniform(0.2, 1.5))
         proc.start()
@@ -698,13 +723,14 @@ class Chaos:
     async def _check(self) -> None:
         stored, events = await self._stored()
         releases = {r["_id"]: r for r in stored}
-        journals = {s: read_journal(self._workdir() / f"{s}.journal") for s in self.services}
-        # (release, service) -> effect -> when the service first did it
+        # (release, service) -> effect -> when the service (any of its instances) first did it
         effects: dict[tuple[str, str], dict[str, float]] = {}
-        for service, entries in journals.items():
-            for entry in entries:
-                done = effects.setdefault((str(entry["release"]), service), {})
-                done.setdefault(str(entry["effect"]), float(str(entry["at"])))
+        for service in self.services:
+            for instance in self.instances(service):
+                for entry in read_journal(self.journal(instance)):
+                    done = effects.setdefault((str(entry["release"]), service), {})
+                    effect, at = str(entry["effect"]), float(str(entry["at"]))
+                    done[effect] = min(at, done.get(effect, at))
         states = Counter(r["state"] for r in releases.values())
         figures = self.report.figures
         figures["releases driven"] = len(self.release_ids)
@@ -763,7 +789,9 @@ class Chaos:
             figures.update(recovery_figures(self.nodes.stops, events, self.release_ids))
             figures.update(switch_figures(coordinator_switches(self._workdir() / "coordinator.log")))
         v["coordinator crashes not injected"] = len(self.procs["coordinator"].uncaused_exits)
-        v["service crashes not injected"] = sum(len(self.procs[s].uncaused_exits) for s in self.services)
+        v["service crashes not injected"] = sum(
+            len(self.procs[i].uncaused_exits) for s in self.services for i in self.instances(s)
+        )
 
     @staticmethod
     def _rabbitmqctl(*args: str) -> None:
@@ -853,6 +881,9 @@ def parse(argv: list[str] | None = None) -> Config:
     parser.add_argument(
         "--work-seconds", type=float, default=4.0, help="seconds a service processes one release (+-50%%)"
     )
+    parser.add_argument(
+        "--instances", type=int, default=1, help="processes per task service; a service kill takes one"
+    )
     parser.add_argument("--json", type=Path, default=Path("bench/results/chaos.json"))
     args = parser.parse_args(argv)
     config = Config(
@@ -863,8 +894,11 @@ def parse(argv: list[str] | None = None) -> Config:
         coordinator_module=args.coordinator,
         fault_gap=(args.fault_gap[0], args.fault_gap[1]),
         work_seconds=args.work_seconds,
+        instances=args.instances,
         json_path=args.json,
     )
+    if config.instances < 1:
+        parser.error(f"--instances must be 1 or more, not {config.instances}")
     if args.seed is not None:
         config.seed = args.seed
     return config

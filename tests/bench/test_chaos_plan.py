@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from bench.chaos import FAULTS, Chaos, parse
 from bench.chaos_plan import kept_data, make_plan, outcome_figures, unplanned_ends
 
@@ -61,3 +63,18 @@ def test_outcomes_are_counted_against_the_plan() -> None:
         "releases planned to be canceled": 1,
         "releases ended as planned": 2,
     }
+
+
+def test_several_instances_per_service_have_their_own_process_and_journal() -> None:
+    one = Chaos(parse(["--services", "2"]))
+    assert one.instances(one.services[0]) == [one.services[0]]
+    two = Chaos(parse(["--services", "2", "--instances", "2"]))
+    service = two.services[1]
+    assert two.instances(service) == [f"{service}#1", f"{service}#2"]
+    assert len(two.plan.faults) == len(one.plan.faults)  # the plan does not depend on the instances
+
+
+def test_instances_must_be_at_least_one(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse(["--instances", "0"])
+    assert "--instances must be 1 or more, not 0" in capsys.readouterr().err
