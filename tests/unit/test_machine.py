@@ -269,6 +269,25 @@ def test_a_task_whose_instance_stopped_is_started_again_then_the_release_fails()
     assert lost.reason.startswith("portal lost 3 instances while processing (the last: instance test:1")
 
 
+def test_an_instance_lost_after_its_task_staged_or_once_the_release_is_canceling_sends_no_start() -> None:
+    """Only a task still processing, in a running release, is started again: not one its instance already
+    staged while the others work, and not one whose release is being canceled (a start then would make the
+    service process a release it was told to discard). Both were surviving mutants (make mutation)."""
+    d = Driver().to(ReleaseState.RUNNING)
+    d.apply(ProgressReceived(progress(d.release, "portal", 50), d.tick()))
+    d.apply(ReplyReceived(reply(d.release, "portal", Action.START, Outcome.STAGED), d.tick()))
+    assert (d.release.state, d.release.tasks["portal"].state) == (ReleaseState.RUNNING, TaskState.STAGED)
+    after_staging = d.apply(InstanceLost(d.tick(), "portal", "test:1", "stopped heartbeating"))
+    assert (after_staging.verdict, after_staging.messages) == (Verdict.STALE, ())
+
+    d = Driver().to(ReleaseState.RUNNING)
+    d.apply(ProgressReceived(progress(d.release, "portal", 50), d.tick()))
+    d.apply(Cancel(d.tick(), "ops", "wrong studies"))
+    assert (d.release.state, d.release.tasks["portal"].state) == (ReleaseState.CANCELING, TaskState.RUNNING)
+    while_canceling = d.apply(InstanceLost(d.tick(), "portal", "test:1", "stopped heartbeating"))
+    assert (while_canceling.verdict, while_canceling.messages) == (Verdict.STALE, ())
+
+
 def test_an_instance_lost_outside_processing_changes_nothing() -> None:
     d = Driver().to(ReleaseState.STAGED)
     assert (
