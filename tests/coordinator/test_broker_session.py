@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import pytest
 
 from coordinator.broker import Broker, Unroutable
 from schemas.documents import OutboxEntry
 from schemas.enums import MessageKind
+from schemas.topology import Topology
 from tests.coordinator.fixtures import BOTH_BROKERS
+from tests.coordinator.peers import Peer, Received
 
 pytestmark = BOTH_BROKERS
 
@@ -35,3 +39,34 @@ async def test_a_command_no_queue_takes_is_refused_as_unroutable(coordinator_bro
         await session.publish(cancel("after"), "RE_1")  # the session stays usable
     finally:
         await session.close()
+
+
+async def test_consumer_counts_of_many_services_come_back_for_each_service(
+    coordinator_broker: Broker, connect_peer: Callable[[], Awaitable[Peer]], namespace: str
+) -> None:
+    """The health check asks the queues of hundreds of services at once over several channels: each
+    service still gets its own count, None where it has no queue (a missing queue closes the channel
+    that asked, and the rest of that channel's share is asked on a new one)."""
+    topology = Topology(namespace)
+    services = [f"svc{i:02d}" for i in range(40)]
+    with_queue = services[::2]
+    consumed = services[::4]
+    session = await coordinator_broker.connect("rc-test")
+    peer = await connect_peer()
+    try:
+        await session.declare_topology()
+        for service in with_queue:
+            await session.declare_task_queue(service)
+        for service in consumed:
+            await peer.consume(topology.task_queue(service), _ignore)
+        counts = await session.consumer_counts(services)
+    finally:
+        await peer.close()
+        await session.close()
+    assert list(counts) == services
+    expected = {s: (1 if s in consumed else 0) if s in with_queue else None for s in services}
+    assert counts == expected
+
+
+async def _ignore(_: Received) -> None:
+    return None
