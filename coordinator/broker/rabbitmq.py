@@ -32,6 +32,7 @@ from aiormq.exceptions import (
     PublishError,
 )
 
+from coordinator.broker._acks import CoalescedAcks
 from coordinator.broker._interface import BrokerUnreachable, Handler, NotLeader, QueueUnusable, Unroutable
 from schemas.broker_url import Rotation, broker_user, mask_url, split_urls
 from schemas.documents import OutboxEntry
@@ -95,6 +96,7 @@ class RabbitDelivery:
 
     message: AbstractIncomingMessage
     session: RabbitSession
+    acks: CoalescedAcks
 
     @property
     def body(self) -> bytes:
@@ -125,14 +127,15 @@ class RabbitDelivery:
         return bool(self.message.redelivered)
 
     async def ack(self) -> None:
-        await self.message.ack()
+        await self.acks.ack(self.message)
 
     async def requeue(self) -> None:
+        self.acks.settled(self.message)
         await self.message.nack(requeue=True)
 
     async def dead_letter(self, reason: str) -> None:
         await self.session.dead_letter(self.message, reason)
-        await self.message.ack()
+        await self.acks.ack(self.message)
 
 
 class RabbitSession:
@@ -151,6 +154,8 @@ class RabbitSession:
         self._closing = False
         self._closed_here = False
         self._tasks: set[asyncio.Task[None]] = set()
+        #: The acknowledgements of each consumed queue (read by tests and benchmarks).
+        self.acks: dict[str, CoalescedAcks] = {}
         connection.close_callbacks.add(self._on_connection_closed)
 
     def _on_connection_closed(self, *_: object) -> None:
@@ -254,9 +259,11 @@ class RabbitSession:
         channel.close_callbacks.add(self._on_channel_closed)
         await channel.set_qos(prefetch_count=self.broker.prefetch)
         found = await channel.get_queue(queue, ensure=False)
+        acks = self.acks[queue] = CoalescedAcks()
 
         async def deliver(message: AbstractIncomingMessage) -> None:
-            await handler(RabbitDelivery(message, self))
+            acks.received(message)
+            await handler(RabbitDelivery(message, self, acks))
 
         await found.consume(deliver, consumer_tag=f"{self.name}:{queue}")
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
 
-from coordinator.broker import Broker, Unroutable
+from coordinator.broker import Broker, Delivery, Unroutable
 from schemas.documents import OutboxEntry
 from schemas.enums import MessageKind
 from schemas.topology import Topology
@@ -70,3 +71,46 @@ async def test_consumer_counts_of_many_services_come_back_for_each_service(
 
 async def _ignore(_: Received) -> None:
     return None
+
+
+async def test_acknowledgements_go_together_and_never_for_a_delivery_still_at_work(
+    coordinator_broker: Broker, connect_peer: Callable[[], Awaitable[Peer]], namespace: str
+) -> None:
+    """Replies stored in one write are acknowledged together; one whose handler has not finished stays
+    unacknowledged whatever is acknowledged around it, and comes back when the session is lost."""
+    topology = Topology(namespace)
+    peer = await connect_peer()
+    first = await coordinator_broker.connect("rc-test")
+    held: dict[str, Delivery] = {}
+    every = asyncio.Event()
+
+    async def hold(delivery: Delivery) -> None:
+        held[delivery.message_id or ""] = delivery
+        if len(held) == 5:
+            every.set()
+
+    try:
+        await first.declare_topology()
+        for n in range(5):
+            await peer.publish(topology.replies_exchange, "reply.portal.reply", b"{}", message_id=f"m{n}")
+        await first.consume(topology.replies_queue, hold)
+        await asyncio.wait_for(every.wait(), 30)
+        await asyncio.gather(*(held[f"m{n}"].ack() for n in (0, 1, 3, 4)))  # m2 is still at work
+    finally:
+        await first.close()
+    again: list[str] = []
+    redelivered = asyncio.Event()
+
+    async def note(delivery: Delivery) -> None:
+        again.append(delivery.message_id or "")
+        redelivered.set()
+        await delivery.ack()
+
+    second = await coordinator_broker.connect("rc-test-2")
+    try:
+        await second.consume(topology.replies_queue, note)
+        await asyncio.wait_for(redelivered.wait(), 30)
+    finally:
+        await second.close()
+        await peer.close()
+    assert again == ["m2"]
