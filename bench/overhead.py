@@ -1,7 +1,7 @@
 """Coordinator overhead against the bare-broker floor.
 
 For each N (default 3, 30, 300) no-op task services, spread over a few host processes (bare aio-pika, see
-:func:`bench._common.run_host`), in one fresh namespace and one fresh store per N:
+:func:`bench.lib.entry.run_host`), in one fresh namespace and one fresh store per N:
 
 1. **floor**: this process plays a coordinator with no logic and no store: per step it publishes N persistent
    commands with confirms (all at once, as the coordinator's outbox delivery does) and waits until all N
@@ -38,7 +38,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
-from bench._common import (
+from bench.lib import (
     RESULTS,
     STEPS,
     Announcements,
@@ -291,7 +291,7 @@ async def measure_n(
                 profile=profile_dir / f"{NAME}-n{n}-coordinator.speedscope.json" if profile_dir else None,
             )
             announcements = Announcements()
-            from bench._common import admin_client
+            from bench.lib import admin_client
 
             client = await admin_client(url, namespace, release_timeout, announcements)
             for i in range(warmup):
