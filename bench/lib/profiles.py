@@ -58,7 +58,7 @@ def profile_summary(path: Path, top: int = 25) -> dict[str, Any]:
     frames = data["shared"]["frames"]
 
     def loop_samples(profile: Mapping[str, Any]) -> int:
-        names = {i for i, f in enumerate(frames) if f["name"] == "_run_once"}
+        names = {i for i, f in enumerate(frames) if f["name"].rsplit(".", 1)[-1] == "_run_once"}
         return sum(1 for stack in profile["samples"] if names & set(stack))
 
     profile = max(data["profiles"], key=loop_samples)
