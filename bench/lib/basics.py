@@ -21,7 +21,7 @@ import aio_pika
 from coordinator.settings import Settings as CoordinatorSettings
 from schemas.enums import Action, Outcome, ReleaseState
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "bench" / "results"
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 SUCCESS = {
