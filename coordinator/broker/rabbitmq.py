@@ -154,6 +154,9 @@ class RabbitSession:
         self._closing = False
         self._closed_here = False
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Channels of the health check's passive declares, kept across releases.
+        self._counting: dict[int, AbstractChannel] = {}
+        self._counting_lock = asyncio.Lock()
         #: The acknowledgements of each consumed queue (read by tests and benchmarks).
         self.acks: dict[str, CoalescedAcks] = {}
         connection.close_callbacks.add(self._on_connection_closed)
@@ -230,28 +233,27 @@ class RabbitSession:
     async def consumer_counts(self, services: Sequence[str]) -> dict[str, int | None]:
         """Each service's consumer count (None: no queue), asked on up to :data:`COUNTING_CHANNELS`
         channels at once: one passive declare per service, so the round trips of a release of hundreds
-        of services overlap instead of adding up."""
+        of services overlap instead of adding up. The channels stay open for the next release."""
         shares = [services[i::COUNTING_CHANNELS] for i in range(min(COUNTING_CHANNELS, len(services)))]
-        counted = await asyncio.gather(*(self._count_consumers(share) for share in shares))
+        async with self._counting_lock:  # a missing queue closes its channel: never under another's declare
+            counted = await asyncio.gather(
+                *(self._count_consumers(n, share) for n, share in enumerate(shares))
+            )
         found = {service: count for share in counted for service, count in share.items()}
         return {service: found[service] for service in services}
 
-    async def _count_consumers(self, services: Sequence[str]) -> dict[str, int | None]:
+    async def _count_consumers(self, slot: int, services: Sequence[str]) -> dict[str, int | None]:
         counts: dict[str, int | None] = {}
-        channel = await self._connection.channel()
-        try:
-            for service in services:
-                if channel.is_closed:  # a missing queue closes the channel
-                    channel = await self._connection.channel()
-                try:
-                    queue = await channel.declare_queue(self.topology.task_queue(service), passive=True)
-                except ChannelNotFoundEntity:
-                    counts[service] = None
-                    continue
-                counts[service] = int(queue.declaration_result.consumer_count or 0)
-        finally:
-            if not channel.is_closed:
-                await channel.close()
+        for service in services:
+            channel = self._counting.get(slot)
+            if channel is None or channel.is_closed:  # a missing queue closes the channel that asked
+                channel = self._counting[slot] = await self._connection.channel()
+            try:
+                queue = await channel.declare_queue(self.topology.task_queue(service), passive=True)
+            except ChannelNotFoundEntity:
+                counts[service] = None
+                continue
+            counts[service] = int(queue.declaration_result.consumer_count or 0)
         return counts
 
     async def consume(self, queue: str, handler: Handler) -> None:
