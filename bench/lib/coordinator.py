@@ -196,14 +196,16 @@ async def scrape(port: int) -> Metrics:
 
 STORE_OPERATIONS_METRIC = "rc_store_seconds_count"
 STORE_COMMANDS_METRIC = "bench_store_commands_total"
+STORE_WRITE_BYTES_METRIC = "bench_store_write_bytes_total"
 #: Store commands that change something (for "writes per reply").
 WRITE_COMMANDS = ("insert", "update", "delete", "findAndModify")
 #: Timed store operations that write (on the embedded engine, each one transaction).
 WRITE_OPERATIONS = ("insert_release", "compare_and_set", "record_events", "settle", "heartbeat")
 
 
-def store_figures(delta: Metrics, replies: int) -> dict[str, Any]:
-    """Store operations (coordinator's own timing metric) and commands (listener) per reply."""
+def store_figures(delta: Metrics, replies: int, steps: int | None = None) -> dict[str, Any]:
+    """Store operations (coordinator's own timing metric) and commands (listener) per reply; on MongoDB
+    also the bytes of the write commands per reply and, given the number of release ``steps``, per step."""
     operations = {k: v for k, v in delta.by_label(STORE_OPERATIONS_METRIC, "operation").items() if v}
     commands = {k: v for k, v in delta.by_label(STORE_COMMANDS_METRIC, "command").items() if v}
     writes = sum(v for k, v in commands.items() if k in WRITE_COMMANDS)
@@ -220,6 +222,10 @@ def store_figures(delta: Metrics, replies: int) -> dict[str, Any]:
         )
         figures["writes_per_reply"] = round(writes / replies, 3) if replies else None
         figures["round_trips_per_reply"] = round(sum(commands.values()) / replies, 3) if replies else None
+        written = sum(delta.by_label(STORE_WRITE_BYTES_METRIC, "command").values())
+        figures["write_bytes_per_reply"] = round(written / replies) if replies else None
+        if steps:
+            figures["write_bytes_per_step"] = round(written / steps)
     else:  # the embedded engine: its writes are transactions, each a timed operation
         transactions = sum(v for k, v in operations.items() if k in WRITE_OPERATIONS)
         figures["writes_per_reply"] = round(transactions / replies, 3) if replies else None

@@ -19,6 +19,7 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from bench.lib.basics import SUCCESS, amqp_url, now
 from bench.lib.broker import amqp_message
+from bench.lib.coordinator import WRITE_COMMANDS
 from bench.lib.profiles import profile_summary
 from schemas.enums import Action, ReplyKind
 from schemas.messages import (
@@ -44,6 +45,7 @@ def run_coordinator(count_store_commands: bool) -> int:
     """The real coordinator entry point, stopped (SIGTERM, graceful) when the benchmark goes away."""
     _exit_on_stdin_eof(lambda: os.kill(os.getpid(), signal.SIGTERM))
     if count_store_commands:
+        import bson
         from prometheus_client import Counter
         from pymongo import monitoring
 
@@ -52,10 +54,17 @@ def run_coordinator(count_store_commands: bool) -> int:
             "Commands the coordinator sent to the store (benchmark listener)",
             ["command"],
         )
+        written = Counter(
+            "bench_store_write_bytes",
+            "BSON bytes of the write commands the coordinator sent to the store (benchmark listener)",
+            ["command"],
+        )
 
         class CommandCounter(monitoring.CommandListener):
             def started(self, event: monitoring.CommandStartedEvent) -> None:
                 commands.labels(event.command_name).inc()
+                if event.command_name in WRITE_COMMANDS:  # encoded again: CPU charged to the coordinator
+                    written.labels(event.command_name).inc(len(bson.encode(event.command)))
 
             def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
                 pass
