@@ -26,8 +26,6 @@ class CoalescedAcks:
         self._last_seen = 0
         self._in_order = True
         self._sending: asyncio.Task[None] | None = None
-        #: One sender at a time: a run must never overtake a single acknowledgement still being sent.
-        self._lock = asyncio.Lock()
         #: ``basic.ack`` frames sent, and deliveries they acknowledged (tests and benchmarks read them).
         self.frames = 0
         self.acknowledged = 0
@@ -59,25 +57,37 @@ class CoalescedAcks:
             self._outstanding.pop(message.delivery_tag, None)
 
     async def _send_due(self) -> None:
-        """Runs one turn after the first acknowledgement fell due: the others of that turn join it."""
-        async with self._lock:
-            self._sending = None
-            run: list[AbstractIncomingMessage] = []
-            for message in self._outstanding.values():  # in tag order
-                if message is None:
-                    break
-                run.append(message)
-            alone = [m for m in list(self._outstanding.values())[len(run) :] if m is not None]
-            for message in (*run, *alone):
-                del self._outstanding[message.delivery_tag]  # type: ignore[arg-type]
-            if run:
-                self.frames += 1
-                self.acknowledged += len(run)
-                await run[-1].ack(multiple=len(run) > 1)
-            for message in alone:
-                await self._send_one(message)
+        """Runs one turn after the first acknowledgement fell due: the others of that turn join it.
+
+        Every frame is queued on the connection's writer before anything is awaited, so a later run can
+        never overtake a single acknowledgement of this one; then the last frame's write is awaited
+        (back-pressure, as one acknowledgement awaited it before)."""
+        self._sending = None
+        run: list[AbstractIncomingMessage] = []
+        for message in self._outstanding.values():  # in tag order
+            if message is None:
+                break
+            run.append(message)
+        alone = [m for m in list(self._outstanding.values())[len(run) :] if m is not None]
+        frames = [(run[-1], len(run) > 1)] if run else []
+        frames += [(message, False) for message in alone]
+        for message in (*run, *alone):
+            del self._outstanding[message.delivery_tag]  # type: ignore[arg-type]
+        if not frames:
+            return
+        self.frames += len(frames)
+        self.acknowledged += len(run) + len(alone)
+        for message, multiple in frames[:-1]:
+            await _ack(message, multiple=multiple, wait=False)  # queued at once: no suspension
+        message, multiple = frames[-1]
+        await _ack(message, multiple=multiple, wait=True)
 
     async def _send_one(self, message: AbstractIncomingMessage) -> None:
         self.frames += 1
         self.acknowledged += 1
         await message.ack()
+
+
+async def _ack(message: AbstractIncomingMessage, *, multiple: bool, wait: bool) -> None:
+    assert message.delivery_tag is not None
+    await message.channel.basic_ack(message.delivery_tag, multiple=multiple, wait=wait)

@@ -10,13 +10,23 @@ from aio_pika.abc import AbstractIncomingMessage
 from coordinator.broker._acks import CoalescedAcks
 
 
+class FakeChannel:
+    def __init__(self, sent: list[tuple[int, bool]]) -> None:
+        self.sent = sent
+
+    async def basic_ack(self, delivery_tag: int, multiple: bool = False, wait: bool = True) -> None:
+        self.sent.append((delivery_tag, multiple))
+        if wait:
+            await asyncio.sleep(0)  # the writer drains: other acknowledgements may fall due meanwhile
+
+
 class FakeMessage:
     def __init__(self, tag: int, sent: list[tuple[int, bool]]) -> None:
         self.delivery_tag = tag
-        self._sent = sent
+        self.channel = FakeChannel(sent)
 
     async def ack(self, multiple: bool = False) -> None:
-        self._sent.append((self.delivery_tag, multiple))
+        await self.channel.basic_ack(self.delivery_tag, multiple)
 
 
 Sent = list[tuple[int, bool]]
