@@ -43,6 +43,14 @@ class AmqpDelivery:
     def body(self) -> bytes:
         return self._message.body
 
+    @property
+    def user_id(self) -> str | None:
+        return self._message.user_id
+
+    @property
+    def message_id(self) -> str | None:
+        return self._message.message_id
+
     async def ack(self) -> None:
         await self._message.ack()
 

@@ -23,6 +23,14 @@ class Delivery(Protocol):
     @property
     def body(self) -> bytes: ...
 
+    @property
+    def user_id(self) -> str | None:
+        """The broker user that published it (RabbitMQ refuses a ``user_id`` that is not the sender's)."""
+        ...
+
+    @property
+    def message_id(self) -> str | None: ...
+
     async def ack(self) -> None:
         """The command is done with (or safely taken on): the broker may forget it."""
         ...
