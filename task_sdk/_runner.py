@@ -261,7 +261,8 @@ class Runner:
         try:
             command = self._parse(delivery.body)
         except MessageError as error:
-            self._log.warning("command.invalid", reason=error.reason, size=len(delivery.body))
+            size, message_id = len(delivery.body), delivery.message_id
+            self._log.warning("command.invalid", reason=error.reason, size=size, message_id=message_id)
             await self._settle(delivery.dead_letter)
             return
         self._log.info(
