@@ -124,7 +124,7 @@ class Runner:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, *, heartbeats: bool = True) -> None:
-        """Declare, consume, resume unfinished processing, and (by default) start heartbeating."""
+        """Check the queue, consume, resume unfinished processing, and (by default) start heartbeating."""
         try:
             await self._transport.open(self.service, self.consumer_tag, self._on_delivery)
         except BaseException:

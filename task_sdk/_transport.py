@@ -1,7 +1,7 @@
 """The seam between the runner and a message broker.
 
 The runner (``_runner.py``) knows commands, replies and outcomes; a :class:`Transport` knows how to
-declare the service's queue, consume it, and publish replies. Two implementations:
+check the service's queue, consume it, and publish replies. Two implementations:
 ``_amqp.AmqpTransport`` (RabbitMQ via aio-pika) and ``_memory.InMemoryTransport`` (tests, harness).
 """
 
@@ -59,7 +59,7 @@ class Transport(Protocol):
     """What the runner needs from a broker."""
 
     async def open(self, service: str, consumer_tag: str, on_delivery: DeliveryHandler) -> None:
-        """Declare the topology and the service's queue, and start delivering commands."""
+        """Check the topology and the service's queue (declared only if missing and allowed), then consume."""
         ...
 
     async def stop_consuming(self) -> None:
