@@ -146,12 +146,17 @@ class AmqpTransport:
         ``rc-admin-setup`` creates it with its binding, and the coordinator declares it too; a service
         user has no right to declare, bind or delete it. Only when it does not exist is it declared and
         bound here, which only a development user (``guest``) may do: a service user gets an error that
-        says what to run.
+        says what to run. A queue declared here is declared again, with its binding, when the robust
+        channel is restored (as before); one found is only checked again.
         """
-        name = self._topology.task_queue(service)
-        if not await self._queue_exists(name):
-            await self._declare_missing_queue(service)
-        return await channel.declare_queue(name, passive=True)
+        t = self._topology
+        name = t.task_queue(service)
+        if await self._queue_exists(name):
+            return await channel.declare_queue(name, passive=True)
+        await self._declare_missing_queue(service)
+        queue = await channel.declare_queue(name, durable=True, arguments=t.task_queue_arguments())
+        await queue.bind(t.commands_exchange, routing_key=t.task_binding(service))
+        return queue
 
     async def _queue_exists(self, name: str) -> bool:
         assert self._connection is not None
