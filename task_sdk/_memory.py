@@ -88,13 +88,16 @@ class InMemoryTransport:
 
     # ------------------------------------------------------------------ the test's side
     async def deliver(
-        self, body: bytes, *, redelivered: bool = False, user_id: str | None = DEFAULT_COORDINATOR_USER
+        self,
+        body: bytes,
+        *,
+        redelivered: bool = False,
+        user_id: str | None = DEFAULT_COORDINATOR_USER,
+        message_id: str | None = None,
     ) -> MemoryDelivery:
         """Hand ``body``, published by broker user ``user_id``, to the runner as the broker would (queued
         while nobody consumes)."""
-        delivery = MemoryDelivery(
-            body, redelivered=redelivered, user_id=user_id, dead_letters=self.dead_letters
-        )
+        delivery = MemoryDelivery(body, redelivered, user_id, message_id, dead_letters=self.dead_letters)
         self.deliveries.append(delivery)
         if self._consuming and self._on_delivery is not None:
             await self._on_delivery(delivery)

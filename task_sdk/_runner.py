@@ -51,7 +51,7 @@ from task_sdk._progress import ProgressReporter, StepCancelled
 from task_sdk._settings import Settings, hostname
 from task_sdk._store import MemoryOutcomeStore, OutcomeStore
 from task_sdk._transport import Delivery, Health, Outgoing, PublishFailed, Transport
-from task_sdk._trust import command_refusal, warn_about_identity
+from task_sdk._trust import DeadLetters, command_refusal, warn_about_identity
 from task_sdk._version import SDK_VERSION
 
 MAX_REASON_CHARS = 4000
@@ -121,6 +121,7 @@ class Runner:
         self._ticker: asyncio.Task[None] | None = None
         self._health_check: asyncio.Task[HealthStatus] | None = None
         self._stopping = False
+        self.dead_letters = DeadLetters()
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, *, heartbeats: bool = True) -> None:
@@ -237,7 +238,8 @@ class Runner:
         return as_health_status(result)
 
     def _heartbeat(self, transport: Health, handler: HealthStatus) -> Heartbeat:
-        details = [str(detail) for detail in (transport.detail, handler.detail) if detail]
+        told = (transport.detail, handler.detail, self.dead_letters.summary())
+        details = [str(detail) for detail in told if detail]
         return Heartbeat(
             message_id=new_message_id(),
             sent_at=utcnow(),
@@ -256,6 +258,7 @@ class Runner:
         refusal = command_refusal(self.settings, delivery.user_id)
         if refusal is not None:
             self._log.warning("command.refused", reason=refusal, message_id=delivery.message_id)
+            self.dead_letters.record(refusal, delivery.message_id)
             await self._settle(delivery.dead_letter)
             return
         try:
@@ -263,6 +266,7 @@ class Runner:
         except MessageError as error:
             size, message_id = len(delivery.body), delivery.message_id
             self._log.warning("command.invalid", reason=error.reason, size=size, message_id=message_id)
+            self.dead_letters.record(f"invalid command: {error.reason}", message_id)
             await self._settle(delivery.dead_letter)
             return
         self._log.info(

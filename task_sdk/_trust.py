@@ -40,3 +40,22 @@ def warn_about_identity(settings: Settings, service: str, log: Any) -> None:
             f"development only, name {user!r} in RC_TRUSTED_USERS)",
             broker_user=user,
         )
+
+
+class DeadLetters:
+    """The commands this service dead-lettered since it started, told in every heartbeat's ``detail`` (the
+    coordinator keeps it as the service's health detail: ``rc service list --json``, the dashboard), since
+    the dead letters themselves cannot carry the reason (a service may not publish to ``<ns>.dlx``)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.last: str | None = None
+
+    def record(self, reason: str, message_id: str | None) -> None:
+        self.count += 1
+        self.last = f"{reason} (message {message_id or 'without id'})"
+
+    def summary(self) -> str | None:
+        if not self.count:
+            return None
+        return f"{self.count} command(s) dead-lettered since start, the last: {self.last}"
