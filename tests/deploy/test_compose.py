@@ -117,7 +117,7 @@ def test_each_process_connects_as_its_own_user(services: dict[str, Any]) -> None
 
 
 def test_ports(services: dict[str, Any]) -> None:
-    assert "9464:9464" in services["coordinator"]["ports"]
+    assert services["coordinator"]["ports"] == ["127.0.0.1:9464:9464"]  # the host's loopback only
     assert any(port.endswith(":5672:5672") or port == "5672:5672" for port in services["rabbitmq"]["ports"])
     for name in TASK_SERVICES:
         assert "ports" not in services[name]
