@@ -1,6 +1,6 @@
 """Generate (and optionally apply) the RabbitMQ definitions of one Release Coordinator installation.
 
-One virtual host, the whole broker topology of DESIGN.md section 3 (from :class:`schemas.topology.Topology`),
+One virtual host, the whole broker topology (from :class:`schemas.topology.Topology`),
 and one user per process with least-privilege permissions:
 
 - one user per task service, named after the service (``search-index``),

@@ -1,7 +1,7 @@
 """The runner: turns commands into handler calls and handler results into replies.
 
 It talks to the broker only through a :class:`~task_sdk._transport.Transport`, so the same code
-runs on RabbitMQ and in memory. The rules it enforces (DESIGN.md sections 6 and 7):
+runs on RabbitMQ and in memory. The rules it enforces (the guarantees of docs/design.md):
 
 * **Ack timing.** ``initialize``/``publish``/``cancel`` are acked only after their reply is
   confirmed by the broker, so a crash before that makes the broker redeliver them. A ``start`` is
