@@ -25,6 +25,7 @@ from coordinator.store import Store
 from rc_cli.client import AdminClient
 from rc_http_bridge import BridgeConfig, HttpBridge, make_bridge, task_id_for
 from rc_http_bridge.config import DEFAULT_LISTEN
+from schemas.broker_url import broker_user
 from schemas.enums import ReleaseState
 from schemas.messages import CreateRelease, ReleaseResult, RequireService
 from task_sdk import Runner, Settings
@@ -262,7 +263,14 @@ async def test_url_credentials_work_and_stay_out_of_reasons_and_logs(
     fake = await BasicAuthService(Behaviour(start_answer=(500, "disk full"))).start()
     url = fake.url.replace("http://", f"http://{USER}:{PASSWORD}@")
     bridge = make_bridge(config(url=url, poll_seconds=0.2, http_timeout=5.0, stall_seconds=0))
-    sdk = Settings(amqp_url=amqp_url, namespace=namespace, heartbeat_seconds=0.3, shutdown_timeout=2)
+    # Commanded by the fixtures' coordinator, which logs in as the test's broker user.
+    sdk = Settings.from_env(
+        {"RC_COORDINATOR_USER": broker_user(amqp_url)},
+        amqp_url=amqp_url,
+        namespace=namespace,
+        heartbeat_seconds=0.3,
+        shutdown_timeout=2,
+    )
     runner = Runner(bridge, AmqpTransport(sdk), sdk)
     with capture_logs() as logs:
         await bridge.open()
