@@ -13,6 +13,8 @@ import asyncio
 import base64
 import contextlib
 import itertools
+import os
+import sys
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -81,6 +83,30 @@ def test_off_the_loopback_it_refuses_to_start_without_a_callback_token(listen: s
         BridgeConfig(service=SERVICE, url="http://portal:8080", listen=listen)
     assert "--insecure-callbacks" in str(refused.value)
     assert config(listen=listen).callback_token == TOKEN  # with a token it may
+
+
+async def test_the_command_refuses_in_one_line() -> None:
+    """``rc-http-bridge --listen 0.0.0.0:...`` without a token exits at once, saying why (no traceback)."""
+    environ = {name: value for name, value in os.environ.items() if not name.startswith("RC_")}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "rc_http_bridge",
+        *("--service", SERVICE, "--url", f"http://{USER}:{PASSWORD}@portal:8080", "--listen", "0.0.0.0:0"),
+        env=environ | {"RC_AMQP_URL": "amqp://guest:guest@127.0.0.1:1/"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), BOUND)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode != 0
+    (line,) = (out + err).decode().strip().splitlines()
+    assert line.startswith("rc-http-bridge: listen 0.0.0.0:0 is reachable from other machines")
+    assert PASSWORD not in line
 
 
 async def test_insecure_callbacks_start_with_a_warning_every_time(opened: list[HttpBridge]) -> None:
