@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from deploy.placeholders import refuse_placeholder, refuse_placeholders_in
 from schemas.topology import Topology, check_service_name
 
 Definitions = dict[str, Any]
@@ -254,24 +255,26 @@ class Installation:
 
 def build_definitions(
     installation: Installation,
-    passwords: Mapping[str, str],
+    passwords: Mapping[str, str] | None,
     *,
     topology: bool = True,
     salt: bytes | None = None,
 ) -> Definitions:
     """The definitions document (as ``rabbitmqctl import_definitions`` / ``POST /api/definitions`` take it).
 
-    ``passwords`` maps every user of the installation to its password; only hashes are written.
-    ``salt`` fixes the salt of every hash (tests only: a random salt per user is the default).
+    ``passwords`` maps every user of the installation to its password; only hashes are written. With
+    None, users get no password at all (an empty hash: nobody can log in as them until a password is set),
+    which is what the repository's reference file holds. ``salt`` fixes the salt of every hash (tests only:
+    a random salt per user is the default).
     """
-    missing = [user for user in installation.users() if user not in passwords]
+    missing = [user for user in installation.users() if passwords is not None and user not in passwords]
     if missing:
         raise ValueError(f"no password for: {', '.join(missing)}")
     vhost = installation.vhost
     users = [
         {
             "name": user,
-            "password_hash": hash_password(passwords[user], salt),
+            "password_hash": hash_password(passwords[user], salt) if passwords is not None else "",
             "hashing_algorithm": HASHING_ALGORITHM,
             "tags": ["administrator"] if user == installation.admin_user else [],
             "limits": {},
@@ -360,6 +363,8 @@ def resolve_passwords(
     if missing:
         hints = ", ".join(f"{user} ({password_env(user)})" for user in missing)
         raise ValueError(f"no password for {hints}; use --password-file, the environment, or --generate")
+    for user, password in found.items():
+        refuse_placeholder(f"the password of {user} ({password_env(user)} or its file)", password)
     return found
 
 
@@ -602,6 +607,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="users and permissions only (the services' queues must then come from a run without it)",
     )
+    parser.add_argument(
+        "--without-passwords",
+        action="store_true",
+        help="users without a password (nobody can log in as them): the repository's reference file",
+    )
     parser.add_argument("--output", "-o", type=Path, help="write the definitions to this file ('-': stdout)")
     parser.add_argument("--apply", action="store_true", help="import the definitions into a running broker")
     parser.add_argument(
@@ -611,6 +621,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--management-user", default=os.environ.get("RC_MANAGEMENT_USER", "guest"))
     parser.add_argument("--rabbitmqctl", default="rabbitmqctl", help="the rabbitmqctl executable")
     return parser
+
+
+def _passwords(installation: Installation, args: argparse.Namespace) -> dict[str, str]:
+    return resolve_passwords(
+        installation.users(),
+        password_files=dict(args.password_file),
+        secrets_dir=args.secrets_dir,
+        generate=args.generate,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -623,6 +642,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("name at least one task service (arguments or --services-file)")
     if not args.output and not args.apply:
         parser.error("say what to do: --output FILE and/or --apply")
+    if args.without_passwords and args.apply:
+        parser.error("--without-passwords makes the reference file; applied, it would remove every password")
     try:
         installation = Installation(
             services=tuple(dict.fromkeys(services)),
@@ -633,17 +654,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             listeners=tuple(args.listener),
             admin_user=args.admin_user,
         )
-        passwords = resolve_passwords(
-            installation.users(),
-            password_files=dict(args.password_file),
-            secrets_dir=args.secrets_dir,
-            generate=args.generate,
-        )
+        refuse_placeholders_in(os.environ)
+        passwords = None if args.without_passwords else _passwords(installation, args)
     except (ValueError, OSError) as error:
         print(f"rc-admin-setup: {error}", file=sys.stderr)
         return 2
     definitions = build_definitions(installation, passwords, topology=not args.no_topology)
-    if args.env_file:
+    if args.env_file and passwords is not None:
         write_env_file(args.env_file, passwords)
     if args.output:
         text = dumps(definitions)
