@@ -31,6 +31,7 @@ from deploy.setup import (
     apply_rabbitmqctl,
     build_definitions,
     delete_installation,
+    grant,
     regex_escape,
 )
 from schemas.enums import Action, ReplyKind
@@ -509,6 +510,32 @@ async def test_service_cannot_create_delete_or_bind_its_own_queue(broker: Broker
             own_binding = (t.task_queue(me), t.commands_exchange, t.task_binding(me))
             assert await _refused(connection, _bind, *own_binding) == ACCESS_REFUSED
             assert await _refused(connection, _delete_queue, t.task_queue(setup.other)) == ACCESS_REFUSED
+
+
+async def test_grant_also_makes_the_services_queues_and_bindings(broker: Broker) -> None:
+    """``grant`` (users and permissions, the quick way) also makes the topology: a service may not make its
+    queue, so it finds it, bound to its commands."""
+
+    def vhost_only(installation: Installation, passwords: dict[str, str]) -> dict[str, Any]:
+        return {"vhosts": [{"name": installation.vhost}]}
+
+    async with _installed(broker, vhost_only) as setup:
+        password = broker.admin_password
+        await asyncio.to_thread(
+            grant,
+            setup.installation,
+            setup.passwords,
+            management_url=broker.management_url,
+            user=broker.admin_user,
+            password=password,
+        )
+        t, me = setup.topology, setup.service
+        async with setup.connect(me) as connection:
+            channel = await connection.channel()
+            await channel.declare_queue(t.task_queue(me), passive=True)
+            async with setup.connect(setup.coordinator) as coordinator:
+                await _publish(coordinator, t.commands_exchange, t.command_key(me, Action.START), _message())
+            await _get_one(channel, t.task_queue(me))
 
 
 async def test_topic_permissions_are_what_stop_impersonation(broker: Broker) -> None:
