@@ -56,3 +56,19 @@ async def test_the_sdk_reports_a_missing_queue_in_one_line_that_names_the_fix(in
     assert "\n" not in message
     assert f"queue {queue} does not exist" in message
     assert f"run rc-admin-setup for service {service!r}" in message
+
+
+async def test_the_sdk_reports_a_queue_it_may_not_read_in_one_line_that_names_the_fix(
+    installed: Installed,
+) -> None:
+    """A service started on another service's broker user finds that queue but may not consume it."""
+    service, user = installed.service, installed.other
+    settings = installed.settings(user)
+    runner = Runner(recorder(service), AmqpTransport(settings), settings)
+    with pytest.raises(RuntimeError) as raised:  # QueueUnusable
+        await runner.start(heartbeats=False)
+    message = str(raised.value)
+    assert "\n" not in message
+    queue = installed.topology.task_queue(service)
+    expected = f"broker user {user!r} may not read queue {queue}: run rc-admin-setup for service {service!r}"
+    assert expected in message
