@@ -31,6 +31,8 @@ COPY deploy/__init__.py deploy/healthcheck.py ./deploy/
 # A task service's outcome store (RC_TASK_STATE_DIR); mount a volume here to keep it across restarts.
 VOLUME ["/var/lib/rc"]
 USER rc:rc
-# Prometheus metrics of the coordinator (RC_METRICS_PORT); the dashboard (RC_DASHBOARD_LISTEN).
+# Prometheus metrics of the coordinator (RC_METRICS_PORT); the dashboard (RC_DASHBOARD_LISTEN). Both listen on
+# the loopback unless told otherwise: set RC_METRICS_ADDRESS=0.0.0.0 and RC_DASHBOARD_LISTEN=0.0.0.0:8780 to
+# publish them (docker-compose.yml does, on the host's loopback only).
 EXPOSE 9464 8780
 CMD ["rc-coordinator"]
