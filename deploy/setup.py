@@ -138,19 +138,23 @@ class Installation:
         return regex_escape(name)
 
     def service_permission(self, service: str) -> Permission:
-        """A task service: its own queue, read commands (binding), write replies (and the DLX, see below).
+        """A task service: consume its own queue, publish replies; nothing it could break or aim.
 
-        RabbitMQ 3.10 checks: ``queue.declare`` needs configure on the queue, and because the queue carries
-        ``x-dead-letter-exchange`` also read on the queue and write on the dead-letter exchange;
-        ``queue.bind`` needs write on the queue and read on the exchange; ``basic.consume`` read on the queue;
-        ``basic.publish`` write on the exchange. Passive declares need nothing. Declaring (even re-declaring)
-        an exchange needs configure on it, which a task service does not get.
+        No configure right: the service may not delete its queue or declare it again with other arguments
+        (which would stop the coordinator's declare of it), so ``rc-admin-setup`` creates the queue and its
+        binding (:meth:`queues`, :meth:`bindings`) and the SDK checks them passively, which needs no
+        permission. No write on its queue (no binding to it) and none on the dead-letter exchange: it may
+        neither publish dead letters nor bind anything to ``<ns>.dlx``; a command it refuses is rejected,
+        and the queue's own dead-lettering (the broker's, not the service's) takes it to ``<ns>.dead``.
+        Read on ``<ns>.commands`` only lets it bind from it, and its topic permission limits that to its
+        own commands. RabbitMQ 3.10 checks: ``basic.consume`` read on the queue; ``basic.publish`` write
+        on the exchange; ``queue.bind`` write on the queue and read on the exchange.
         """
         t = self.topology
         queue = self._ns(t.task_queue(service))
         return Permission(
-            configure=f"^{queue}$",
-            write=f"^({queue}|{self._ns(t.replies_exchange)}|{self._ns(t.dead_letter_exchange)})$",
+            configure=NOTHING,
+            write=f"^{self._ns(t.replies_exchange)}$",
             read=f"^({queue}|{self._ns(t.commands_exchange)})$",
         )
 
@@ -427,12 +431,41 @@ def grant(
     user: str = "guest",
     password: str = "guest",
     extra: Mapping[str, Permission] | None = None,
+    topology: bool = True,
 ) -> None:
-    """Create the users and permissions on a running broker, one small call each.
+    """Create the users and permissions on a running broker, one small call each, then (``topology``) the
+    exchanges and queues with their bindings, the services' queues included (a service may not create its
+    own).
 
-    Unlike a definitions import this creates no vhost and no queue, so it is quick even on a busy
-    broker; the vhost must exist. ``extra`` adds users (present in ``passwords``) with those permissions.
+    Unlike a whole definitions import this creates no vhost, so it is quick even on a busy broker; the
+    vhost must exist. ``extra`` adds users (present in ``passwords``) with those permissions.
     """
+    _grant_permissions(installation, passwords, management_url, user, password, extra)
+    if topology:
+        definitions = topology_definitions(installation)
+        if management_url is None:
+            apply_rabbitmqctl(definitions)
+        else:
+            apply_http(definitions, management_url, user, password)
+
+
+def topology_definitions(installation: Installation) -> Definitions:
+    """The exchanges, queues and bindings of an installation alone, as a definitions document."""
+    return {
+        "exchanges": installation.exchanges(),
+        "queues": installation.queues(),
+        "bindings": installation.bindings(),
+    }
+
+
+def _grant_permissions(
+    installation: Installation,
+    passwords: Mapping[str, str],
+    management_url: str | None,
+    user: str,
+    password: str,
+    extra: Mapping[str, Permission] | None,
+) -> None:
     permissions = {**installation.permissions(), **(extra or {})}
     vhost = installation.vhost
     for name, granted in permissions.items():
@@ -569,7 +602,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--generate", action="store_true", help="generate missing passwords into --secrets-dir"
     )
     parser.add_argument("--env-file", type=Path, help="also write RC_PASSWORD_<USER>=... lines here (0600)")
-    parser.add_argument("--no-topology", action="store_true", help="users and permissions only")
+    parser.add_argument(
+        "--no-topology",
+        action="store_true",
+        help="users and permissions only (the services' queues must then come from a run without it)",
+    )
     parser.add_argument(
         "--without-passwords",
         action="store_true",
