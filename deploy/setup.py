@@ -369,12 +369,24 @@ def resolve_passwords(
 
 
 def write_env_file(path: Path, passwords: Mapping[str, str]) -> None:
-    """Write ``RC_PASSWORD_<USER>=...`` lines (mode 0600), e.g. the ``.env`` docker compose reads."""
-    lines = "".join(f"{password_env(user)}={password}\n" for user, password in passwords.items())
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    """Set ``RC_PASSWORD_<USER>=...`` lines in ``path`` (mode 0600), e.g. the ``.env`` docker compose reads.
+
+    Every other line of an existing file is kept as it is, and a password line already there is replaced
+    where it stands; the file is replaced at once (written beside it, then renamed), so a crash leaves the
+    old one whole."""
+    wanted = {password_env(user): password for user, password in passwords.items()}
+    kept: list[str] = []
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            name = line.split("=", 1)[0].strip()
+            kept.append(f"{name}={wanted.pop(name)}" if name in wanted else line)
+    lines = kept + [f"{name}={password}" for name, password in wanted.items()]
+    temporary = path.with_name(f".{path.name}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        handle.write(lines)
-    os.chmod(path, 0o600)
+        handle.write("".join(f"{line}\n" for line in lines))
+    os.chmod(temporary, 0o600)
+    os.replace(temporary, path)
 
 
 # ---------------------------------------------------------------------------------------------- applying

@@ -36,6 +36,7 @@ class Connections:
         self.limit = limit
         self.idle_timeout = idle_timeout
         self._open: dict[asyncio.BaseTransport, _Guarded] = {}
+        self._refusing = False
 
     @property
     def open(self) -> int:
@@ -60,8 +61,11 @@ class Connections:
 
     def _admit(self, transport: asyncio.BaseTransport, guarded: _Guarded) -> bool:
         if len(self._open) >= self.limit:
-            log.warning("callback.refused", reason="too many open connections", limit=self.limit)
+            if not self._refusing:  # once per spell of refusals: a flood must not flood the log
+                log.warning("callback.refused", reason="too many open connections", limit=self.limit)
+            self._refusing = True
             return False
+        self._refusing = False
         self._open[transport] = guarded
         return True
 

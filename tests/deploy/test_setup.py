@@ -21,6 +21,7 @@ from deploy.setup import (
     password_env,
     regex_escape,
     resolve_passwords,
+    write_env_file,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -161,6 +162,22 @@ def test_command_line_never_prints_passwords(
     monkeypatch.delenv("RC_PASSWORD_PORTAL")
     assert main(["portal", "--output", str(output)]) == 2
     assert "RC_PASSWORD_PORTAL" in capsys.readouterr().err
+
+
+def test_the_env_file_keeps_its_other_lines(tmp_path: Path) -> None:
+    """``--env-file .env`` sets the password lines and keeps the rest of the file (compose reads it all)."""
+    env_file = tmp_path / ".env"
+    env_file.write_text("# compose settings\nRC_MONGODB_USER=rc\nRC_PASSWORD_PORTAL=old\nRC_NAMESPACE=rc\n")
+    write_env_file(env_file, {"portal": "new-portal", "rc-operator": "new-operator"})
+    assert env_file.read_text().splitlines() == [
+        "# compose settings",
+        "RC_MONGODB_USER=rc",
+        "RC_PASSWORD_PORTAL=new-portal",
+        "RC_NAMESPACE=rc",
+        "RC_PASSWORD_RC_OPERATOR=new-operator",
+    ]
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == [".env"]
 
 
 def test_checked_in_definitions_are_current() -> None:

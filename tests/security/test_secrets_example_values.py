@@ -116,6 +116,9 @@ async def test_compose_generates_the_definitions_at_deploy_time(tmp_path: Path) 
         assert check_password(passwords[variable], user["password_hash"]), user["name"]
     for password in passwords.values():
         assert password not in printed
+    # The image runs it from /app, first on its path: every module of deploy/ must be there.
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert "COPY deploy/*.py ./deploy/" in dockerfile
 
 
 async def log_in(url: str) -> None:
