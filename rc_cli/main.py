@@ -46,25 +46,19 @@ from schemas.messages import (
     CreateRelease,
     EditNote,
     EditRelease,
-    EventPage,
     HoldRelease,
     ListEvents,
     ListNotes,
     ListReleases,
     ListServices,
     ListStudies,
-    NotePage,
     PublishRelease,
-    ReleasePage,
     ReleaseResult,
     RemoveNote,
     RequireService,
     RerunRelease,
-    ServiceList,
     ShowRelease,
     ShowStudy,
-    StudyPage,
-    StudyResult,
     UnholdRelease,
     UnrequireService,
 )
@@ -315,45 +309,11 @@ def _request(settings: Settings, operation: AdminOperation) -> AdminResult | Non
 def _show_result(settings: Settings, result: AdminResult | None, verb: str | None = None) -> None:
     """Print any result: JSON with ``--json``, else a summary line (``verb``) or the full rendering."""
     if settings.json:
-        if isinstance(result, ReleaseResult):
-            _print_json(render.release_result_json(result))
-        elif isinstance(result, ReleasePage):
-            _print_json(render.release_page_json(result))
-        elif isinstance(result, ServiceList):
-            _print_json(render.service_list_json(result))
-        elif isinstance(result, EventPage):
-            _print_json(render.event_page_json(result))
-        elif isinstance(result, NotePage):
-            _print_json(render.note_page_json(result))
-        elif isinstance(result, StudyPage):
-            _print_json(render.study_page_json(result))
-        elif isinstance(result, StudyResult):
-            _print_json(render.study_result_json(result))
-        else:
-            _print_json({"ok": True})
+        _print_json(render.result_json(result))
         return
     console = _console()
-    if isinstance(result, EventPage):
-        console.print(render.event_page(result))
-    elif isinstance(result, NotePage):
-        console.print(render.note_page(result))
-    elif isinstance(result, StudyPage):
-        console.print(render.study_page(result))
-    elif isinstance(result, StudyResult):
-        console.print(render.study_details(result))
-    elif isinstance(result, ReleaseResult):
-        if verb is None:
-            console.print(render.release_details(result))
-        else:
-            console.print(render.release_summary(verb, result.release), soft_wrap=True)
-    elif isinstance(result, ReleasePage):
-        console.print(render.release_page(result))
-    elif isinstance(result, ServiceList):
-        if verb is not None:
-            console.print(verb, soft_wrap=True)
-        console.print(render.services_table(result.services))
-    else:
-        console.print(verb or "ok", soft_wrap=True)
+    for part in render.result_view(result, verb):
+        console.print(part.renderable, soft_wrap=part.soft_wrap)
 
 
 # ---------------------------------------------------------------------- paging and filters
