@@ -64,7 +64,7 @@ def watch(settings: Settings, release_id: str, interval: float) -> None:
         _stopped(f"watching {release_id}")
     if final.state is ReleaseState.PUBLISHED:
         if not settings.json:
-            out.print(f"{final.id} published as version {final.version}", soft_wrap=True)
+            out.print(render.plain(f"{final.id} published as version {final.version}"), soft_wrap=True)
         return
     note(f"{final.id} ended {render.release_state_line(final)}")
     raise typer.Exit(EXIT_REFUSED)

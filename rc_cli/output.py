@@ -35,8 +35,8 @@ def print_json(data: Any, *, compact: bool = False) -> None:
 
 
 def note(message: str) -> None:
-    """One ``rc: ...`` line on stderr."""
-    sys.stderr.write(f"rc: {message}\n")
+    """One ``rc: ...`` line on stderr, its control characters made visible (it may quote data)."""
+    sys.stderr.write(f"rc: {render.visible(message)}\n")
     sys.stderr.flush()
 
 

@@ -32,9 +32,9 @@ def _show_note(settings: Settings, result: AdminResult | None, verb: str) -> Non
         show_result(settings, result, verb)
         return
     out = console()
-    out.print(render.release_summary(verb, result.release), soft_wrap=True)
+    out.print(render.plain(render.release_summary(verb, result.release)), soft_wrap=True)
     if result.events:
-        out.print(result.events[0].reason, soft_wrap=True)
+        out.print(render.plain(result.events[0].reason), soft_wrap=True)
 
 
 @app.command("add")

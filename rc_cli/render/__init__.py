@@ -4,7 +4,8 @@
 - :mod:`~rc_cli.render.cells`: states, times and percentages as cells;
 - :mod:`~rc_cli.render.releases`: releases, tasks, services and the watch view;
 - :mod:`~rc_cli.render.history`: the audit trail, notes and studies;
-- :mod:`~rc_cli.render.results`: the table from a result's type to its rendering.
+- :mod:`~rc_cli.render.results`: the table from a result's type to its rendering;
+- :mod:`~rc_cli.render.safe`: data as text, never markup, its control characters made visible.
 """
 
 from rc_cli.render.cells import STATE_STYLES, percent, styled_state, when
@@ -20,6 +21,7 @@ from rc_cli.render.data import (
     study_result_json,
 )
 from rc_cli.render.history import (
+    actor,
     briefs_table,
     event_line,
     event_page,
@@ -45,12 +47,14 @@ from rc_cli.render.releases import (
     watch_view,
 )
 from rc_cli.render.results import RENDERERS, Part, Renderer, result_json, result_view
+from rc_cli.render.safe import plain, visible, visible_block
 
 __all__ = [
     "RENDERERS",
     "STATE_STYLES",
     "Part",
     "Renderer",
+    "actor",
     "briefs_table",
     "error_json",
     "event_line",
@@ -63,6 +67,7 @@ __all__ = [
     "notes_view",
     "ordered_tasks",
     "percent",
+    "plain",
     "release_details",
     "release_header",
     "release_json",
@@ -84,6 +89,8 @@ __all__ = [
     "styled_state",
     "tasks_table",
     "version_line",
+    "visible",
+    "visible_block",
     "watch_view",
     "when",
 ]

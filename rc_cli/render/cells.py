@@ -1,11 +1,14 @@
-"""The cells every rendering shares: states in their colours, times, percentages."""
+"""The cells every rendering shares: states in their colours, times, percentages, rows of data as text."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from rich.console import RenderableType
+from rich.table import Table
 from rich.text import Text
 
+from rc_cli.render.safe import plain
 from schemas.enums import ReleaseState, TaskState
 
 STATE_STYLES: dict[str, str] = {
@@ -30,6 +33,11 @@ def when(moment: datetime | None) -> str:
     if moment.tzinfo is not None:
         moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%d %H:%M:%S") + "Z"
+
+
+def add_row(table: Table, *cells: RenderableType) -> None:
+    """Add a row whose text cells are data: printed as written (never markup), controls made visible."""
+    table.add_row(*(plain(cell) if isinstance(cell, str) else cell for cell in cells))
 
 
 def styled_state(state: str) -> Text:

@@ -10,9 +10,23 @@ from rich.markdown import Markdown
 from rich.table import Table
 from rich.text import Text
 
-from rc_cli.render.cells import styled_state, when
+from rc_cli.render.cells import add_row, styled_state, when
+from rc_cli.render.safe import plain, visible, visible_block
 from schemas.documents import AuditEvent, Note, ReleaseBrief, StudySummary
 from schemas.messages import EventPage, NotePage, StudyPage, StudyResult
+
+
+def actor(event: AuditEvent) -> str:
+    """Who caused an event: the broker user, and beside it the name the operator gave (``ops (alice)``)."""
+    if event.label and event.label != event.actor:
+        return f"{event.actor} ({event.label})"
+    return event.actor
+
+
+def _what(event: AuditEvent) -> str:
+    if event.state_before is not None and event.state_after is not None:
+        return f"{event.state_before.value} -> {event.state_after.value}: {event.reason}"
+    return event.reason
 
 
 def events_table(events: Sequence[AuditEvent]) -> Table:
@@ -22,35 +36,30 @@ def events_table(events: Sequence[AuditEvent]) -> Table:
     table.add_column("actor", no_wrap=True)
     table.add_column("what")
     for event in events:
-        what = event.reason
-        if event.state_before is not None and event.state_after is not None:
-            what = f"{event.state_before.value} -> {event.state_after.value}: {what}"
-        table.add_row(when(event.at), event.kind.value, event.actor, what)
+        add_row(table, when(event.at), event.kind.value, actor(event), _what(event))
     return table
 
 
-def _more(cursor: str | None) -> list[RenderableType]:
-    return [Text(f"more: --cursor {cursor}", style="dim")] if cursor else []
+def more(cursor: str | None) -> list[RenderableType]:
+    """The hint to the next page, if there is one."""
+    return [plain(f"more: --cursor {cursor}", style="dim")] if cursor else []
 
 
 def event_page(page: EventPage) -> RenderableType:
     if not page.events:
-        return Text(f"no events for {page.release_id}")
-    return Group(events_table(page.events), *_more(page.next_cursor))
+        return plain(f"no events for {page.release_id}")
+    return Group(events_table(page.events), *more(page.next_cursor))
 
 
 def event_line(event: AuditEvent) -> str:
-    """One event on one line (``rc release events --follow``)."""
-    what = event.reason
-    if event.state_before is not None and event.state_after is not None:
-        what = f"{event.state_before.value} -> {event.state_after.value}: {what}"
-    return f"{when(event.at)}  {event.kind.value:<13} {event.actor}  {what}"
+    """One event on one line (``rc release events --follow``), its controls made visible."""
+    return visible(f"{when(event.at)}  {event.kind.value:<13} {actor(event)}  {_what(event)}")
 
 
 def note_heading(note: Note) -> str:
     about = f" on {note.study}" if note.study else ""
     edited = f", edited {when(note.updated_at)}" if note.updated_at != note.created_at else ""
-    return f"{note.id}{about} by {note.author}, {when(note.created_at)}{edited}"
+    return visible(f"{note.id}{about} by {note.author}, {when(note.created_at)}{edited}")
 
 
 def notes_view(notes: Sequence[Note]) -> RenderableType:
@@ -59,14 +68,14 @@ def notes_view(notes: Sequence[Note]) -> RenderableType:
     for note in notes:
         if parts:
             parts.append(Text(""))
-        parts += [Text(note_heading(note), style="bold"), Markdown(note.text)]
+        parts += [Text(note_heading(note), style="bold"), Markdown(visible_block(note.text))]
     return Group(*parts)
 
 
 def note_page(page: NotePage) -> RenderableType:
     if not page.notes:
-        return Text(f"no notes on {page.release_id}")
-    return Group(notes_view(page.notes), *_more(page.next_cursor))
+        return plain(f"no notes on {page.release_id}")
+    return Group(notes_view(page.notes), *more(page.next_cursor))
 
 
 def _brief_cells(brief: ReleaseBrief | None) -> tuple[str, str, Text | str]:
@@ -86,7 +95,8 @@ def studies_table(studies: Sequence[StudySummary]) -> Table:
     table.add_column("published at", no_wrap=True)
     for study in studies:
         published = study.last_published
-        table.add_row(
+        add_row(
+            table,
             study.study,
             str(study.release_count),
             *_brief_cells(study.latest),
@@ -99,7 +109,7 @@ def studies_table(studies: Sequence[StudySummary]) -> Table:
 def study_page(page: StudyPage) -> RenderableType:
     if not page.studies:
         return Text("no studies")
-    return Group(studies_table(page.studies), *_more(page.next_cursor))
+    return Group(studies_table(page.studies), *more(page.next_cursor))
 
 
 def briefs_table(releases: Sequence[ReleaseBrief]) -> Table:
@@ -111,7 +121,8 @@ def briefs_table(releases: Sequence[ReleaseBrief]) -> Table:
     table.add_column("created", no_wrap=True)
     table.add_column("published", no_wrap=True)
     for release in releases:
-        table.add_row(
+        add_row(
+            table,
             release.id,
             release.name,
             styled_state(release.state.value),
@@ -127,24 +138,28 @@ def study_details(result: StudyResult) -> RenderableType:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column()
-    grid.add_row("study", study.study)
+    add_row(grid, "study", study.study)
     latest = study.latest
-    grid.add_row(
+    add_row(
+        grid,
         "latest release",
         Text.assemble(
-            f"{latest.id}  {latest.name}  ", styled_state(latest.state.value), f"  {latest.version}"
+            visible(f"{latest.id}  {latest.name}  "),
+            styled_state(latest.state.value),
+            visible(f"  {latest.version}"),
         ),
     )
     published = study.last_published
     if published is None:
-        grid.add_row("last published", "never")
+        add_row(grid, "last published", "never")
     else:
-        grid.add_row(
+        add_row(
+            grid,
             "last published",
             f"{published.version} ({published.id} {published.name}) at {when(published.published_at)}",
         )
-    grid.add_row("releases", str(study.release_count))
+    add_row(grid, "releases", str(study.release_count))
     parts: list[RenderableType] = [grid, Text("")]
     if result.releases:
         parts.append(briefs_table(result.releases))
-    return Group(*parts, *_more(result.next_cursor))
+    return Group(*parts, *more(result.next_cursor))

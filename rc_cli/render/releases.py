@@ -10,8 +10,9 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from rc_cli.render.cells import STATE_STYLES, percent, styled_state, when
-from rc_cli.render.history import events_table, notes_view
+from rc_cli.render.cells import STATE_STYLES, add_row, percent, styled_state, when
+from rc_cli.render.history import events_table, more, notes_view
+from rc_cli.render.safe import plain, visible
 from schemas.documents import ReleaseView, ServiceRecord, Task
 from schemas.messages import ReleasePage, ReleaseResult
 
@@ -23,13 +24,13 @@ def release_state_line(view: ReleaseView) -> str:
         text += " (held)"
     if view.state_reason:
         text += f": {view.state_reason}"
-    return text
+    return visible(text)
 
 
 def version_line(view: ReleaseView) -> str:
     if view.final_version:
-        return view.final_version
-    return f"{view.tentative_version} (tentative)"
+        return visible(view.final_version)
+    return visible(f"{view.tentative_version} (tentative)")
 
 
 def releases_table(releases: Sequence[ReleaseView]) -> Table:
@@ -41,7 +42,8 @@ def releases_table(releases: Sequence[ReleaseView]) -> Table:
     table.add_column("held", no_wrap=True)
     table.add_column("created", no_wrap=True)
     for release in releases:
-        table.add_row(
+        add_row(
+            table,
             release.id,
             release.name,
             styled_state(release.state.value),
@@ -55,10 +57,7 @@ def releases_table(releases: Sequence[ReleaseView]) -> Table:
 def release_page(page: ReleasePage) -> RenderableType:
     if not page.releases:
         return Text("no releases")
-    parts: list[RenderableType] = [releases_table(page.releases)]
-    if page.next_cursor:
-        parts.append(Text(f"more: --cursor {page.next_cursor}", style="dim"))
-    return Group(*parts)
+    return Group(releases_table(page.releases), *more(page.next_cursor))
 
 
 def ordered_tasks(view: ReleaseView) -> list[Task]:
@@ -72,8 +71,12 @@ def tasks_table(view: ReleaseView) -> Table:
     table.add_column("progress", justify="right", no_wrap=True)
     table.add_column("last message")
     for task in ordered_tasks(view):
-        table.add_row(
-            task.service, styled_state(task.state.value), percent(task.progress), task.last_message or ""
+        add_row(
+            table,
+            task.service,
+            styled_state(task.state.value),
+            percent(task.progress),
+            task.last_message or "",
         )
     return table
 
@@ -82,19 +85,19 @@ def release_header(view: ReleaseView) -> Table:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column()
-    grid.add_row("release", f"{view.id}  {view.name}")
-    grid.add_row("state", Text(release_state_line(view), style=STATE_STYLES.get(view.state.value, "")))
-    grid.add_row("version", version_line(view) + ("  major" if view.is_major else "  minor"))
-    grid.add_row("studies", ", ".join(view.studies))
+    add_row(grid, "release", f"{view.id}  {view.name}")
+    add_row(grid, "state", Text(release_state_line(view), style=STATE_STYLES.get(view.state.value, "")))
+    add_row(grid, "version", version_line(view) + ("  major" if view.is_major else "  minor"))
+    add_row(grid, "studies", ", ".join(view.studies))
     if view.tags:
-        grid.add_row("tags", ", ".join(view.tags))
-    grid.add_row("author", view.author)
+        add_row(grid, "tags", ", ".join(view.tags))
+    add_row(grid, "author", view.author)
     if view.description:
-        grid.add_row("description", view.description)
+        add_row(grid, "description", view.description)
     if view.rerun_of:
-        grid.add_row("re-run of", view.rerun_of)
-    grid.add_row("created", when(view.created_at))
-    grid.add_row("updated", when(view.updated_at))
+        add_row(grid, "re-run of", view.rerun_of)
+    add_row(grid, "created", when(view.created_at))
+    add_row(grid, "updated", when(view.updated_at))
     return grid
 
 
@@ -112,8 +115,10 @@ def release_details(result: ReleaseResult) -> RenderableType:
 
 
 def release_summary(verb: str, view: ReleaseView) -> str:
-    """One line after an action: ``created RE_0000ABCD 'June' (waiting, 1.2.4 (tentative))``."""
-    return f"{verb} {view.id} {view.name!r} ({release_state_line(view)}, version {version_line(view)})"
+    """One line after an action: ``created RE_0000ABCD 'June' (waiting, 1.2.4 (tentative))``; print it as
+    text (:func:`~rc_cli.render.safe.plain`), not markup."""
+    line = f"{verb} {view.id} {view.name!r} ({release_state_line(view)}, version {version_line(view)})"
+    return visible(line)
 
 
 def services_table(services: Sequence[ServiceRecord]) -> RenderableType:
@@ -129,8 +134,9 @@ def services_table(services: Sequence[ServiceRecord]) -> RenderableType:
     for service in sorted(services, key=lambda s: s.name):
         health = Text("yes", style="green") if service.healthy else Text("no", style="bold red")
         if not service.healthy and service.health_detail:
-            health.append(f" ({service.health_detail})")
-        table.add_row(
+            health.append(f" ({visible(service.health_detail)})")
+        add_row(
+            table,
             service.name,
             "yes" if service.required else "",
             health,
@@ -144,8 +150,8 @@ def services_table(services: Sequence[ServiceRecord]) -> RenderableType:
 def watch_view(view: ReleaseView, note: str | None = None) -> RenderableType:
     """What ``rc release watch`` shows: a header line and one progress bar per task."""
     header = Text.assemble(
-        (f"{view.id} ", "bold"),
-        f"{view.name}  ",
+        (visible(f"{view.id} "), "bold"),
+        visible(f"{view.name}  "),
         (release_state_line(view), STATE_STYLES.get(view.state.value, "")),
         f"  version {version_line(view)}",
     )
@@ -156,7 +162,8 @@ def watch_view(view: ReleaseView, note: str | None = None) -> RenderableType:
     table.add_column("", justify="right", no_wrap=True)
     table.add_column("last message")
     for task in ordered_tasks(view):
-        table.add_row(
+        add_row(
+            table,
             task.service,
             styled_state(task.state.value),
             ProgressBar(total=100, completed=task.progress, width=30),
@@ -165,5 +172,5 @@ def watch_view(view: ReleaseView, note: str | None = None) -> RenderableType:
         )
     parts: list[RenderableType] = [header, table]
     if note:
-        parts.append(Text(note, style="yellow"))
+        parts.append(plain(note, style="yellow"))
     return Group(*parts)

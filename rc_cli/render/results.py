@@ -15,6 +15,7 @@ from rich.console import RenderableType
 from rc_cli.render import data
 from rc_cli.render.history import event_page, note_page, study_details, study_page
 from rc_cli.render.releases import release_details, release_page, release_summary, services_table
+from rc_cli.render.safe import plain
 from schemas.messages import (
     AdminResult,
     EventPage,
@@ -29,7 +30,7 @@ from schemas.messages import (
 
 @dataclass(frozen=True)
 class Part:
-    """Something to print; ``soft_wrap`` for lines that must not be folded (they may be copied)."""
+    """Something to print, never a markup string; ``soft_wrap`` for lines that must not be folded."""
 
     renderable: RenderableType
     soft_wrap: bool = False
@@ -51,11 +52,11 @@ def _full(render: Callable[[Any], RenderableType]) -> Callable[[Any, str | None]
 def _release_view(result: ReleaseResult, verb: str | None) -> list[Part]:
     if verb is None:
         return [Part(release_details(result))]
-    return [Part(release_summary(verb, result.release), soft_wrap=True)]
+    return [Part(plain(release_summary(verb, result.release)), soft_wrap=True)]
 
 
 def _service_view(result: ServiceList, verb: str | None) -> list[Part]:
-    heading = [] if verb is None else [Part(verb, soft_wrap=True)]
+    heading = [] if verb is None else [Part(plain(verb), soft_wrap=True)]
     return [*heading, Part(services_table(result.services))]
 
 
@@ -80,5 +81,5 @@ def result_view(result: AdminResult | None, verb: str | None = None) -> list[Par
     """What to print for people; the verb alone (or ``ok``) for an action that answers nothing."""
     renderer = RENDERERS.get(type(result))
     if renderer is None:
-        return [Part(verb or "ok", soft_wrap=True)]
+        return [Part(plain(verb or "ok"), soft_wrap=True)]
     return renderer.view(result, verb)
