@@ -52,7 +52,6 @@ from urllib.parse import quote
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
-from bench._common import file_handles
 from bench.chaos_cluster import (
     NODE_FAULTS,
     PLANNED,
@@ -67,6 +66,7 @@ from bench.chaos_cluster import running as cluster_running
 from bench.chaos_plan import PlannedFault, kept_data, make_plan, outcome_figures, unplanned_ends
 from bench.chaos_queue_fault import redeclare_as_classic, repair
 from bench.chaos_service import read_journal
+from bench.lib import file_handles
 from coordinator.store import default_store_url, store_for
 from deploy.setup import Installation, Permission, grant
 from rc_cli.client import AdminClient, AdminClientError
@@ -376,6 +376,7 @@ class Chaos:
                     **base,
                     "RC_AMQP_URL": self.url(service, position=position),
                     "RC_NAMESPACE": self.namespace,
+                    "RC_COORDINATOR_USER": self.installation.coordinator_user,
                     "RC_HEARTBEAT_SECONDS": "1",
                     "RC_TASK_STATE_DIR": str(workdir / "state" / instance),
                     "RC_SHUTDOWN_TIMEOUT": "2",

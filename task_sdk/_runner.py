@@ -1,7 +1,7 @@
 """The runner: turns commands into handler calls and handler results into replies.
 
 It talks to the broker only through a :class:`~task_sdk._transport.Transport`, so the same code
-runs on RabbitMQ and in memory. The rules it enforces (DESIGN.md sections 6 and 7):
+runs on RabbitMQ and in memory. The rules it enforces (the guarantees of docs/design.md):
 
 * **Ack timing.** ``initialize``/``publish``/``cancel`` are acked only after their reply is
   confirmed by the broker, so a crash before that makes the broker redeliver them. A ``start`` is
@@ -13,6 +13,8 @@ runs on RabbitMQ and in memory. The rules it enforces (DESIGN.md sections 6 and 
   command) and the work is not done again. A ``failed`` outcome is only replayed to the same
   command: a new command for a failed step (the coordinator retrying) runs it again. A ``start``
   already running is just acked; a quick step already running is answered when it finishes.
+* **Commands only from the coordinator.** A command whose ``user_id`` is not the coordinator's broker
+  user (or, in development, a trusted user) is dead-lettered before it is parsed (``_trust.py``).
 * **No lost reply.** A reply is published until the broker confirms it, retrying across reconnects;
   duplicates are possible and carry the same ``message_id``, so the coordinator can drop them.
 """
@@ -49,6 +51,7 @@ from task_sdk._progress import ProgressReporter, StepCancelled
 from task_sdk._settings import Settings, hostname
 from task_sdk._store import MemoryOutcomeStore, OutcomeStore
 from task_sdk._transport import Delivery, Health, Outgoing, PublishFailed, Transport
+from task_sdk._trust import DeadLetters, command_refusal, warn_about_identity
 from task_sdk._version import SDK_VERSION
 
 MAX_REASON_CHARS = 4000
@@ -118,10 +121,11 @@ class Runner:
         self._ticker: asyncio.Task[None] | None = None
         self._health_check: asyncio.Task[HealthStatus] | None = None
         self._stopping = False
+        self.dead_letters = DeadLetters()
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, *, heartbeats: bool = True) -> None:
-        """Declare, consume, resume unfinished processing, and (by default) start heartbeating."""
+        """Check the queue, consume, resume unfinished processing, and (by default) start heartbeating."""
         try:
             await self._transport.open(self.service, self.consumer_tag, self._on_delivery)
         except BaseException:
@@ -129,6 +133,7 @@ class Runner:
                 await self._transport.close()
             raise
         self._log.info("runner.started", consumer_tag=self.consumer_tag, **self.settings.loggable())
+        warn_about_identity(self.settings, self.service, self._log)
         self._resume_taken()
         if heartbeats:
             self._ticker = asyncio.create_task(self._heartbeat_loop(), name=f"{self.service}-heartbeat")
@@ -233,7 +238,8 @@ class Runner:
         return as_health_status(result)
 
     def _heartbeat(self, transport: Health, handler: HealthStatus) -> Heartbeat:
-        details = [str(detail) for detail in (transport.detail, handler.detail) if detail]
+        told = (transport.detail, handler.detail, self.dead_letters.summary())
+        details = [str(detail) for detail in told if detail]
         return Heartbeat(
             message_id=new_message_id(),
             sent_at=utcnow(),
@@ -249,10 +255,18 @@ class Runner:
     async def _on_delivery(self, delivery: Delivery) -> None:
         if self._stopping:
             return  # left unsettled: the broker requeues it when the connection closes
+        refusal = command_refusal(self.settings, delivery.user_id)
+        if refusal is not None:
+            self._log.warning("command.refused", reason=refusal, message_id=delivery.message_id)
+            self.dead_letters.record(refusal, delivery.message_id)
+            await self._settle(delivery.dead_letter)
+            return
         try:
             command = self._parse(delivery.body)
         except MessageError as error:
-            self._log.warning("command.invalid", reason=error.reason, size=len(delivery.body))
+            size, message_id = len(delivery.body), delivery.message_id
+            self._log.warning("command.invalid", reason=error.reason, size=size, message_id=message_id)
+            self.dead_letters.record(f"invalid command: {error.reason}", message_id)
             await self._settle(delivery.dead_letter)
             return
         self._log.info(
