@@ -21,7 +21,7 @@ Never deploy these: they exist only to prove that the checks report a violation.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -179,15 +179,15 @@ def skip_unique_check() -> Iterator[None]:
 
 @sabotage("advance-early", "processing counts as done when the first service staged", "machine")
 def advance_early() -> Iterator[None]:
-    is_awaiting = rules._is_awaiting
+    waiting_services = rules._waiting_services
 
-    def first_stage_is_enough(task: Task, action: Action) -> bool:
-        return False if action is Action.START else is_awaiting(task, action)
+    def first_stage_is_enough(tasks: Iterable[Task], action: Action) -> list[str]:
+        return [] if action is Action.START else waiting_services(tasks, action)
 
     original = step._Step._advance_if_all_answered
 
     def advance(self: step._Step, now: datetime) -> machine.Decision:
-        with patched(step, "_is_awaiting", first_stage_is_enough):
+        with patched(step, "_waiting_services", first_stage_is_enough):
             return original(self, now)
 
     with patched(step._Step, "_advance_if_all_answered", advance):

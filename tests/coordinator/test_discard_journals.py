@@ -21,6 +21,7 @@ from bench.chaos_service import read_journal
 from coordinator.machine import Timeouts
 from coordinator.settings import Settings
 from coordinator.store import Store
+from schemas.broker_url import broker_user
 from schemas.enums import ReleaseState, TaskState
 from schemas.messages import CancelRelease, ListServices, RequireService, ServiceList
 from tests.coordinator.fixtures import Asks, Running, wait_for_state, wait_until
@@ -47,6 +48,7 @@ def journaling_services(
         env = base | {
             "RC_AMQP_URL": amqp_url,
             "RC_NAMESPACE": namespace,
+            "RC_COORDINATOR_USER": broker_user(amqp_url),  # the coordinator of the fixtures
             "RC_HEARTBEAT_SECONDS": "0.5",
             "RC_SHUTDOWN_TIMEOUT": "2",
             "CHAOS_WORK_SECONDS": str(seconds),
