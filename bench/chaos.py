@@ -531,7 +531,7 @@ class Chaos:
         who = await redeclare_as_classic(self.url(service, direct=True), ADMIN_AMQP_URL, queue)
         log(f"{queue} deleted and declared again as a classic queue by {who}")
         await asyncio.sleep(self.rng.uniform(1.0, 3.0))
-        await repair(ADMIN_AMQP_URL, queue)
+        await repair(ADMIN_AMQP_URL, self.topology, service)
         return True
 
     def instances(self, service: str) -> list[str]:
