@@ -137,7 +137,8 @@ class Installation:
         return regex_escape(name)
 
     def service_permission(self, service: str) -> Permission:
-        """A task service: its own queue, read commands (binding), write replies (and the DLX, see below).
+        """A task service: its own queue and its instances' control queues, read commands (binding), write
+        replies (and the DLX, see below).
 
         RabbitMQ 3.10 checks: ``queue.declare`` needs configure on the queue, and because the queue carries
         ``x-dead-letter-exchange`` also read on the queue and write on the dead-letter exchange;
@@ -147,8 +148,11 @@ class Installation:
         """
         t = self.topology
         queue = self._ns(t.task_queue(service))
+        # Issue 19: each instance's own control queue (exclusive, ``<ns>.control.<service>.<instance>``),
+        # declared, bound (to ``task.<service>.*`` keys only: the topic permission) and consumed by it.
+        queue = f"{queue}|{self._ns(self.namespace)}\\.control\\.{self._ns(service)}\\..+"
         return Permission(
-            configure=f"^{queue}$",
+            configure=f"^({queue})$",
             write=f"^({queue}|{self._ns(t.replies_exchange)}|{self._ns(t.dead_letter_exchange)})$",
             read=f"^({queue}|{self._ns(t.commands_exchange)})$",
         )
