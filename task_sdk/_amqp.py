@@ -30,7 +30,7 @@ from aiormq.exceptions import ChannelAccessRefused, ChannelNotFoundEntity
 
 from schemas.broker_url import split_urls
 from schemas.enums import ReplyKind
-from schemas.messages import SCHEMA_VERSION, encode
+from schemas.messages import BUSY_DETAIL, SCHEMA_VERSION, encode
 from schemas.topology import SCHEMA_VERSION_HEADER, Topology
 from task_sdk._failover import connect_robust
 from task_sdk._settings import Settings, hostname
@@ -247,7 +247,7 @@ class AmqpTransport:
         if not self._consuming:
             return Health(False, "consumer cancelled")
         if self._wanted == 0 and self._window == 0:
-            return Health(True, "every process slot is busy: new commands wait in the queue for a free one")
+            return Health(True, f"{BUSY_DETAIL}: new commands wait in the queue for a free one")
         if self._consumer_tag is None:
             return Health(False, "not consuming the service's queue, trying again")
         if not self._consumer_registered():

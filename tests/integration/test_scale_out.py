@@ -251,3 +251,19 @@ async def _queue_gone(amqp_url: str, name: str) -> bool:
         except aiormq.exceptions.ChannelLockedResource:
             return False
         return False
+
+
+async def test_a_release_created_while_every_slot_is_busy_waits_for_one(
+    coordinator: Running, launch: Launch, store: Store, broker_url: str, namespace: str
+) -> None:
+    """The busy instance consumes nothing (its heartbeats say why): the coordinator does not take that
+    for a service without consumer; the new release is initialized once the slot frees."""
+    instance = await launch(work_seconds=3)
+    first = await _create(broker_url, namespace)
+    await wait_until(store, first, lambda r: (r.tasks[SERVICE].progress or 0) > 0)
+    queue = Topology(namespace).task_queue(SERVICE)
+    await _poll(lambda: _consumers_are(broker_url, queue, 0))
+
+    second = await _create(broker_url, namespace)
+    await wait_for_state(store, second, ReleaseState.STAGED, within=40)
+    assert instance.events(second) == ["begin", "staged"]
