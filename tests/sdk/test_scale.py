@@ -13,7 +13,7 @@ import pytest
 from schemas.enums import Action, Outcome
 from schemas.messages import ReleaseInfo, encode
 from schemas.topology import Topology
-from task_sdk import ProgressReporter, Runner
+from task_sdk import ProgressReporter, Runner, StepCancelled
 from task_sdk._amqp import AmqpTransport
 from task_sdk._memory import InMemoryTransport, Settlement
 from task_sdk.testing import Harness, InMemoryBackend, make_release
@@ -32,8 +32,12 @@ class SlowToStop(Recorder):
 
     def process(self, release: ReleaseInfo, progress: ProgressReporter) -> None:  # type: ignore[override]
         self.running.set()
-        while not progress.cancelled:
-            time.sleep(0.01)
+        while True:  # reports as it goes (so the test's waits see messages) until it is canceled
+            try:
+                progress.report_sync(1, "working")
+            except StepCancelled:
+                break
+            time.sleep(0.05)
         time.sleep(0.3)  # cleaning up what it was writing: still staging
         self.journal.append("process stopped")
 
