@@ -27,10 +27,14 @@ WORKDIR /app
 # The example task services and the health checks are not part of the installed package: importable
 # through PYTHONPATH, owned by root so the service user cannot change them.
 COPY examples ./examples
-COPY deploy/__init__.py deploy/healthcheck.py ./deploy/
+# deploy/ whole: /app comes first on the path, so a package there hides the installed one (the health checks
+# and rc-admin-setup, which the compose file runs as broker-definitions, both import from it).
+COPY deploy/*.py ./deploy/
 # A task service's outcome store (RC_TASK_STATE_DIR); mount a volume here to keep it across restarts.
 VOLUME ["/var/lib/rc"]
 USER rc:rc
-# Prometheus metrics of the coordinator (RC_METRICS_PORT); the dashboard (RC_DASHBOARD_LISTEN).
+# Prometheus metrics of the coordinator (RC_METRICS_PORT); the dashboard (RC_DASHBOARD_LISTEN). Both listen on
+# the loopback unless told otherwise: set RC_METRICS_ADDRESS=0.0.0.0 and RC_DASHBOARD_LISTEN=0.0.0.0:8780 to
+# publish them (docker-compose.yml does, on the host's loopback only).
 EXPOSE 9464 8780
 CMD ["rc-coordinator"]

@@ -356,6 +356,7 @@ class Chaos:
                 **base,
                 "RC_AMQP_URL": self.url(service, position=position),
                 "RC_NAMESPACE": self.namespace,
+                "RC_COORDINATOR_USER": self.installation.coordinator_user,
                 "RC_HEARTBEAT_SECONDS": "1",
                 "RC_TASK_STATE_DIR": str(workdir / "state" / service),
                 "RC_SHUTDOWN_TIMEOUT": "2",

@@ -101,7 +101,7 @@ async def _serve(settings: Settings) -> int:
         print(f"rc-coordinator: {error}", file=sys.stderr)
         return EXIT_STORE
     log.info("store opened", engine=store.engine, location=store.location)
-    metrics.serve(settings.metrics_port)
+    metrics.serve(settings.metrics_port, settings.metrics_address)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -1,6 +1,8 @@
-"""Prometheus metrics of the coordinator (served on ``RC_METRICS_PORT``)."""
+"""Prometheus metrics of the coordinator (served on ``RC_METRICS_ADDRESS``:``RC_METRICS_PORT``)."""
 
 from __future__ import annotations
+
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
@@ -26,6 +28,10 @@ STORE_CONFLICTS = Counter("rc_store_conflicts_total", "Compare-and-set updates t
 IS_ACTIVE = Gauge("rc_coordinator_active", "1 while this replica is the active coordinator")
 
 
-def serve(port: int) -> None:
-    if port:
-        start_http_server(port)
+def serve(port: int, address: str = "127.0.0.1") -> WSGIServer | None:
+    """Serve ``/metrics`` on ``address:port`` in a thread (loopback unless told otherwise); None if the
+    port is 0 (disabled)."""
+    if not port:
+        return None
+    server, _ = start_http_server(port, addr=address)
+    return server

@@ -89,6 +89,7 @@ class Coordinator:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set: stand by while another replica leads, lead otherwise."""
+        _warn_if_trusted_users(self.settings.trusted_users)
         standing_by = False
         failures = 0  # sessions in a row that ended by an error
         while not stop.is_set():
@@ -173,6 +174,16 @@ class Coordinator:
         for state, count in (await self.store.count_by_state()).items():
             metrics.RELEASES_BY_STATE.labels(state.value).set(count)
         log.info("recovered", replayed_messages=replayed, open_releases=len(open_releases))
+
+
+def _warn_if_trusted_users(users: frozenset[str]) -> None:
+    """Trusted users may answer for any service: a development switch that must never go unnoticed."""
+    if users:
+        log.warning(
+            "trusted users set: their replies are accepted for any service (development only; "
+            "unset RC_TRUSTED_USERS in production)",
+            trusted_users=sorted(users),
+        )
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:

@@ -48,6 +48,10 @@ SETTINGS: dict[str, tuple[str, str]] = {
     ),
     "RC_BROKER_PUBLISH_TIMEOUT": ("10", "Seconds to wait for the broker to confirm a publication."),
     "RC_METRICS_PORT": ("9464", "Port of the Prometheus /metrics endpoint (0 disables it)."),
+    "RC_METRICS_ADDRESS": (
+        "127.0.0.1",
+        "Address the /metrics endpoint listens on (0.0.0.0: every interface, e.g. inside a container).",
+    ),
     "RC_LOG_LEVEL": ("info", "debug, info, warning or error."),
 }
 
@@ -67,6 +71,7 @@ class Settings:
     prefetch: int = 512
     broker_publish_timeout: float = 10.0
     metrics_port: int = 9464
+    metrics_address: str = "127.0.0.1"
     log_level: str = "info"
     instance: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
@@ -128,6 +133,7 @@ class Settings:
             prefetch=integer("RC_PREFETCH"),
             broker_publish_timeout=seconds("RC_BROKER_PUBLISH_TIMEOUT").total_seconds(),
             metrics_port=integer("RC_METRICS_PORT"),
+            metrics_address=get("RC_METRICS_ADDRESS") or SETTINGS["RC_METRICS_ADDRESS"][0],
             log_level=get("RC_LOG_LEVEL").lower(),
         )
 

@@ -1,6 +1,6 @@
 """Generate (and optionally apply) the RabbitMQ definitions of one Release Coordinator installation.
 
-One virtual host, the whole broker topology of DESIGN.md section 3 (from :class:`schemas.topology.Topology`),
+One virtual host, the whole broker topology (from :class:`schemas.topology.Topology`),
 and one user per process with least-privilege permissions:
 
 - one user per task service, named after the service (``search-index``),
@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from deploy.placeholders import refuse_placeholder, refuse_placeholders_in
 from schemas.topology import Topology, check_service_name
 
 Definitions = dict[str, Any]
@@ -137,24 +138,29 @@ class Installation:
         return regex_escape(name)
 
     def service_permission(self, service: str) -> Permission:
-        """A task service: its own queue and its instances' control queues, read commands (binding), write
-        replies (and the DLX, see below).
+        """A task service: consume its own queue, publish replies; nothing it could break or aim. Each of its
+        instances also declares, binds and consumes a control queue of its own (issue 19).
 
-        RabbitMQ 3.10 checks: ``queue.declare`` needs configure on the queue, and because the queue carries
-        ``x-dead-letter-exchange`` also read on the queue and write on the dead-letter exchange;
-        ``queue.bind`` needs write on the queue and read on the exchange; ``basic.consume`` read on the queue;
-        ``basic.publish`` write on the exchange. Passive declares need nothing. Declaring (even re-declaring)
-        an exchange needs configure on it, which a task service does not get.
+        No configure right on its queue: the service may not delete it or declare it again with other
+        arguments (which would stop the coordinator's declare of it), so ``rc-admin-setup`` creates the queue
+        and its binding (:meth:`queues`, :meth:`bindings`) and the SDK checks them passively, which needs no
+        permission. No write on its queue (no binding to it) and none on the dead-letter exchange: it may
+        neither publish dead letters nor bind anything to ``<ns>.dlx``; a command it refuses is rejected,
+        and the queue's own dead-lettering (the broker's, not the service's) takes it to ``<ns>.dead``.
+        Read on ``<ns>.commands`` only lets it bind from it, and its topic permission limits that to its
+        own commands. RabbitMQ 3.10 checks: ``basic.consume`` read on the queue; ``basic.publish`` write
+        on the exchange; ``queue.bind`` write on the queue and read on the exchange.
+
+        Control queues ``<ns>.control.<service>.<instance>`` (exclusive, no dead-lettering): configure
+        (declare), write (bind, to ``task.<service>.*`` keys only by the topic permission) and read (consume).
         """
         t = self.topology
         queue = self._ns(t.task_queue(service))
-        # Issue 19: each instance's own control queue (exclusive, ``<ns>.control.<service>.<instance>``),
-        # declared, bound (to ``task.<service>.*`` keys only: the topic permission) and consumed by it.
-        queue = f"{queue}|{self._ns(self.namespace)}\\.control\\.{self._ns(service)}\\..+"
+        control = f"{self._ns(self.namespace)}\\.control\\.{self._ns(service)}\\..+"
         return Permission(
-            configure=f"^({queue})$",
-            write=f"^({queue}|{self._ns(t.replies_exchange)}|{self._ns(t.dead_letter_exchange)})$",
-            read=f"^({queue}|{self._ns(t.commands_exchange)})$",
+            configure=f"^{control}$",
+            write=f"^({control}|{self._ns(t.replies_exchange)})$",
+            read=f"^({queue}|{control}|{self._ns(t.commands_exchange)})$",
         )
 
     def service_topic_permissions(self, service: str) -> list[TopicPermission]:
@@ -254,24 +260,26 @@ class Installation:
 
 def build_definitions(
     installation: Installation,
-    passwords: Mapping[str, str],
+    passwords: Mapping[str, str] | None,
     *,
     topology: bool = True,
     salt: bytes | None = None,
 ) -> Definitions:
     """The definitions document (as ``rabbitmqctl import_definitions`` / ``POST /api/definitions`` take it).
 
-    ``passwords`` maps every user of the installation to its password; only hashes are written.
-    ``salt`` fixes the salt of every hash (tests only: a random salt per user is the default).
+    ``passwords`` maps every user of the installation to its password; only hashes are written. With
+    None, users get no password at all (an empty hash: nobody can log in as them until a password is set),
+    which is what the repository's reference file holds. ``salt`` fixes the salt of every hash (tests only:
+    a random salt per user is the default).
     """
-    missing = [user for user in installation.users() if user not in passwords]
+    missing = [user for user in installation.users() if passwords is not None and user not in passwords]
     if missing:
         raise ValueError(f"no password for: {', '.join(missing)}")
     vhost = installation.vhost
     users = [
         {
             "name": user,
-            "password_hash": hash_password(passwords[user], salt),
+            "password_hash": hash_password(passwords[user], salt) if passwords is not None else "",
             "hashing_algorithm": HASHING_ALGORITHM,
             "tags": ["administrator"] if user == installation.admin_user else [],
             "limits": {},
@@ -360,16 +368,30 @@ def resolve_passwords(
     if missing:
         hints = ", ".join(f"{user} ({password_env(user)})" for user in missing)
         raise ValueError(f"no password for {hints}; use --password-file, the environment, or --generate")
+    for user, password in found.items():
+        refuse_placeholder(f"the password of {user} ({password_env(user)} or its file)", password)
     return found
 
 
 def write_env_file(path: Path, passwords: Mapping[str, str]) -> None:
-    """Write ``RC_PASSWORD_<USER>=...`` lines (mode 0600), e.g. the ``.env`` docker compose reads."""
-    lines = "".join(f"{password_env(user)}={password}\n" for user, password in passwords.items())
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    """Set ``RC_PASSWORD_<USER>=...`` lines in ``path`` (mode 0600), e.g. the ``.env`` docker compose reads.
+
+    Every other line of an existing file is kept as it is, and a password line already there is replaced
+    where it stands; the file is replaced at once (written beside it, then renamed), so a crash leaves the
+    old one whole."""
+    wanted = {password_env(user): password for user, password in passwords.items()}
+    kept: list[str] = []
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            name = line.split("=", 1)[0].strip()
+            kept.append(f"{name}={wanted.pop(name)}" if name in wanted else line)
+    lines = kept + [f"{name}={password}" for name, password in wanted.items()]
+    temporary = path.with_name(f".{path.name}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        handle.write(lines)
-    os.chmod(path, 0o600)
+        handle.write("".join(f"{line}\n" for line in lines))
+    os.chmod(temporary, 0o600)
+    os.replace(temporary, path)
 
 
 # ---------------------------------------------------------------------------------------------- applying
@@ -426,12 +448,41 @@ def grant(
     user: str = "guest",
     password: str = "guest",
     extra: Mapping[str, Permission] | None = None,
+    topology: bool = True,
 ) -> None:
-    """Create the users and permissions on a running broker, one small call each.
+    """Create the users and permissions on a running broker, one small call each, then (``topology``) the
+    exchanges and queues with their bindings, the services' queues included (a service may not create its
+    own).
 
-    Unlike a definitions import this creates no vhost and no queue, so it is quick even on a busy
-    broker; the vhost must exist. ``extra`` adds users (present in ``passwords``) with those permissions.
+    Unlike a whole definitions import this creates no vhost, so it is quick even on a busy broker; the
+    vhost must exist. ``extra`` adds users (present in ``passwords``) with those permissions.
     """
+    _grant_permissions(installation, passwords, management_url, user, password, extra)
+    if topology:
+        definitions = topology_definitions(installation)
+        if management_url is None:
+            apply_rabbitmqctl(definitions)
+        else:
+            apply_http(definitions, management_url, user, password)
+
+
+def topology_definitions(installation: Installation) -> Definitions:
+    """The exchanges, queues and bindings of an installation alone, as a definitions document."""
+    return {
+        "exchanges": installation.exchanges(),
+        "queues": installation.queues(),
+        "bindings": installation.bindings(),
+    }
+
+
+def _grant_permissions(
+    installation: Installation,
+    passwords: Mapping[str, str],
+    management_url: str | None,
+    user: str,
+    password: str,
+    extra: Mapping[str, Permission] | None,
+) -> None:
     permissions = {**installation.permissions(), **(extra or {})}
     vhost = installation.vhost
     for name, granted in permissions.items():
@@ -568,7 +619,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--generate", action="store_true", help="generate missing passwords into --secrets-dir"
     )
     parser.add_argument("--env-file", type=Path, help="also write RC_PASSWORD_<USER>=... lines here (0600)")
-    parser.add_argument("--no-topology", action="store_true", help="users and permissions only")
+    parser.add_argument(
+        "--no-topology",
+        action="store_true",
+        help="users and permissions only (the services' queues must then come from a run without it)",
+    )
+    parser.add_argument(
+        "--without-passwords",
+        action="store_true",
+        help="users without a password (nobody can log in as them): the repository's reference file",
+    )
     parser.add_argument("--output", "-o", type=Path, help="write the definitions to this file ('-': stdout)")
     parser.add_argument("--apply", action="store_true", help="import the definitions into a running broker")
     parser.add_argument(
@@ -578,6 +638,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--management-user", default=os.environ.get("RC_MANAGEMENT_USER", "guest"))
     parser.add_argument("--rabbitmqctl", default="rabbitmqctl", help="the rabbitmqctl executable")
     return parser
+
+
+def _passwords(installation: Installation, args: argparse.Namespace) -> dict[str, str]:
+    return resolve_passwords(
+        installation.users(),
+        password_files=dict(args.password_file),
+        secrets_dir=args.secrets_dir,
+        generate=args.generate,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -590,6 +659,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("name at least one task service (arguments or --services-file)")
     if not args.output and not args.apply:
         parser.error("say what to do: --output FILE and/or --apply")
+    if args.without_passwords and args.apply:
+        parser.error("--without-passwords makes the reference file; applied, it would remove every password")
     try:
         installation = Installation(
             services=tuple(dict.fromkeys(services)),
@@ -600,17 +671,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             listeners=tuple(args.listener),
             admin_user=args.admin_user,
         )
-        passwords = resolve_passwords(
-            installation.users(),
-            password_files=dict(args.password_file),
-            secrets_dir=args.secrets_dir,
-            generate=args.generate,
-        )
+        refuse_placeholders_in(os.environ)
+        passwords = None if args.without_passwords else _passwords(installation, args)
     except (ValueError, OSError) as error:
         print(f"rc-admin-setup: {error}", file=sys.stderr)
         return 2
     definitions = build_definitions(installation, passwords, topology=not args.no_topology)
-    if args.env_file:
+    if args.env_file and passwords is not None:
         write_env_file(args.env_file, passwords)
     if args.output:
         text = dumps(definitions)

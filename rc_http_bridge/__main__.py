@@ -71,6 +71,14 @@ def parser() -> argparse.ArgumentParser:
         help="fail a step whose task has not changed for this long; 0 never (default 3600) "
         "[RC_BRIDGE_STALL_SECONDS]",
     )
+    _security_options(bridge)
+    _sdk_options(cli.add_argument_group("broker (task SDK)"))
+    cli.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    return cli
+
+
+def _security_options(bridge: argparse._ArgumentGroup) -> None:
+    """Tokens, and the limits of the callback server."""
     bridge.add_argument(
         "--token-file",
         help="file holding the bearer token sent to the service [RC_BRIDGE_TOKEN_FILE, "
@@ -85,7 +93,29 @@ def parser() -> argparse.ArgumentParser:
         "--callback-token-file",
         help="file holding the callback token [RC_BRIDGE_CALLBACK_TOKEN_FILE]",
     )
-    sdk = cli.add_argument_group("broker (task SDK)")
+    bridge.add_argument(
+        "--insecure-callbacks",
+        action="store_const",
+        const=True,
+        help="accept callbacks without a token on an address other than the loopback; logs a warning "
+        "at every start (development only) [RC_BRIDGE_INSECURE_CALLBACKS=1]",
+    )
+    bridge.add_argument(
+        "--idle-timeout",
+        type=float,
+        help="seconds a callback connection may take to send a whole request or stay idle (default 15) "
+        "[RC_BRIDGE_IDLE_TIMEOUT]",
+    )
+    bridge.add_argument(
+        "--max-connections",
+        type=int,
+        help="callback connections open at once; more are answered 503 (default 64) "
+        "[RC_BRIDGE_MAX_CONNECTIONS]",
+    )
+
+
+def _sdk_options(sdk: argparse._ArgumentGroup) -> None:
+    """The task SDK's settings."""
     sdk.add_argument("--amqp-url", help="AMQP URL of the broker [RC_AMQP_URL]")
     sdk.add_argument("--namespace", help="prefix of exchange and queue names [RC_NAMESPACE]")
     sdk.add_argument(
@@ -98,8 +128,6 @@ def parser() -> argparse.ArgumentParser:
     sdk.add_argument(
         "--shutdown-timeout", type=float, help="seconds to drain after a signal [RC_SHUTDOWN_TIMEOUT]"
     )
-    cli.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
-    return cli
 
 
 def configuration(arguments: argparse.Namespace) -> tuple[BridgeConfig, Settings]:
@@ -115,6 +143,9 @@ def configuration(arguments: argparse.Namespace) -> tuple[BridgeConfig, Settings
         token_file=arguments.token_file,
         callback_token=arguments.callback_token,
         callback_token_file=arguments.callback_token_file,
+        insecure_callbacks=arguments.insecure_callbacks,
+        idle_timeout=arguments.idle_timeout,
+        max_connections=arguments.max_connections,
     )
     settings = Settings.from_env(
         amqp_url=arguments.amqp_url,

@@ -34,6 +34,7 @@ from aiohttp import web
 
 from rc_http_bridge.client import Answer, HttpTaskService, ServiceUnreachable
 from rc_http_bridge.config import BridgeConfig, default_public_url
+from rc_http_bridge.connections import Connections
 from rc_http_bridge.protocol import (
     HttpState,
     ProtocolError,
@@ -81,17 +82,20 @@ class HttpBridge(TaskHandler):
         self._session: aiohttp.ClientSession | None = None
         self._http: HttpTaskService | None = None
         self._site_runner: web.AppRunner | None = None
+        self.connections: Connections | None = None
 
     # ------------------------------------------------------------------ lifecycle
     async def open(self) -> None:
         """Start the callback server (on ``config.listen``) and the HTTP client."""
         host, port = self.config.listen_address
-        app = make_app(self.service, self.tracker, self._now, self.config.callback_token)
+        self.connections = Connections(
+            limit=self.config.max_connections, idle_timeout=self.config.idle_timeout
+        )
+        app = make_app(self.service, self.tracker, self._now, self.config.callback_token, self.connections)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, host, port)
-            await site.start()
+            await self.connections.site(runner, host, port).start()
         except BaseException:
             await runner.cleanup()
             raise
@@ -110,8 +114,17 @@ class HttpBridge(TaskHandler):
             "bridge.started",
             callbacks=self.public_url,
             listening=f"{host}:{bound}",
+            callbacks_authenticated=self.config.callback_token is not None,
             **self.config.loggable(),
         )
+        if self.config.insecure_callbacks:
+            log.warning(
+                "bridge.insecure_callbacks",
+                listening=f"{host}:{bound}",
+                callbacks_authenticated=self.config.callback_token is not None,
+                warning="--insecure-callbacks: without a callback token, anyone who can reach this "
+                "address can report this service's tasks staged or failed (development only)",
+            )
 
     async def close(self) -> None:
         """Stop the callback server and close the HTTP client."""

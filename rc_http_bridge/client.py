@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 
 import aiohttp
 
+from rc_http_bridge.config import url_credentials, without_credentials
 from rc_http_bridge.protocol import clip
 
 #: Bodies larger than this are cut before they are read further (the protocol's bodies are tiny).
@@ -37,8 +39,17 @@ class Answer:
         )
 
 
+def basic_authorization(user: str, password: str) -> str:
+    """The ``Authorization`` header of HTTP basic authentication (RFC 7617, UTF-8)."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+
+
 class HttpTaskService:
-    """One HTTP task service, reached through a shared :class:`aiohttp.ClientSession`."""
+    """One HTTP task service, reached through a shared :class:`aiohttp.ClientSession`.
+
+    A ``user:password@`` in ``url`` becomes HTTP basic authentication; :attr:`url`, which every request's
+    description (and so every error and reason) quotes, is the URL without it.
+    """
 
     def __init__(
         self,
@@ -49,13 +60,18 @@ class HttpTaskService:
         token: str | None = None,
         public_url: str | None = None,
     ) -> None:
-        self.url = url
+        credentials = url_credentials(url)
+        if credentials is not None and token:
+            raise ValueError("give the HTTP service either URL credentials or a token, not both")
+        self.url = without_credentials(url)
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._seconds = timeout
         self._headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
+        elif credentials is not None:
+            self._headers["Authorization"] = basic_authorization(*credentials)
         if public_url:
             # Not part of the protocol; tells a service that wants it where the callbacks are.
             self._headers["X-Release-Coordinator-Url"] = public_url
@@ -72,7 +88,11 @@ class HttpTaskService:
     async def _call(self, method: str, path: str, request: str, body: object | None) -> Answer:
         try:
             async with self._session.request(
-                method, self.url + path, json=body, headers=self._headers, timeout=self._timeout
+                method,
+                self.url + path,
+                json=body,
+                headers=self._headers,
+                timeout=self._timeout,
             ) as response:
                 raw = await response.content.read(MAX_ANSWER_BYTES)
                 charset = response.charset or "utf-8"

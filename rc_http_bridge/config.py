@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import socket
 import urllib.parse
@@ -11,9 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from schemas.broker_url import mask_url
 from schemas.topology import check_service_name
 
-DEFAULT_LISTEN = "0.0.0.0:8780"
+DEFAULT_LISTEN = "127.0.0.1:8780"
 
 #: Environment variable -> (field, help text). The single source of ``--help`` and ``from_env``.
 ENVIRONMENT: dict[str, tuple[str, str]] = {
@@ -48,6 +50,20 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "callback_token_file",
         "file holding the callback token (instead of the variable)",
     ),
+    "RC_BRIDGE_INSECURE_CALLBACKS": (
+        "insecure_callbacks",
+        "1: accept callbacks without a token on an address other than the loopback (a warning at every "
+        "start; development only)",
+    ),
+    "RC_BRIDGE_IDLE_TIMEOUT": (
+        "idle_timeout",
+        "seconds a callback connection may take to send a whole request, or stay idle between requests "
+        "(default 15)",
+    ),
+    "RC_BRIDGE_MAX_CONNECTIONS": (
+        "max_connections",
+        "callback connections open at once; more are answered 503 and closed (default 64)",
+    ),
 }
 
 
@@ -63,16 +79,18 @@ class BridgeConfig:
     poll_seconds: float = 10.0
     http_timeout: float = 10.0
     stall_seconds: float = 3600.0
-    token: str | None = None
-    callback_token: str | None = None
+    token: str | None = dataclasses.field(default=None, repr=False)
+    callback_token: str | None = dataclasses.field(default=None, repr=False)
+    insecure_callbacks: bool = False
+    idle_timeout: float = 15.0
+    max_connections: int = 64
 
     def __post_init__(self) -> None:
         check_service_name(self.service)
         object.__setattr__(self, "url", check_http_url(self.url, "url"))
         if self.public_url is not None:
             object.__setattr__(self, "public_url", check_http_url(self.public_url, "public_url"))
-        split_listen(self.listen)
-        for name in ("poll_seconds", "http_timeout"):
+        for name in ("poll_seconds", "http_timeout", "idle_timeout", "max_connections"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, not {getattr(self, name)}")
         if self.stall_seconds < 0:
@@ -81,6 +99,22 @@ class BridgeConfig:
             value = getattr(self, name)
             if value is not None and (not value or any(c.isspace() for c in value)):
                 raise ValueError(f"{name} must be a non-empty string without whitespace")
+        if self.token is not None and url_credentials(self.url) is not None:
+            raise ValueError(
+                f"url {mask_url(self.url)} carries a user and password, and an outbound token is set: both "
+                "would be the Authorization header; give the HTTP service one of them"
+            )
+        self._check_callbacks_are_safe()
+
+    def _check_callbacks_are_safe(self) -> None:
+        """Callbacks move releases: off the loopback they need a token, unless explicitly insecure."""
+        host, _ = split_listen(self.listen)
+        if self.callback_token is None and not self.insecure_callbacks and not is_loopback(host):
+            raise ValueError(
+                f"listen {self.listen} is reachable from other machines, so callbacks there need a token: "
+                "set RC_BRIDGE_CALLBACK_TOKEN (or --callback-token-file), listen on 127.0.0.1, or accept "
+                "unauthenticated callbacks with --insecure-callbacks (development only)"
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> BridgeConfig:
@@ -110,18 +144,36 @@ class BridgeConfig:
     def listen_address(self) -> tuple[str, int]:
         return split_listen(self.listen)
 
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={value!r}" for name, value in self.loggable().items())
+        return f"BridgeConfig({shown})"
+
     def loggable(self) -> dict[str, object]:
-        """The settings fit for a log line: tokens replaced by whether they are set."""
+        """The settings fit for a log line: tokens replaced by whether they are set, URLs masked."""
         values = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
         values["token"] = "***" if self.token else None
         values["callback_token"] = "***" if self.callback_token else None
+        values["url"] = mask_url(self.url)
+        values["public_url"] = mask_url(self.public_url) if self.public_url else None
         return values
+
+
+def _flag(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
 
 
 _CONVERTERS: dict[str, Callable[[str], Any]] = {
     "poll_seconds": float,
     "http_timeout": float,
     "stall_seconds": float,
+    "idle_timeout": float,
+    "max_connections": int,
+    "insecure_callbacks": _flag,
 }
 
 
@@ -154,13 +206,43 @@ def read_token(path: Path) -> str:
 
 
 def check_http_url(url: str, name: str) -> str:
-    """``url`` without a trailing slash if it is an http(s) URL with a host; ``ValueError`` otherwise."""
-    parts = urllib.parse.urlsplit(url.strip())
+    """``url`` without a trailing slash if it is an http(s) URL with a host; ``ValueError`` (the URL's
+    password masked) otherwise."""
+    try:
+        parts = urllib.parse.urlsplit(url.strip())
+        _ = parts.port  # a port that is not a number raises ValueError
+    except ValueError:
+        raise ValueError(f"{name} is not a valid URL: {mask_url(url)!r}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{name} must be an http:// or https:// URL with a host, not {url!r}")
+        raise ValueError(f"{name} must be an http:// or https:// URL with a host, not {mask_url(url)!r}")
     if parts.query or parts.fragment:
-        raise ValueError(f"{name} must not have a query or fragment: {url!r}")
+        raise ValueError(f"{name} must not have a query or fragment: {mask_url(url)!r}")
     return url.strip().rstrip("/")
+
+
+def url_credentials(url: str) -> tuple[str, str] | None:
+    """The (user, password) an http(s) URL carries, decoded; None if it carries none."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return None
+    return urllib.parse.unquote(parts.username or ""), urllib.parse.unquote(parts.password or "")
+
+
+def without_credentials(url: str) -> str:
+    """``url`` without its ``user:password@``: what may appear in requests' descriptions and reasons."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(parts._replace(netloc=host))
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) is reachable only from this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to any interface
 
 
 def split_listen(listen: str) -> tuple[str, int]:

@@ -143,6 +143,8 @@ def parse_json_object(text: str) -> dict[str, object]:
         body = json.loads(text)
     except ValueError:
         raise ProtocolError(f"the answer is not JSON: {clip(text, 300)!r}") from None
+    except RecursionError:
+        raise ProtocolError("the answer is JSON nested too deep to read") from None
     if not isinstance(body, dict):
         raise ProtocolError(f"the answer is not a JSON object: {clip(text, 300)!r}")
     return body

@@ -43,9 +43,10 @@ DEFAULT_BROKER_USER = "guest"
 def mask_url(url: str) -> str:
     """``url`` with its password (if any) replaced by ``***``: safe to log or print.
 
-    The user name is kept (it says who connects); a URL too malformed to parse is shown as
-    ``<invalid URL>`` rather than as it is, since where its password starts cannot be known. Each URL of
-    a comma-separated list is masked.
+    The user name is kept (it says who connects). A URL whose parse cannot be trusted (a password holding
+    ``#``, ``/``, ``?`` or ``[`` ends the authority early or breaks the parse) is masked the careful way:
+    whatever lies between ``//`` and its last ``@``, but the user name, becomes ``***``. Each URL of a
+    comma-separated list is masked.
     """
     urls = _split(url)
     if len(urls) > 1:
@@ -54,11 +55,27 @@ def mask_url(url: str) -> str:
         parts = urllib.parse.urlsplit(url)
         password = parts.password
     except ValueError:
-        return "<invalid URL>"
+        return _mask_unparsed(url)
+    if "@" in parts.path + parts.query + parts.fragment:  # the parse cut the credentials short
+        return _mask_unparsed(url)
     if password is None:
         return url
     host = parts.netloc.rsplit("@", 1)[1]
     return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+
+
+def _mask_unparsed(url: str) -> str:
+    """``scheme://user:***@rest``: what precedes the last ``@`` is credentials, whatever it holds."""
+    scheme = _SCHEME.match(url)
+    prefix = scheme.group(0) if scheme else ""
+    rest = url[len(prefix) :]
+    if "@" not in rest:
+        return f"{prefix}***"
+    credentials, _, host = rest.rpartition("@")
+    return f"{prefix}{credentials.partition(':')[0]}:***@{host}"
 
 
 def broker_user(url: str) -> str:

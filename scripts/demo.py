@@ -244,6 +244,10 @@ def coordinator_env(amqp_url: str, namespace: str, data_dir: Path) -> dict[str, 
 
 def service_env(amqp_url: str, namespace: str, example: Example) -> dict[str, str]:
     env = base_env() | {"RC_AMQP_URL": amqp_url, "RC_NAMESPACE": namespace, "RC_HEARTBEAT_SECONDS": "1"}
+    # The demo's coordinator logs in as the same broker user: the one the services take commands from.
+    env["RC_COORDINATOR_USER"] = broker_user(amqp_url)
+    if broker_user(amqp_url) == "guest":  # as for the coordinator: the development account, said at start
+        env["RC_TRUSTED_USERS"] = "guest"
     env.setdefault("RC_SHUTDOWN_TIMEOUT", "3")  # Ctrl-C while processing: do not wait for the work to end
     env.setdefault(f"{example.env_prefix}_SECONDS", f"{example.seconds:g}")
     return env

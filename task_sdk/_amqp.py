@@ -26,7 +26,7 @@ from aio_pika.abc import (
     AbstractRobustConnection,
     AbstractRobustQueue,
 )
-from aiormq.exceptions import ChannelAccessRefused, ChannelNotFoundEntity
+from aiormq.exceptions import ChannelAccessRefused, ChannelClosed, ChannelNotFoundEntity
 
 from schemas.broker_url import split_urls
 from schemas.enums import ReplyKind
@@ -40,6 +40,10 @@ from task_sdk._version import APP_ID
 log = structlog.get_logger("task_sdk")
 
 
+class QueueUnusable(RuntimeError):
+    """The service's queue is missing or unusable, and the message says what to do."""
+
+
 class AmqpDelivery:
     """A command delivered by RabbitMQ."""
 
@@ -49,6 +53,14 @@ class AmqpDelivery:
     @property
     def body(self) -> bytes:
         return self._message.body
+
+    @property
+    def user_id(self) -> str | None:
+        return self._message.user_id
+
+    @property
+    def message_id(self) -> str | None:
+        return self._message.message_id
 
     async def ack(self) -> None:
         await self._message.ack()
@@ -94,7 +106,7 @@ class AmqpTransport:
         )
         self._consume_channel = await self._open_channel(publisher_confirms=False)
         await self._consume_channel.set_qos(prefetch_count=self._settings.concurrency)
-        self._queue = await self._declare_task_queue(self._consume_channel, service)
+        self._queue = await self._task_queue(self._consume_channel, service)
 
         async def deliver(message: AbstractIncomingMessage) -> None:
             await on_delivery(AmqpDelivery(message))
@@ -102,7 +114,13 @@ class AmqpTransport:
         self._deliver = deliver
         self._connection.reconnect_callbacks.add(self._on_reconnected)
         self._tag = consumer_tag
-        self._consumer_tag = await self._queue.consume(deliver, consumer_tag=consumer_tag)
+        try:
+            self._consumer_tag = await self._queue.consume(deliver, consumer_tag=consumer_tag)
+        except ChannelAccessRefused:
+            raise QueueUnusable(
+                f"broker user {self._user!r} may not read queue {self._queue.name}: run rc-admin-setup for "
+                f"service {service!r} (it grants each service its own queue)"
+            ) from None
         self._consuming = True
 
     async def open_control(self, service: str, instance_id: str, on_delivery: DeliveryHandler) -> None:
@@ -189,12 +207,57 @@ class AmqpTransport:
                 with contextlib.suppress(Exception):
                     await channel.close()
 
-    async def _declare_task_queue(self, channel: AbstractRobustChannel, service: str) -> AbstractRobustQueue:
-        queue = await channel.declare_queue(
-            self._topology.task_queue(service), durable=True, arguments=self._topology.task_queue_arguments()
-        )
-        await queue.bind(self._topology.commands_exchange, routing_key=self._topology.task_binding(service))
+    async def _task_queue(self, channel: AbstractRobustChannel, service: str) -> AbstractRobustQueue:
+        """The service's queue, checked passively (which needs no permission).
+
+        ``rc-admin-setup`` creates it with its binding, and the coordinator declares it too; a service
+        user has no right to declare, bind or delete it. Only when it does not exist is it declared and
+        bound here, which only a development user (``guest``) may do: a service user gets an error that
+        says what to run. A queue declared here is declared again, with its binding, when the robust
+        channel is restored (as before); one found is only checked again.
+        """
+        t = self._topology
+        name = t.task_queue(service)
+        if await self._queue_exists(name):
+            return await channel.declare_queue(name, passive=True)
+        await self._declare_missing_queue(service)
+        queue = await channel.declare_queue(name, durable=True, arguments=t.task_queue_arguments())
+        await queue.bind(t.commands_exchange, routing_key=t.task_binding(service))
         return queue
+
+    async def _queue_exists(self, name: str) -> bool:
+        assert self._connection is not None
+        channel = await self._connection.channel()  # a failed check closes this channel, and only it
+        try:
+            await channel.declare_queue(name, passive=True)
+        except ChannelNotFoundEntity:
+            return False
+        except ChannelClosed as error:
+            raise QueueUnusable(
+                f"queue {name} cannot be used ({error}): delete it and run rc-admin-setup again"
+            ) from None
+        finally:
+            with contextlib.suppress(Exception):
+                await channel.close()
+        return True
+
+    async def _declare_missing_queue(self, service: str) -> None:
+        assert self._connection is not None
+        t = self._topology
+        channel = await self._connection.channel()
+        try:
+            queue = await channel.declare_queue(
+                t.task_queue(service), durable=True, arguments=t.task_queue_arguments()
+            )
+            await queue.bind(t.commands_exchange, routing_key=t.task_binding(service))
+        except ChannelAccessRefused:
+            raise QueueUnusable(
+                f"queue {t.task_queue(service)} does not exist and broker user {self._user!r} may not "
+                f"create it: run rc-admin-setup for service {service!r} (it makes the queue and its binding)"
+            ) from None
+        finally:
+            with contextlib.suppress(Exception):
+                await channel.close()
 
     async def stop_consuming(self) -> None:
         async with self._window_lock:

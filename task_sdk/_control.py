@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
 from schemas.enums import Action
-from schemas.messages import Command, MessageError
+from schemas.messages import Command
 from task_sdk._progress import ProgressReporter
+from task_sdk._store import OutcomeStore
 from task_sdk._transport import Delivery
 
 Settle = Callable[[Callable[[], Coroutine[Any, Any, None]]], Coroutine[Any, Any, None]]
@@ -84,22 +85,25 @@ async def stop_processing(processing: Processing, why: str, grace: float) -> boo
     return True
 
 
+def saw_release(processing: Mapping[str, Processing], store: OutcomeStore, release_id: str) -> bool:
+    """Whether this instance processes the release, processed it or answered its cancel."""
+    answered = (store.outcome(release_id, action) for action in (Action.START, Action.CANCEL))
+    return release_id in processing or any(reply is not None for reply in answered)
+
+
 @dataclass
 class ControlQueue:
     """What the runner does with a delivery from the instance's own control queue."""
 
-    parse: Callable[[bytes], Command]
+    admit: Callable[[Delivery], Awaitable[Command | None]]
     saw: Callable[[str], bool]
     handle: Callable[[Command, Delivery], None]
     settle: Settle
     log: Any = field(default_factory=lambda: structlog.get_logger("task_sdk"))
 
     async def on_delivery(self, delivery: Delivery) -> None:
-        try:
-            command = self.parse(delivery.body)
-        except MessageError as error:
-            self.log.warning("control.invalid", reason=error.reason, size=len(delivery.body))
-            await self.settle(delivery.dead_letter)  # an exclusive queue has no dead-letter exchange: dropped
+        command = await self.admit(delivery)  # only the coordinator's, and valid (else dropped: no DLX)
+        if command is None:
             return
         if command.action is not Action.CANCEL:
             self.log.warning(

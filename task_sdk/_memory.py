@@ -2,7 +2,8 @@
 
 The test side of it plays the broker and the coordinator: :meth:`InMemoryTransport.deliver`
 hands a command to the runner, :attr:`published` receives every reply, progress and heartbeat,
-and :attr:`dead_letters` every command the runner refused.
+and :attr:`dead_letters` every command the runner refused. Deliveries are signed by the broker user
+given to :meth:`InMemoryTransport.deliver` (the coordinator's, ``rc-coordinator``, unless told otherwise).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from task_sdk._settings import DEFAULT_COORDINATOR_USER
 from task_sdk._transport import DeliveryHandler, Health, Outgoing, PublishFailed
 
 
@@ -24,6 +26,8 @@ class Settlement(StrEnum):
 class MemoryDelivery:
     body: bytes
     redelivered: bool = False
+    user_id: str | None = DEFAULT_COORDINATOR_USER
+    message_id: str | None = None
     settlement: Settlement = Settlement.PENDING
     dead_letters: asyncio.Queue[bytes] = field(default_factory=asyncio.Queue)
 
@@ -97,17 +101,27 @@ class InMemoryTransport:
         self._consuming = False
 
     # ------------------------------------------------------------------ the test's side
-    async def deliver(self, body: bytes, *, redelivered: bool = False) -> MemoryDelivery:
-        """Hand ``body`` to the runner as the broker would (queued while nobody consumes)."""
-        delivery = MemoryDelivery(body, redelivered=redelivered, dead_letters=self.dead_letters)
+    async def deliver(
+        self,
+        body: bytes,
+        *,
+        redelivered: bool = False,
+        user_id: str | None = DEFAULT_COORDINATOR_USER,
+        message_id: str | None = None,
+    ) -> MemoryDelivery:
+        """Hand ``body``, published by broker user ``user_id``, to the runner as the broker would (queued
+        while nobody consumes)."""
+        delivery = MemoryDelivery(body, redelivered, user_id, message_id, dead_letters=self.dead_letters)
         self.deliveries.append(delivery)
         await self._hand_over(delivery)
         return delivery
 
-    async def deliver_control(self, body: bytes) -> MemoryDelivery:
+    async def deliver_control(
+        self, body: bytes, *, user_id: str | None = DEFAULT_COORDINATOR_USER
+    ) -> MemoryDelivery:
         """Hand ``body`` to the runner through its own control queue (a cancel addressed to it)."""
         assert self._on_control is not None, "the runner has not opened its control queue"
-        delivery = MemoryDelivery(body, dead_letters=self.dead_letters)
+        delivery = MemoryDelivery(body, user_id=user_id, dead_letters=self.dead_letters)
         self.deliveries.append(delivery)
         await self._on_control(delivery)
         return delivery

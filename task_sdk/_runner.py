@@ -1,7 +1,7 @@
 """The runner: turns commands into handler calls and handler results into replies.
 
 It talks to the broker only through a :class:`~task_sdk._transport.Transport`, so the same code
-runs on RabbitMQ and in memory. The rules it enforces (DESIGN.md sections 6 and 7):
+runs on RabbitMQ and in memory. The rules it enforces (the guarantees of docs/design.md):
 
 * **Ack timing.** ``initialize``/``publish``/``cancel`` are acked only after their reply is
   confirmed by the broker, so a crash before that makes the broker redeliver them. A ``start`` is
@@ -16,6 +16,8 @@ runs on RabbitMQ and in memory. The rules it enforces (DESIGN.md sections 6 and 
   command) and the work is not done again. A ``failed`` outcome is only replayed to the same
   command: a new command for a failed step (the coordinator retrying) runs it again. A ``start``
   already running is just acked; a quick step already running is answered when it finishes.
+* **Commands only from the coordinator.** A command whose ``user_id`` is not the coordinator's broker
+  user (or, in development, a trusted user) is dead-lettered before it is parsed (``_trust.py``).
 * **No lost reply.** A reply is published until the broker confirms it, retrying across reconnects;
   duplicates are possible and carry the same ``message_id``, so the coordinator can drop them.
 """
@@ -36,7 +38,7 @@ import structlog
 
 from schemas.enums import SUCCESS_BY_ACTION, Action, Outcome
 from schemas.messages import Command, Heartbeat, MessageError, Progress, TaskReply, decode
-from task_sdk._control import ControlQueue, Processing, stop_processing
+from task_sdk._control import ControlQueue, Processing, saw_release, stop_processing
 from task_sdk._handler import (
     HealthStatus,
     Reject,
@@ -53,6 +55,7 @@ from task_sdk._settings import Settings, hostname
 from task_sdk._slots import WorkSlots
 from task_sdk._store import MemoryOutcomeStore, OutcomeStore
 from task_sdk._transport import Delivery, Health, Outgoing, PublishFailed, Transport
+from task_sdk._trust import DeadLetters, command_refusal, warn_about_identity
 from task_sdk._version import SDK_VERSION
 
 MAX_REASON_CHARS = 4000
@@ -103,14 +106,17 @@ class Runner:
         self._processing: dict[str, Processing] = {}
         self._in_flight: dict[tuple[str, Action], asyncio.Future[TaskReply]] = {}
         self._slots = WorkSlots(self.settings.concurrency, transport.set_work_window)
-        self._control = ControlQueue(self._parse, self._saw, self._dispatch, self._settle, self._log)
+        saw = partial(saw_release, self._processing, self._store)
+        self._control = ControlQueue(self._admitted, saw, self._dispatch, self._settle, self._log)
         self._ticker: asyncio.Task[None] | None = None
         self._health_check: asyncio.Task[HealthStatus] | None = None
         self._stopping = False
+        self.dead_letters = DeadLetters()
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, *, heartbeats: bool = True) -> None:
-        """Declare and consume the service's queue and the instance's own, and (by default) heartbeat."""
+        """Check and consume the service's queue, declare and consume the instance's own, and (by
+        default) heartbeat."""
         try:
             await self._transport.open(self.service, self.consumer_tag, self._on_delivery)
             await self._transport.open_control(self.service, self.instance_id, self._control.on_delivery)
@@ -119,6 +125,7 @@ class Runner:
                 await self._transport.close()
             raise
         self._log.info("runner.started", consumer_tag=self.consumer_tag, **self.settings.loggable())
+        warn_about_identity(self.settings, self.service, self._log)
         if heartbeats:
             self._ticker = asyncio.create_task(self._heartbeat_loop(), name=f"{self.service}-heartbeat")
 
@@ -222,7 +229,8 @@ class Runner:
         return as_health_status(result)
 
     def _heartbeat(self, transport: Health, handler: HealthStatus) -> Heartbeat:
-        details = [str(detail) for detail in (transport.detail, handler.detail) if detail]
+        told = (transport.detail, handler.detail, self.dead_letters.summary())
+        details = [str(detail) for detail in told if detail]
         return Heartbeat(
             message_id=new_message_id(),
             sent_at=utcnow(),
@@ -238,27 +246,32 @@ class Runner:
     async def _on_delivery(self, delivery: Delivery) -> None:
         if self._stopping:
             return  # left unsettled: the broker requeues it when the connection closes
-        try:
-            command = self._parse(delivery.body)
-        except MessageError as error:
-            self._log.warning("command.invalid", reason=error.reason, size=len(delivery.body))
+        command = await self._admitted(delivery)
+        if command is not None:
+            self._dispatch(command, delivery)
+
+    async def _admitted(self, delivery: Delivery) -> Command | None:
+        """The command, if the coordinator sent it and it is valid; else it is dead-lettered."""
+        reason, event, command = command_refusal(self.settings, delivery.user_id), "command.refused", None
+        if reason is None:
+            try:
+                command = self._parse(delivery.body)
+            except MessageError as error:
+                reason, event = f"invalid command: {error.reason}", "command.invalid"
+        if command is None:
+            message_id = delivery.message_id
+            self._log.warning(event, reason=reason, size=len(delivery.body), message_id=message_id)
+            self.dead_letters.record(str(reason), message_id)
             await self._settle(delivery.dead_letter)
-            return
+            return None
+        action, release_id = command.action.value, command.release_id
         self._log.info(
-            "command.received",
-            release_id=command.release_id,
-            action=command.action.value,
-            message_id=command.message_id,
+            "command.received", release_id=release_id, action=action, message_id=command.message_id
         )
-        self._dispatch(command, delivery)
+        return command
 
     def _dispatch(self, command: Command, delivery: Delivery) -> None:
         self._spawn(self._handle(command, delivery), name=f"{command.action.value}-{command.release_id}")
-
-    def _saw(self, release_id: str) -> bool:
-        """Whether this instance processes the release, processed it or answered its cancel."""
-        answered = (self._store.outcome(release_id, action) for action in (Action.START, Action.CANCEL))
-        return release_id in self._processing or any(reply is not None for reply in answered)
 
     def _parse(self, body: bytes) -> Command:
         command = decode(body, Command)

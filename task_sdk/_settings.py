@@ -14,6 +14,8 @@ from schemas.broker_url import broker_user, check_ca_file, mask_url, split_urls,
 from schemas.topology import Topology
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+#: The coordinator's broker user, as ``rc-admin-setup`` names it: the only sender of commands.
+DEFAULT_COORDINATOR_USER = "rc-coordinator"
 
 #: Environment variable -> (field, help text). The single source of the CLI help and of ``from_env``.
 ENVIRONMENT: dict[str, tuple[str, str]] = {
@@ -47,6 +49,14 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "CA bundle (PEM) to verify the broker's certificate with, for amqps:// URLs (default: system CAs)",
     ),
     "RC_RECONNECT_SECONDS": ("reconnect_seconds", "seconds between reconnection attempts (default 2)"),
+    "RC_COORDINATOR_USER": (
+        "coordinator_user",
+        f"the coordinator's broker user; others' commands are refused (default {DEFAULT_COORDINATOR_USER})",
+    ),
+    "RC_TRUSTED_USERS": (
+        "trusted_users",
+        "comma-separated broker users whose commands are accepted too (development only, e.g. guest)",
+    ),
 }
 
 
@@ -67,6 +77,9 @@ class Settings:
     publish_timeout: float = 10.0
     reconnect_seconds: float = 2.0
     amqp_ca_file: str | None = None
+    coordinator_user: str = DEFAULT_COORDINATOR_USER
+    #: Development only: broker users whose commands are accepted as the coordinator's.
+    trusted_users: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if self.state_dir is not None and not isinstance(self.state_dir, Path):
@@ -74,6 +87,10 @@ class Settings:
         split_urls(self.amqp_url)  # a clear error now rather than a connection retried forever
         if self.amqp_ca_file is not None:
             check_ca_file(self.amqp_ca_file)
+        if not isinstance(self.trusted_users, frozenset):
+            object.__setattr__(self, "trusted_users", frozenset(self.trusted_users))
+        if not self.coordinator_user:
+            raise ValueError("coordinator_user must not be empty")
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, not {self.concurrency}")
         for name in ("heartbeat_seconds", "shutdown_timeout", "publish_timeout", "reconnect_seconds"):
@@ -117,7 +134,12 @@ class Settings:
         values = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
         values["amqp_url"] = mask_url(self.amqp_url)
         values["state_dir"] = str(self.state_dir) if self.state_dir else None
+        values["trusted_users"] = sorted(self.trusted_users)
         return values
+
+    def accepts_commands_from(self, user_id: str | None) -> bool:
+        """Whether a command signed by broker user ``user_id`` may be acted on."""
+        return user_id is not None and (user_id == self.coordinator_user or user_id in self.trusted_users)
 
 
 _CONVERTERS: dict[str, Callable[[str], Any]] = {
@@ -127,6 +149,7 @@ _CONVERTERS: dict[str, Callable[[str], Any]] = {
     "publish_timeout": float,
     "reconnect_seconds": float,
     "state_dir": Path,
+    "trusted_users": lambda raw: frozenset(user.strip() for user in raw.split(",") if user.strip()),
 }
 
 

@@ -1,7 +1,7 @@
 """The seam between the runner and a message broker.
 
 The runner (``_runner.py``) knows commands, replies and outcomes; a :class:`Transport` knows how to
-declare the service's queue, consume it, and publish replies. Two implementations:
+check the service's queue, consume it, and publish replies. Two implementations:
 ``_amqp.AmqpTransport`` (RabbitMQ via aio-pika) and ``_memory.InMemoryTransport`` (tests, harness).
 """
 
@@ -22,6 +22,14 @@ class Delivery(Protocol):
 
     @property
     def body(self) -> bytes: ...
+
+    @property
+    def user_id(self) -> str | None:
+        """The broker user that published it (RabbitMQ refuses a ``user_id`` that is not the sender's)."""
+        ...
+
+    @property
+    def message_id(self) -> str | None: ...
 
     async def ack(self) -> None:
         """The command is done with (or safely taken on): the broker may forget it."""
@@ -51,7 +59,7 @@ class Transport(Protocol):
     """What the runner needs from a broker."""
 
     async def open(self, service: str, consumer_tag: str, on_delivery: DeliveryHandler) -> None:
-        """Declare the topology and the service's queue, and start delivering commands."""
+        """Check the topology and the service's queue (declared only if missing and allowed), then consume."""
         ...
 
     async def open_control(self, service: str, instance_id: str, on_delivery: DeliveryHandler) -> None:

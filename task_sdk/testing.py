@@ -37,7 +37,7 @@ from schemas.topology import Topology
 from task_sdk._handler import TaskHandler, check_handler
 from task_sdk._memory import InMemoryTransport
 from task_sdk._runner import STARTED_NOTE, Runner
-from task_sdk._settings import Settings
+from task_sdk._settings import DEFAULT_COORDINATOR_USER, Settings
 from task_sdk._store import OutcomeStore
 from task_sdk._transport import Outgoing, Transport
 
@@ -105,10 +105,12 @@ class Backend(Protocol):
 
 
 class InMemoryBackend:
-    """A :class:`Backend` over :class:`~task_sdk._memory.InMemoryTransport`."""
+    """A :class:`Backend` over :class:`~task_sdk._memory.InMemoryTransport`; commands are signed by broker
+    user ``sender`` (the coordinator's by default, as the runner's settings expect)."""
 
-    def __init__(self) -> None:
+    def __init__(self, sender: str = DEFAULT_COORDINATOR_USER) -> None:
         self.memory = InMemoryTransport()
+        self.sender = sender
 
     def transport(self) -> Transport:
         return self.memory
@@ -117,7 +119,7 @@ class InMemoryBackend:
         return None
 
     async def send(self, body: bytes, routing_key: str, *, redelivered: bool = False) -> None:
-        await self.memory.deliver(body, redelivered=redelivered)
+        await self.memory.deliver(body, redelivered=redelivered, user_id=self.sender)
 
     async def receive(self, within: float) -> Outgoing | None:
         return await _get_within(self.memory.published, within)
@@ -185,7 +187,7 @@ class Harness:
         self.service = check_handler(handler)
         self.handler = handler
         self.settings = settings or Settings(heartbeat_seconds=0.5, shutdown_timeout=5.0)
-        self.backend: Backend = backend or InMemoryBackend()
+        self.backend: Backend = backend or InMemoryBackend(self.settings.coordinator_user)
         self.runner = Runner(handler, self.backend.transport(), self.settings, store)
         self.wait_seconds = wait_seconds
         self.seen = _Seen()

@@ -12,6 +12,7 @@ import pytest
 from coordinator.store import Store
 from rc_cli.client import AdminClient
 from rc_http_bridge import BridgeConfig, HttpBridge, make_bridge
+from schemas.broker_url import broker_user
 from schemas.messages import RequireService
 from task_sdk import Runner, Settings
 from task_sdk._amqp import AmqpTransport
@@ -97,7 +98,13 @@ async def start_bridge(
         bridge = await open_bridge(fake, **(config or {}))
         answer = await admin.request(RequireService(service=SERVICE))
         assert answer.ok, answer.error
-        sdk = Settings(amqp_url=amqp_url, namespace=namespace, heartbeat_seconds=0.3, shutdown_timeout=2)
+        sdk = Settings(
+            amqp_url=amqp_url,
+            namespace=namespace,
+            heartbeat_seconds=0.3,
+            shutdown_timeout=2,
+            coordinator_user=broker_user(amqp_url),  # the coordinator of the fixtures
+        )
         runner = Runner(bridge, AmqpTransport(sdk), sdk)
         await runner.start()
         runners.append(runner)

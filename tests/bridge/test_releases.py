@@ -15,6 +15,7 @@ import pytest
 from coordinator.store import Store
 from rc_cli.client import AdminClient
 from rc_http_bridge import task_id_for
+from schemas.broker_url import broker_user
 from schemas.enums import ReleaseState, TaskState
 from schemas.messages import CancelRelease, CreateRelease, PublishRelease, ReleaseResult, RequireService
 from tests.bridge.conftest import (
@@ -225,6 +226,7 @@ async def test_the_command_serves_a_release_and_stops_on_sigterm(
     environ = os.environ | {
         "RC_AMQP_URL": amqp_url,
         "RC_NAMESPACE": namespace,
+        "RC_COORDINATOR_USER": broker_user(amqp_url),  # the coordinator of the fixtures
         "RC_HEARTBEAT_SECONDS": "0.3",
         "RC_BRIDGE_CALLBACK_TOKEN": CALLBACK_TOKEN,
         "RC_BRIDGE_POLL_SECONDS": "0.5",

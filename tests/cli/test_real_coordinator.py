@@ -26,6 +26,7 @@ from coordinator.__main__ import broker_of
 from coordinator.machine import Timeouts
 from coordinator.service import Coordinator
 from coordinator.store import store_for
+from schemas.broker_url import broker_user
 from tests.cli.conftest import Outcome, Rc
 from tests.coordinator.fixtures import SERVICES, Running, fast_settings
 
@@ -92,6 +93,7 @@ def example_services(amqp_url: str, namespace: str, tmp_path: Path) -> Iterator[
             env = base | {
                 "RC_AMQP_URL": amqp_url,
                 "RC_NAMESPACE": namespace,
+                "RC_COORDINATOR_USER": broker_user(amqp_url),  # the coordinator of the fixtures
                 "RC_HEARTBEAT_SECONDS": "0.5",
                 "RC_SHUTDOWN_TIMEOUT": "2",
                 f"{prefix}_SECONDS": str(seconds),

@@ -27,6 +27,7 @@ from coordinator.machine import Timeouts
 from coordinator.service import Coordinator
 from coordinator.store import Store, store_for
 from rc_cli.client import AdminClient
+from schemas.broker_url import broker_user
 from schemas.documents import ReleaseView
 from schemas.enums import ReleaseState
 from schemas.messages import (
@@ -213,6 +214,7 @@ async def services(cluster_namespace: str) -> AsyncIterator[StartService]:
         handler = Recording.named(name)
         settings = Settings(
             amqp_url=amqp_url,
+            coordinator_user=broker_user(amqp_url),  # the coordinator of these tests
             namespace=cluster_namespace,
             heartbeat_seconds=0.5,
             reconnect_seconds=0.3,

@@ -45,7 +45,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.setup import Installation, grant
 from rc_cli.client import AdminClient, expect_ok
-from schemas.broker_url import mask_url
+from schemas.broker_url import broker_user, mask_url
 from schemas.enums import PUBLISHED_PATH, ReleaseState
 from schemas.messages import ListServices, ReleaseResult, ServiceList, ShowRelease
 from schemas.topology import Topology
@@ -413,6 +413,7 @@ async def drive(run: Run, store_url: str, metrics_port: int) -> None:
             {
                 "RC_AMQP_URL": run.urls[f"service {service}"],
                 "RC_NAMESPACE": run.namespace,
+                "RC_COORDINATOR_USER": broker_user(run.urls["coordinator"]),
                 "RC_HEARTBEAT_SECONDS": "0.5",
                 "RC_SHUTDOWN_TIMEOUT": "2",
                 "RC_TEST_SERVICE_NAME": service,

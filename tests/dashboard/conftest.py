@@ -31,6 +31,7 @@ from rc_dashboard.app import create_app
 from rc_dashboard.context import HUB
 from rc_dashboard.live import Hub
 from rc_dashboard.settings import DashboardSettings
+from schemas.broker_url import broker_user
 from schemas.messages import ListServices, RequireService, ServiceList
 from tests.cli.conftest import Outcome, Rc, rc_env, run_rc
 from tests.coordinator.fixtures import SERVICES, Running
@@ -213,6 +214,7 @@ def example_services(amqp_url: str, namespace: str, tmp_path: Path) -> Iterator[
             env = base | {
                 "RC_AMQP_URL": amqp_url,
                 "RC_NAMESPACE": namespace,
+                "RC_COORDINATOR_USER": broker_user(amqp_url),  # the coordinator of the fixtures
                 "RC_HEARTBEAT_SECONDS": "0.5",
                 "RC_SHUTDOWN_TIMEOUT": "2",
                 f"{prefix}_SECONDS": str(seconds),

@@ -43,12 +43,12 @@ def _env(service: dict[str, Any]) -> dict[str, str]:
 
 
 def test_every_service_is_there(services: dict[str, Any]) -> None:
-    assert set(services) == {"rabbitmq", "mongodb", *APP_SERVICES}
+    assert set(services) == {"broker-definitions", "rabbitmq", "mongodb", *APP_SERVICES}
     assert services["rabbitmq"]["image"] == "rabbitmq:3.13-management"
     assert services["mongodb"]["image"] == "mongo:7"
     images = {services[name]["image"] for name in APP_SERVICES}
     assert len(images) == 1, "coordinator and services share one image"
-    for name in APP_SERVICES:
+    for name in (*APP_SERVICES, "broker-definitions"):
         assert services[name]["build"] == "."
 
 
@@ -60,11 +60,22 @@ def test_commands(services: dict[str, Any]) -> None:
 
 
 def test_broker_loads_the_definitions(services: dict[str, Any]) -> None:
+    """Generated at deploy time by rc-admin-setup (from .env), into a volume the broker loads at boot."""
     volumes = services["rabbitmq"]["volumes"]
-    assert "./deploy/rabbitmq/definitions.json:/etc/rabbitmq/definitions.json:ro" in volumes
+    assert "broker-definitions:/etc/rabbitmq/definitions:ro" in volumes
     assert "./deploy/rabbitmq/rabbitmq.conf:/etc/rabbitmq/rabbitmq.conf:ro" in volumes
     config = (ROOT / "deploy/rabbitmq/rabbitmq.conf").read_text(encoding="utf-8")
-    assert re.search(r"^load_definitions\s*=\s*/etc/rabbitmq/definitions\.json$", config, re.MULTILINE)
+    assert re.search(
+        r"^load_definitions\s*=\s*/etc/rabbitmq/definitions/definitions\.json$", config, re.MULTILINE
+    )
+    setup = services["broker-definitions"]
+    assert setup["command"][0] == "rc-admin-setup"
+    assert setup["command"][-2:] == ["--output", "/var/lib/rc/definitions.json"]
+    assert "broker-definitions:/var/lib/rc" in setup["volumes"]
+    for name in ("rabbitmq", "mongodb"):
+        assert services[name]["depends_on"]["broker-definitions"] == {
+            "condition": "service_completed_successfully"
+        }
     assert (ROOT / "deploy/rabbitmq/definitions.json").is_file()
 
 
@@ -74,6 +85,9 @@ def test_healthchecks_and_restart(services: dict[str, Any]) -> None:
     assert mongo_check[:2] == ["CMD", "mongosh"]
     assert any("ping" in part for part in mongo_check)
     for name, service in services.items():
+        if name == "broker-definitions":  # runs once per `up`
+            assert service["restart"] == "no"
+            continue
         assert service["restart"] == "unless-stopped", name
         assert service["healthcheck"]["test"], name
         assert service["healthcheck"]["interval"], name
@@ -117,7 +131,7 @@ def test_each_process_connects_as_its_own_user(services: dict[str, Any]) -> None
 
 
 def test_ports(services: dict[str, Any]) -> None:
-    assert "9464:9464" in services["coordinator"]["ports"]
+    assert services["coordinator"]["ports"] == ["127.0.0.1:9464:9464"]  # the host's loopback only
     assert any(port.endswith(":5672:5672") or port == "5672:5672" for port in services["rabbitmq"]["ports"])
     for name in TASK_SERVICES:
         assert "ports" not in services[name]

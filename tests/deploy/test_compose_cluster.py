@@ -67,7 +67,7 @@ def test_three_rabbitmq_nodes_share_a_cookie_and_find_each_other(services: dict[
         assert service["hostname"] == node
         assert env(service)["RABBITMQ_ERLANG_COOKIE"].startswith("${RC_ERLANG_COOKIE:?")
         assert "./deploy/rabbitmq/rabbitmq-cluster.conf:/etc/rabbitmq/rabbitmq.conf:ro" in service["volumes"]
-        assert "./deploy/rabbitmq/definitions.json:/etc/rabbitmq/definitions.json:ro" in service["volumes"]
+        assert "broker-definitions:/etc/rabbitmq/definitions:ro" in service["volumes"]
         assert service["ulimits"]["nofile"]["soft"] >= 65536
     for node in NODES[1:]:  # node 1 forms the cluster, the others join it
         assert services[node]["depends_on"] == {"rabbitmq-1": {"condition": "service_healthy"}}
@@ -76,7 +76,7 @@ def test_three_rabbitmq_nodes_share_a_cookie_and_find_each_other(services: dict[
     named = re.findall(r"^cluster_formation\.classic_config\.nodes\.\d\s*=\s*rabbit@(\S+)$", config, re.M)
     assert named == list(NODES)
     assert re.search(r"^cluster_partition_handling\s*=\s*pause_minority$", config, re.M)
-    assert re.search(r"^load_definitions\s*=\s*/etc/rabbitmq/definitions\.json$", config, re.M)
+    assert re.search(r"^load_definitions\s*=\s*/etc/rabbitmq/definitions/definitions\.json$", config, re.M)
 
 
 def test_quorum_queues_get_a_member_on_every_node(services: dict[str, Any]) -> None:

@@ -25,7 +25,15 @@ import aiormq.exceptions
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
-from deploy.setup import Installation, apply_http, apply_rabbitmqctl, build_definitions, delete_installation
+from deploy.setup import (
+    Installation,
+    apply_http,
+    apply_rabbitmqctl,
+    build_definitions,
+    delete_installation,
+    grant,
+    regex_escape,
+)
 from schemas.enums import Action, ReplyKind
 from schemas.topology import Topology
 
@@ -251,17 +259,13 @@ PRECONDITION_FAILED = "ChannelPreconditionFailed"
 
 
 async def test_service_does_its_job(deployed: Deployed) -> None:
-    """Passive exchange checks, (re)declaring and binding its own queue, consuming it, replying as itself."""
+    """Passive checks of the exchanges and of its own queue, consuming it, replying as itself."""
     t, me = deployed.topology, deployed.service
     async with deployed.connect(me) as connection:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         await channel.get_exchange(t.commands_exchange, ensure=True)  # passive declare: no permission needed
         replies = await channel.get_exchange(t.replies_exchange, ensure=True)
-        commands = await channel.get_exchange(t.commands_exchange, ensure=False)
-        queue = await channel.declare_queue(
-            t.task_queue(me), durable=True, arguments=t.task_queue_arguments()
-        )
-        await queue.bind(commands, t.task_binding(me))
+        await channel.declare_queue(t.task_queue(me), passive=True)  # made for it, checked by the SDK
         async with deployed.connect(deployed.coordinator) as coordinator:
             await _publish(coordinator, t.commands_exchange, t.command_key(me, Action.INITIALIZE), _message())
         got = await _get_one(channel, t.task_queue(me))
@@ -505,8 +509,13 @@ async def _declare_exchanges(setup: Deployed) -> None:
             await channel.declare_exchange(name, aio_pika.ExchangeType(kind), durable=True)
 
 
-async def test_service_creates_its_own_queue(broker: Broker) -> None:
-    """Creating a queue with ``x-dead-letter-exchange`` needs write on the DLX (and read on the queue)."""
+async def _declare_task_queue(channel: AbstractChannel, topology: Topology, service: str) -> None:
+    arguments = topology.task_queue_arguments()
+    await channel.declare_queue(topology.task_queue(service), durable=True, arguments=arguments)
+
+
+async def test_service_cannot_create_delete_or_bind_its_own_queue(broker: Broker) -> None:
+    """No configure right on its queue (rc-admin-setup creates it), no write on it (no binding to it)."""
 
     def users_only(installation: Installation, passwords: dict[str, str]) -> dict[str, Any]:
         return build_definitions(installation, passwords, topology=False)
@@ -515,19 +524,55 @@ async def test_service_creates_its_own_queue(broker: Broker) -> None:
         await _declare_exchanges(setup)
         t, me = setup.topology, setup.service
         async with setup.connect(me) as connection:
-            channel = await connection.channel()
-            queue = await channel.declare_queue(
-                t.task_queue(me), durable=True, arguments=t.task_queue_arguments()
-            )
-            await queue.bind(t.commands_exchange, t.task_binding(me))
+            assert await _refused(connection, _declare_task_queue, t, me) == ACCESS_REFUSED
+        async with setup.connect(setup.coordinator) as connection:
+            await _declare_task_queue(await connection.channel(), t, me)
+        async with setup.connect(me) as connection:
+            assert await _refused(connection, _declare_task_queue, t, me) == ACCESS_REFUSED
+            assert await _refused(connection, _delete_queue, t.task_queue(me)) == ACCESS_REFUSED
+            own_binding = (t.task_queue(me), t.commands_exchange, t.task_binding(me))
+            assert await _refused(connection, _bind, *own_binding) == ACCESS_REFUSED
             assert await _refused(connection, _delete_queue, t.task_queue(setup.other)) == ACCESS_REFUSED
 
 
+async def test_grant_also_makes_the_services_queues_and_bindings(broker: Broker) -> None:
+    """``grant`` (users and permissions, the quick way) also makes the topology: a service may not make its
+    queue, so it finds it, bound to its commands."""
+
+    def vhost_only(installation: Installation, passwords: dict[str, str]) -> dict[str, Any]:
+        return {"vhosts": [{"name": installation.vhost}]}
+
+    async with _installed(broker, vhost_only) as setup:
+        password = broker.admin_password
+        await asyncio.to_thread(
+            grant,
+            setup.installation,
+            setup.passwords,
+            management_url=broker.management_url,
+            user=broker.admin_user,
+            password=password,
+        )
+        t, me = setup.topology, setup.service
+        async with setup.connect(me) as connection:
+            channel = await connection.channel()
+            await channel.declare_queue(t.task_queue(me), passive=True)
+            async with setup.connect(setup.coordinator) as coordinator:
+                await _publish(coordinator, t.commands_exchange, t.command_key(me, Action.START), _message())
+            await _get_one(channel, t.task_queue(me))
+
+
 async def test_topic_permissions_are_what_stop_impersonation(broker: Broker) -> None:
-    """Control: without the topic permissions, the same service could reply and bind as another service."""
+    """Control: without the topic permissions, the same service could reply and bind as another service
+    (binding given the write on its queue that services had before: what the topic permission on
+    ``<ns>.commands`` still stops on queues a service may bind)."""
 
     def without_topic_permissions(installation: Installation, passwords: dict[str, str]) -> dict[str, Any]:
-        return build_definitions(installation, passwords) | {"topic_permissions": []}
+        definitions = build_definitions(installation, passwords) | {"topic_permissions": []}
+        for granted in definitions["permissions"]:
+            if granted["user"] == installation.services[0]:
+                queue = regex_escape(installation.topology.task_queue(installation.services[0]))
+                granted["write"] = f"^({queue}|{granted['write'][1:-1]})$"
+        return definitions
 
     async with _installed(broker, without_topic_permissions) as setup:
         t, me, other = setup.topology, setup.service, setup.other
@@ -540,7 +585,8 @@ async def test_topic_permissions_are_what_stop_impersonation(broker: Broker) -> 
 
 
 async def test_full_definitions_match_what_clients_declare(broker: Broker) -> None:
-    """With the topology in the definitions, clients' own declarations (same arguments) are accepted."""
+    """With the topology in the definitions, the coordinator's declarations (same arguments) are accepted,
+    and a service finds its queue bound to its commands."""
     installation, passwords, service, _ = _make_installation()
     await asyncio.to_thread(broker.apply, build_definitions(installation, passwords, topology=True))
     try:
@@ -550,11 +596,7 @@ async def test_full_definitions_match_what_clients_declare(broker: Broker) -> No
             await declare_topology(await connection.channel(), t, installation.services)
         async with setup.connect(service) as connection:
             channel = await connection.channel()
-            await channel.declare_queue(
-                t.task_queue(service), durable=True, arguments=t.task_queue_arguments()
-            )
-            queue = await channel.get_queue(t.task_queue(service), ensure=False)
-            await queue.bind(t.commands_exchange, t.task_binding(service))
+            await channel.declare_queue(t.task_queue(service), passive=True)  # made by the definitions
             async with setup.connect(setup.coordinator) as coordinator:
                 await _publish(
                     coordinator, t.commands_exchange, t.command_key(service, Action.START), _message()

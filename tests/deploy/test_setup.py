@@ -21,19 +21,11 @@ from deploy.setup import (
     password_env,
     regex_escape,
     resolve_passwords,
+    write_env_file,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_SERVICES = ("portal", "search-index", "file-service")
-
-
-def _example_passwords() -> dict[str, str]:
-    found = {}
-    for line in (ROOT / ".env.example").read_text(encoding="utf-8").splitlines():
-        name, sep, value = line.partition("=")
-        if sep and name.startswith("RC_PASSWORD_"):
-            found[name] = value
-    return found
 
 
 def test_hash_is_rabbitmq_sha256_format() -> None:
@@ -50,10 +42,10 @@ def test_hash_is_rabbitmq_sha256_format() -> None:
 def test_permission_regexes() -> None:
     setup = Installation(services=("search-index",), namespace="rc", vhost="rc")
     service = setup.service_permission("search-index")
-    own = r"rc\.task\.search-index|rc\.control\.search-index\..+"  # its queue, its instances' control queues
-    assert service.configure == rf"^({own})$"
-    assert service.write == rf"^({own}|rc\.replies|rc\.dlx)$"
-    assert service.read == rf"^({own}|rc\.commands)$"
+    control = r"rc\.control\.search-index\..+"  # its instances' control queues (issue 19)
+    assert service.configure == rf"^{control}$"  # not its task queue: rc-admin-setup makes it
+    assert service.write == rf"^({control}|rc\.replies)$"  # not its queue (no binding to it), not rc.dlx
+    assert service.read == rf"^(rc\.task\.search-index|{control}|rc\.commands)$"
     topics = {p.exchange: p for p in setup.service_topic_permissions("search-index")}
     assert topics["rc.replies"].write == r"^reply\.search-index\."
     assert topics["rc.commands"].read == r"^task\.search-index\."
@@ -66,11 +58,12 @@ def test_permission_regexes() -> None:
     assert not re.match(operator.write, "rc.replies")
     assert re.match(operator.write, "rc.admin")
     # Python's re agrees with PCRE on these simple patterns: check that names do not leak into each other.
-    assert not re.match(service.configure, "rc.task.search-index-2")
+    assert not re.match(service.read, "rc.task.search-index-2")
     for granted in (service.configure, service.write, service.read):
         assert re.match(granted, "rc.control.search-index.vm-1234-abcdef")
         for other in ("rc.control.search-index-2.vm-1", "rc.control.portal.vm-1", "rc.control.search-index."):
             assert not re.match(granted, other)
+    assert not re.match(service.configure, "rc.task.search-index")
     assert not re.match(topics["rc.replies"].write, "reply.search-index-2.reply")
     assert regex_escape("a.b-c*") == r"a\.b-c\*"
 
@@ -177,16 +170,31 @@ def test_command_line_never_prints_passwords(
     assert "RC_PASSWORD_PORTAL" in capsys.readouterr().err
 
 
+def test_the_env_file_keeps_its_other_lines(tmp_path: Path) -> None:
+    """``--env-file .env`` sets the password lines and keeps the rest of the file (compose reads it all)."""
+    env_file = tmp_path / ".env"
+    env_file.write_text("# compose settings\nRC_MONGODB_USER=rc\nRC_PASSWORD_PORTAL=old\nRC_NAMESPACE=rc\n")
+    write_env_file(env_file, {"portal": "new-portal", "rc-operator": "new-operator"})
+    assert env_file.read_text().splitlines() == [
+        "# compose settings",
+        "RC_MONGODB_USER=rc",
+        "RC_PASSWORD_PORTAL=new-portal",
+        "RC_NAMESPACE=rc",
+        "RC_PASSWORD_RC_OPERATOR=new-operator",
+    ]
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == [".env"]
+
+
 def test_checked_in_definitions_are_current() -> None:
-    """The checked-in file is what the generator makes for the examples, hashed from .env.example."""
+    """The checked-in file is what the generator makes for the examples, without any password: users get
+    theirs at deploy time (issue 21: it used to hold hashes of the public .env.example passwords)."""
     checked_in = json.loads((ROOT / "deploy/rabbitmq/definitions.json").read_text(encoding="utf-8"))
     setup = Installation(services=EXAMPLE_SERVICES, namespace="rc", vhost="rc", admin_user="rc-admin")
-    examples = _example_passwords()
-    passwords = {user: examples[password_env(user)] for user in setup.users()}
-    expected = build_definitions(setup, passwords)
-    for user in checked_in["users"]:
-        assert check_password(passwords[user["name"]], user["password_hash"]), user["name"]
-    for document in (checked_in, expected):
-        for user in document["users"]:
-            user["password_hash"] = "<hash>"
-    assert checked_in == expected, "regenerate deploy/rabbitmq/definitions.json (see its README.md)"
+    expected = build_definitions(setup, None)
+    assert all(user["password_hash"] == "" for user in checked_in["users"])
+    assert checked_in == expected, (
+        "regenerate deploy/rabbitmq/definitions.json: rc-admin-setup portal search-index file-service "
+        "--namespace rc --vhost rc --admin-user rc-admin --without-passwords --output "
+        "deploy/rabbitmq/definitions.json"
+    )

@@ -24,6 +24,7 @@ import pytest
 from coordinator.settings import Settings
 from coordinator.store import Store
 from rc_cli.client import AdminClient
+from schemas.broker_url import broker_user
 from schemas.documents import Release
 from schemas.enums import ReleaseState
 from schemas.messages import CancelRelease, CreateRelease, ReleaseResult, RequireService, ShowRelease
@@ -79,6 +80,7 @@ async def launch(
         env = os.environ | {
             "RC_AMQP_URL": broker_url,
             "RC_NAMESPACE": namespace,
+            "RC_COORDINATOR_USER": broker_user(broker_url),  # the test's coordinator connects as it too
             "RC_TASK_CONCURRENCY": "1",
             "RC_HEARTBEAT_SECONDS": "0.3",
             "SCALE_WORK_SECONDS": str(work_seconds),

@@ -16,6 +16,7 @@ from typing import TypeVar
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, AbstractIncomingMessage
 
+from schemas.broker_url import broker_user
 from schemas.messages import Heartbeat, Progress, TaskReply, decode_any
 from schemas.topology import Topology
 from task_sdk._amqp import AmqpTransport
@@ -99,6 +100,7 @@ class RabbitBackend:
             message_id=_message_id(body),
             content_type="application/json",
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            user_id=broker_user(self.broker_url),  # signed as the coordinator signs its commands
         )
         await self._commands.publish(message, routing_key=routing_key, mandatory=True)
 

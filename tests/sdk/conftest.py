@@ -12,12 +12,20 @@ from typing import Any, Protocol
 
 import pytest
 
+from schemas.broker_url import broker_user
 from task_sdk import Settings, TaskHandler
 from task_sdk.testing import Backend, Harness, InMemoryBackend
 from tests.sdk._rabbit import RabbitBackend
 
-#: Fast settings for tests: a heartbeat every 0.3 s, quick reconnects, short drains.
-FAST = Settings(heartbeat_seconds=0.3, shutdown_timeout=5.0, publish_timeout=3.0, reconnect_seconds=0.3)
+#: Fast settings for tests: a heartbeat every 0.3 s, quick reconnects, short drains; the test plays the
+#: coordinator as the local broker user.
+FAST = Settings(
+    heartbeat_seconds=0.3,
+    shutdown_timeout=5.0,
+    publish_timeout=3.0,
+    reconnect_seconds=0.3,
+    coordinator_user="guest",
+)
 
 
 class HarnessFactory(Protocol):
@@ -48,11 +56,16 @@ async def make_harness(broker: tuple[str, str], backend_kind: str) -> AsyncItera
     harnesses: list[Harness] = []
 
     def make(handler: TaskHandler, *, amqp_url: str | None = None, **settings: Any) -> Harness:
+        signer = broker_user(broker_url) if broker_url else FAST.coordinator_user  # the test's coordinator
         configured = FAST.replace(
-            namespace=namespace, amqp_url=amqp_url or broker_url or FAST.amqp_url, **settings
+            namespace=namespace,
+            amqp_url=amqp_url or broker_url or FAST.amqp_url,
+            **{"coordinator_user": signer, **settings},
         )
         backend: Backend = (
-            InMemoryBackend() if backend_kind == "memory" else RabbitBackend(configured, broker_url)
+            InMemoryBackend(configured.coordinator_user)
+            if backend_kind == "memory"
+            else RabbitBackend(configured, broker_url)
         )
         harness = Harness(handler, settings=configured, backend=backend)
         harnesses.append(harness)

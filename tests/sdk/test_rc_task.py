@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from schemas.broker_url import broker_user
 from schemas.enums import Action, Outcome
 from schemas.messages import Heartbeat, TaskReply, encode
 from schemas.topology import Topology
@@ -30,6 +31,7 @@ async def test_every_option_of_the_rc_task_command(amqp_url: str, namespace: str
     options += ["--heartbeat-seconds", "0.25", "--state-dir", str(state_dir), "--shutdown-timeout", "4"]
     options += ["--publish-timeout", "4", "--reconnect-seconds", "0.5", "--log-level", "debug"]
     environment = {key: value for key, value in os.environ.items() if not key.startswith("RC_")}
+    environment["RC_COORDINATOR_USER"] = broker_user(amqp_url)  # the test plays the coordinator
     service = await asyncio.create_subprocess_exec(
         *rc_task_command(),
         "tests.sdk.handlers:Slow",

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from schemas.enums import Action, Outcome
-from schemas.messages import ReleaseInfo
+from schemas.messages import Heartbeat, ReleaseInfo, encode
 from task_sdk import ProgressReporter, Reject, Settings, SqliteOutcomeStore, TaskHandler
 from task_sdk.testing import Harness, InMemoryBackend, make_command, make_release
 from tests.sdk.handlers import SERVICE, Recorder
@@ -178,3 +178,32 @@ async def test_fast_synchronous_reports_are_merged_and_the_last_one_is_sent() ->
     assert result.outcomes == ["accepted", "staged", "published"]
     assert len(reported) < 2_000, f"{len(reported)} progress messages for 20000 reports"
     assert (reported[-1].percent, reported[-1].note) == (100, "row 20000")
+
+
+async def test_commands_it_dead_lettered_are_told_in_its_heartbeats() -> None:
+    """A service may not put the reason into its dead letters (no write on the dead-letter exchange): its
+    heartbeats tell them instead, and the coordinator keeps that as the service's health detail."""
+    handler = Recorder()
+    backend = InMemoryBackend()
+    harness = Harness(handler, backend=backend)
+    forged = make_command(SERVICE, Action.PUBLISH, make_release(final_version="9.0.0"))
+    await harness.start(heartbeats=False)
+    await backend.memory.deliver(encode(forged), user_id="intruder", message_id=forged.message_id)
+    assert await backend.dead_lettered(5) == encode(forged)
+    await harness.runner.tick()
+    beat = await backend.receive(5)
+    assert isinstance(beat, Heartbeat)
+    assert beat.healthy
+    assert beat.detail == (
+        "1 command(s) dead-lettered since start, the last: command refused: signed by broker user "
+        "'intruder', not by the coordinator's 'rc-coordinator' (set RC_COORDINATOR_USER to the coordinator's "
+        f"broker user; RC_TRUSTED_USERS only in development) (message {forged.message_id})"
+    )
+    assert await harness.send_invalid(b"{not json") is not None
+    await harness.runner.tick()
+    beat = await backend.receive(5)
+    assert isinstance(beat, Heartbeat)
+    assert beat.detail is not None
+    assert beat.detail.startswith("2 command(s) dead-lettered since start, the last: invalid command: ")
+    assert not handler.calls
+    await harness.stop()

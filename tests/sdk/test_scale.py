@@ -10,6 +10,7 @@ import aio_pika
 import aiormq
 import pytest
 
+from schemas.broker_url import broker_user
 from schemas.enums import Action, Outcome
 from schemas.messages import ReleaseInfo, encode
 from schemas.topology import Topology
@@ -20,6 +21,9 @@ from task_sdk.testing import Harness, InMemoryBackend, make_release
 from tests.sdk._rabbit import RabbitBackend
 from tests.sdk.conftest import FAST
 from tests.sdk.handlers import Recorder
+
+#: The broker user the test's coordinator sends commands as.
+COORDINATOR = FAST.coordinator_user
 
 
 class SlowToStop(Recorder):
@@ -46,7 +50,7 @@ class SlowToStop(Recorder):
 
 
 def memory_harness(handler: Recorder, concurrency: int = 1) -> tuple[Harness, InMemoryTransport]:
-    backend = InMemoryBackend()
+    backend = InMemoryBackend(sender=FAST.coordinator_user)
     return Harness(handler, settings=FAST.replace(concurrency=concurrency), backend=backend), backend.memory
 
 
@@ -65,7 +69,7 @@ async def test_a_start_takes_a_slot_and_the_prefetch_follows_the_free_slots() ->
 
 
 async def test_a_start_that_found_no_free_slot_is_acked_only_once_it_has_one() -> None:
-    backend = InMemoryBackend()
+    backend = InMemoryBackend(sender=FAST.coordinator_user)
     memory = backend.memory
     memory.set_work_window = _record_only(memory)  # type: ignore[method-assign]  # never closes, as a
     # broker may deliver one more command while the consumer is being cancelled
@@ -96,7 +100,7 @@ async def test_a_cancel_on_the_control_queue_stops_process_before_cancel_runs() 
     await harness.wait_for(handler.running.is_set, "process() running")
 
     cancel = harness.command(Action.CANCEL, release)
-    await memory.deliver_control(encode(cancel))
+    await memory.deliver_control(encode(cancel), user_id=COORDINATOR)
     reply = await harness.reply_to(cancel)
 
     assert reply.outcome is Outcome.CANCELED
@@ -110,11 +114,27 @@ async def test_a_control_cancel_for_a_release_this_instance_never_saw_is_not_ans
     handler = Recorder()
     harness, memory = memory_harness(handler)
     await harness.start(heartbeats=False)
-    delivery = await memory.deliver_control(encode(harness.command(Action.CANCEL, make_release())))
+    cancel = harness.command(Action.CANCEL, make_release())
+    delivery = await memory.deliver_control(encode(cancel), user_id=COORDINATOR)
     await harness.drain(0.3)
     assert delivery.settlement is Settlement.ACKED
     assert harness.replies == []
     assert handler.calls["cancel"] == 0
+    await harness.stop()
+
+
+async def test_a_control_cancel_not_from_the_coordinator_is_dropped() -> None:
+    handler = SlowToStop()
+    harness, memory = memory_harness(handler)
+    release = make_release()
+    await harness.send(harness.command(Action.START, release))
+    await harness.wait_for(handler.running.is_set, "process() running")
+    forged = harness.command(Action.CANCEL, release)
+    delivery = await memory.deliver_control(encode(forged), user_id="portal")
+    await harness.drain(0.3)
+    assert delivery.settlement is Settlement.DEAD_LETTERED
+    assert handler.journal == []  # still processing, cancel() not called
+    assert not [reply for reply in harness.replies if reply.in_reply_to == forged.message_id]
     await harness.stop()
 
 
@@ -193,7 +213,9 @@ async def test_a_cancel_sent_to_the_instance_key_stops_its_processing_first(
     async with await aio_pika.connect(amqp_url) as connection:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         commands = await channel.get_exchange(Topology(namespace).commands_exchange)
-        message = aio_pika.Message(encode(cancel), message_id=cancel.message_id)
+        message = aio_pika.Message(
+            encode(cancel), message_id=cancel.message_id, user_id=broker_user(amqp_url)
+        )
         await commands.publish(message, routing_key=key, mandatory=True)  # the shared queue does not take it
     assert (await harness.reply_to(cancel)).outcome is Outcome.CANCELED
     assert handler.journal == ["process stopped", "cancel"]

@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+from schemas.broker_url import broker_user
 from schemas.enums import Action, Outcome
 from schemas.messages import Heartbeat, Progress, TaskReply, encode
 from schemas.topology import Topology
@@ -55,6 +56,7 @@ async def _start_service(amqp_url: str, namespace: str, process_seconds: float) 
     environment = os.environ | {
         "RC_AMQP_URL": amqp_url,
         "RC_NAMESPACE": namespace,
+        "RC_COORDINATOR_USER": broker_user(amqp_url),  # the test plays the coordinator
         "RC_HEARTBEAT_SECONDS": "0.3",
         "RC_SHUTDOWN_TIMEOUT": "10",
         "SLOW_SECONDS": str(process_seconds),
