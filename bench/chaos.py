@@ -52,7 +52,6 @@ from urllib.parse import quote
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
-from bench._common import file_handles
 from bench.chaos_cluster import (
     NODE_FAULTS,
     PLANNED,
@@ -65,6 +64,7 @@ from bench.chaos_cluster import (
 )
 from bench.chaos_cluster import running as cluster_running
 from bench.chaos_service import read_journal
+from bench.lib import file_handles
 from coordinator.store import default_store_url, store_for
 from deploy.setup import Installation, Permission, grant
 from rc_cli.client import AdminClient, AdminClientError

@@ -34,7 +34,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bench._common import percentile
+from bench.lib import percentile
 from tests._cluster import NODES, Cluster, ClusterUnavailable, claim
 
 NODE_FAULTS = ("node_stop_coordinator", "node_stop_replies_leader", "node_stop_service", "rolling_restart")

@@ -30,7 +30,8 @@ from typing import Any
 
 import aiohttp
 
-from bench._common import (
+from bench.dashboard_live import live, start_dashboard
+from bench.lib import (
     RESULTS,
     Children,
     admin_client,
@@ -48,7 +49,6 @@ from bench._common import (
     summary,
     write_results,
 )
-from bench.dashboard_live import live, start_dashboard
 from bench.scale import Site, random_ids, start_preloaded_store
 from schemas.messages import ListEvents, ListReleases, ShowRelease
 

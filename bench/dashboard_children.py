@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import aio_pika
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 
-from bench._common import SUCCESS, amqp_message, amqp_url, now
+from bench.lib import SUCCESS, amqp_message, amqp_url, now
 from rc_dashboard.app import serve
 from rc_dashboard.settings import DashboardSettings
 from schemas.enums import Action, ReplyKind

@@ -18,7 +18,7 @@ from typing import Any
 import aio_pika
 import aiohttp
 
-from bench._common import (
+from bench.lib import (
     Announcements,
     Child,
     Children,

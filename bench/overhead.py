@@ -1,7 +1,7 @@
 """Coordinator overhead against the bare-broker floor.
 
 For each N (default 3, 30, 300) no-op task services, spread over a few host processes (bare aio-pika, see
-:func:`bench._common.run_host`), in one fresh namespace and one fresh store per N:
+:func:`bench.lib.entry.run_host`), in one fresh namespace and one fresh store per N:
 
 1. **floor**: this process plays a coordinator with no logic and no store: per step it publishes N persistent
    commands with confirms (all at once, as the coordinator's outbox delivery does) and waits until all N
@@ -38,7 +38,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
-from bench._common import (
+from bench.lib import (
     RESULTS,
     STEPS,
     Announcements,
@@ -291,7 +291,7 @@ async def measure_n(
                 profile=profile_dir / f"{NAME}-n{n}-coordinator.speedscope.json" if profile_dir else None,
             )
             announcements = Announcements()
-            from bench._common import admin_client
+            from bench.lib import admin_client
 
             client = await admin_client(url, namespace, release_timeout, announcements)
             for i in range(warmup):
@@ -320,7 +320,7 @@ async def measure_n(
                 delta = (await coordinator.scrape()).minus(before)
             replies = int(delta.value("rc_messages_total", kind="reply"))
             result["replies"] = replies
-            result["store"] = store_figures(delta, replies)
+            result["store"] = store_figures(delta, replies, releases * len(STEPS))
             per_step = [statistics.fmean(r[s] for s in STEPS) for r in per_release]
             result["coordinator_ms_per_step"] = summary(per_step)
             result["coordinator_steps_ms"] = {
@@ -438,6 +438,20 @@ def _figure(value: float | None, width: int) -> str:
     return f"{value:>{width}.1f}" if value is not None else f"{'-':>{width}}"
 
 
+def _print_store_traffic(results: Sequence[dict[str, Any]]) -> None:
+    """On MongoDB (commands counted by the listener): round trips per reply and bytes written per step,
+    which must grow linearly with N."""
+    counted = [r for r in results if "round_trips_per_reply" in r["store"]]
+    if not counted:
+        return
+    print()
+    print(f"{'N':>5} {'store round trips/reply':>24} {'write bytes/step':>17} {'write bytes/step/N':>19}")
+    for r in counted:
+        store, n = r["store"], r["n"]
+        per_step = store.get("write_bytes_per_step") or 0
+        print(f"{n:>5} {store['round_trips_per_reply']:>24.3f} {per_step:>17,} {per_step / n:>19,.0f}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     data = asyncio.run(run(args))
@@ -459,6 +473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         columns = (("floor_bench", 8), ("coordinator", 12), ("store", 8))
         figures = [_figure(cpu[name], width) for name, width in columns]
         print(f"{r['n']:>5} {' '.join(figures)} {budget:>8}")
+    _print_store_traffic(data["results"])
     print(f"figures written to {path.name} in {args.results_dir.name}/")
     largest = data["results"][-1]
     print(

@@ -48,7 +48,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from bench._common import (
+from bench.lib import (
     RESULTS,
     Announcements,
     Children,

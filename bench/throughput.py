@@ -39,7 +39,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
-from bench._common import (
+from bench.lib import (
     RESULTS,
     Children,
     Measured,
@@ -73,10 +73,10 @@ from bench._common import (
     without_store_threads,
     write_results,
 )
-from bench._common import (
+from bench.lib import (
     connect_store as _connect_store,
 )
-from bench._common import (
+from bench.lib import (
     now as _now,
 )
 from schemas.enums import Action, Outcome

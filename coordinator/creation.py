@@ -79,10 +79,17 @@ class Creation:
         if not required:
             raise Refused("no service is required yet: require at least one first (rc service require NAME)")
         async with self._lock:
-            release = await self._insert(op, caller, required, rerun_of)
+            # The health check asks the broker while the store writes the new release: their waits overlap.
+            checking = asyncio.ensure_future(self.unhealthy(required))
+            try:
+                release = await self._insert(op, caller, required, rerun_of)
+            except BaseException:
+                checking.cancel()
+                await asyncio.gather(checking, return_exceptions=True)
+                raise
         metrics.RELEASES_BY_STATE.labels(ReleaseState.WAITING.value).inc()
         log.info("created", release_id=release.id, version=release.tentative_version, services=required)
-        await self.begin(release.id)
+        await self.releases.apply(release.id, Begin(self.clock(), await checking))
         return release
 
     async def _insert(

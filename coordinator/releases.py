@@ -120,6 +120,7 @@ class Releases:
                 self._cache[release_id] = fold.release
                 for before, decision, cause in fold.applied:
                     self._observe(before, decision, cause)
+                self.arm(fold.release)  # once per write: finding the next deadline reads every task
                 await self.hooks.stored(fold.release)
                 await self._deliver_or_leave(fold.release)
                 return fold.decisions
@@ -206,7 +207,6 @@ class Releases:
 
     def _observe(self, before: Release, decision: Decision, cause: Input) -> None:
         after = decision.release
-        self.arm(after)
         if before.state is not after.state:
             metrics.TRANSITIONS.labels(after.state.value).inc()
             metrics.RELEASES_BY_STATE.labels(before.state.value).dec()

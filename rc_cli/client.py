@@ -355,19 +355,15 @@ class AdminClient:
         try:
             answer = decode(message.body, AdminAnswer)
         except MessageError as error:
-            future.set_exception(
-                InvalidAnswer(f"invalid answer from the coordinator on {self.where}: {error}")
+            problem = str(error)
+        else:
+            if answer.in_reply_to == message.correlation_id:
+                future.set_result(answer)
+                return
+            problem = (
+                f"in_reply_to {answer.in_reply_to!r} does not match correlation_id {message.correlation_id!r}"
             )
-            return
-        if answer.in_reply_to != message.correlation_id:
-            future.set_exception(
-                InvalidAnswer(
-                    f"invalid answer from the coordinator on {self.where}: in_reply_to "
-                    f"{answer.in_reply_to!r} does not match correlation_id {message.correlation_id!r}"
-                )
-            )
-            return
-        future.set_result(answer)
+        future.set_exception(InvalidAnswer(f"invalid answer from the coordinator on {self.where}: {problem}"))
 
     # -------------------------------------------------------------- announcements
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import heapq
+from collections.abc import Collection, Iterable, Mapping
 from datetime import datetime, timedelta
 
 from pydantic_core import to_json
@@ -206,6 +207,15 @@ def next_deadline(release: Release) -> datetime | None:
     return min(pending, default=None)
 
 
+def _waiting_services(tasks: Iterable[Task], action: Action) -> list[str]:
+    """The services of ``tasks`` that still owe an answer to ``action``: :func:`_is_awaiting` in one pass
+    (it runs on every reply, over every task of the release)."""
+    if action is Action.CANCEL:
+        return [t.service for t in tasks if not t.state.is_final]
+    awaiting = _AWAITING_TASK_STATE[action]
+    return [t.service for t in tasks if t.state is awaiting]
+
+
 def awaiting_services(release: Release) -> list[str]:
     """The services the release is waiting on in its current step."""
     awaited = _AWAITED_ACTION.get(release.state)
@@ -213,7 +223,10 @@ def awaiting_services(release: Release) -> list[str]:
 
 
 def _awaiting(release: Release, action: Action) -> Iterable[Task]:
-    return (t for t in release.tasks.values() if _is_awaiting(t, action))
+    if action is Action.CANCEL:
+        return (t for t in release.tasks.values() if not t.state.is_final)
+    awaiting = _AWAITING_TASK_STATE[action]
+    return (t for t in release.tasks.values() if t.state is awaiting)
 
 
 def _is_awaiting(task: Task, action: Action) -> bool:
@@ -234,3 +247,16 @@ def _seconds(limit: timedelta) -> str:
 
 def _names(services: Iterable[str]) -> str:
     return ", ".join(sorted(services))
+
+
+#: How many services a reason that is written on every reply names (the rest are counted).
+NAMED_IN_PASSING = 5
+
+
+def _some_names(services: Collection[str], limit: int = NAMED_IN_PASSING) -> str:
+    """The first ``limit`` services by name and how many more: a reason written on every reply stays
+    the same size whatever the number of services (all of them would make a step's audit trail grow as
+    the square of that number)."""
+    first = heapq.nsmallest(limit, services)
+    more = len(services) - len(first)
+    return ", ".join(first) + (f" and {more} more" if more else "")

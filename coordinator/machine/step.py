@@ -34,6 +34,8 @@ from coordinator.machine.rules import (
     _is_awaiting,
     _names,
     _seconds,
+    _some_names,
+    _waiting_services,
     edit_changes,
     edit_refusal,
     note_refusal,
@@ -280,9 +282,9 @@ class _Step(_Draft):
         state = self.original.state
         if state is ReleaseState.CANCELING:
             return self._finish_canceling(now)
-        waiting = [t.service for t in self.tasks.values() if _is_awaiting(t, _AWAITED_ACTION[state])]
+        waiting = _waiting_services(self.tasks.values(), _AWAITED_ACTION[state])
         if waiting:
-            return self._changed(now, f"waiting on {len(waiting)} service(s): {_names(waiting)}")
+            return self._changed(now, f"waiting on {len(waiting)} service(s): {_some_names(waiting)}")
         if state is ReleaseState.INITIALIZING:
             for service in self.tasks:
                 self._send(service, Action.START, now, self.timeouts.process, task_state=TaskState.RUNNING)

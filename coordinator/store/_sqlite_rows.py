@@ -54,8 +54,9 @@ def release_values(release: Release) -> dict[str, Any]:
     }
 
 
-def study_rows(release: Release) -> list[tuple[Any, ...]]:
-    values = release_values(release)
+def study_rows(release: Release, values: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+    """The ``release_studies`` rows of a release (``values``: its row, if already made)."""
+    values = values or release_values(release)
     return [
         (study, release.seq, release.id, values["state"], values["final_sort"], values["created_at"])
         for study in dict.fromkeys(release.studies)

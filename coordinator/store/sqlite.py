@@ -16,90 +16,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from coordinator import metrics
 from coordinator.store import _sqlite_rows as rows
-from coordinator.store._common import DoneIds, note_page, timed, without
-from coordinator.store._interface import (
-    HeartbeatRecord,
-    Page,
-    StaleRevision,
-    StoreCounts,
-    StoreUnavailable,
-    VersionTaken,
-)
+from coordinator.store._common import DoneIds, timed, without
+from coordinator.store._interface import HeartbeatRecord, StaleRevision, StoreUnavailable, VersionTaken
+from coordinator.store._sqlite_read import SqliteReads
 from coordinator.store._sqlite_schema import check_file, check_path, migrate, unavailable
-from schemas.documents import (
-    AuditEvent,
-    Note,
-    OutboxEntry,
-    Release,
-    ReleaseBrief,
-    ServiceRecord,
-    StudySummary,
-)
-from schemas.enums import EventKind, ReleaseState
-
-T = TypeVar("T")
-Db = sqlite3.Connection
-#: How long a writer waits for another process's write lock before giving up.
-BUSY_TIMEOUT_SECONDS = 30.0
+from coordinator.store._sqlite_thread import Db, SqliteThread, T, prepare_reader
+from schemas.documents import AuditEvent, OutboxEntry, Release, ServiceRecord
+from schemas.enums import ReleaseState
 
 
-class _Thread:
-    """One SQLite connection and the one thread that uses it.
-
-    The thread carries its name in the operating system too (``rc-store-writer``, ``rc-store-reader``), so
-    ``top -H``, ``py-spy`` and the benchmarks can tell the store's CPU time from the coordinator's.
-    """
-
-    def __init__(self, name: str) -> None:
-        self._executor = ThreadPoolExecutor(
-            1, thread_name_prefix=name, initializer=_name_thread, initargs=(name,)
-        )
-        self._db: Db | None = None
-
-    async def call(self, work: Callable[[Db], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._run, work)
-
-    def _run(self, work: Callable[[Db], T]) -> T:
-        assert self._db is not None, "the store is not open"
-        return work(self._db)
-
-    async def connect(self, path: Path, prepare: Callable[[Db], None]) -> None:
-        def connect() -> None:
-            db = sqlite3.connect(
-                path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
-            )
-            try:
-                prepare(db)
-            except BaseException:
-                db.close()
-                raise
-            self._db = db
-
-        await asyncio.get_running_loop().run_in_executor(self._executor, connect)
-
-    async def close(self) -> None:
-        def close() -> None:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
-
-        with contextlib.suppress(RuntimeError):  # the executor was shut down already
-            await asyncio.get_running_loop().run_in_executor(self._executor, close)
-        self._executor.shutdown(wait=True)
-
-
-class SqliteStore:
+class SqliteStore(SqliteReads):
     """The embedded engine (see the module's documentation)."""
 
     engine = "sqlite"
@@ -109,8 +43,8 @@ class SqliteStore:
         self.location = str(path)
         #: Called inside every transition's transaction just before it commits (a seam for crash tests).
         self.before_commit = before_commit
-        self._writer = _Thread("rc-store-writer")
-        self._reader = _Thread("rc-store-reader")
+        self._writer = SqliteThread("rc-store-writer")
+        self._reader = SqliteThread("rc-store-reader")
         self._confirmed = DoneIds()
         self._ended: set[str] = set()
         self._flusher: asyncio.Task[None] | None = None
@@ -121,7 +55,7 @@ class SqliteStore:
         check_path(self.path)
         try:
             await self._writer.connect(self.path, self._prepare_writer)
-            await self._reader.connect(self.path, _prepare_reader)
+            await self._reader.connect(self.path, prepare_reader)
         except BaseException:
             await self._reader.close()
             await self._writer.close()
@@ -166,7 +100,9 @@ class SqliteStore:
             db.execute(
                 f"INSERT INTO releases ({', '.join(values)}) VALUES ({_marks(values)})", list(values.values())
             )
-            db.executemany("INSERT INTO release_studies VALUES (?, ?, ?, ?, ?, ?)", rows.study_rows(release))
+            db.executemany(
+                "INSERT INTO release_studies VALUES (?, ?, ?, ?, ?, ?)", rows.study_rows(release, values)
+            )
             _add_outbox(db, release.id, release.outbox)
             _add_events(db, events)
 
@@ -188,7 +124,7 @@ class SqliteStore:
             )
             if found.rowcount != 1:
                 raise StaleRevision(f"{before.id} is no longer {before.state} at revision {before.revision}")
-            _update_studies(db, before, after)
+            _update_studies(db, before, after, values)
             _drop_outbox(db, confirmed)
             known = {e.message_id for e in before.outbox}
             _add_outbox(db, after.id, [e for e in after.outbox if e.message_id not in known])
@@ -337,150 +273,7 @@ class SqliteStore:
         )
         return [name for (name,) in found]
 
-    # ------------------------------------------------------------------ operators' reads
-
-    async def state_of(self, release_id: str) -> ReleaseState | None:
-        found = await timed(
-            "state_of",
-            self._reader.call(
-                lambda db: db.execute("SELECT state FROM releases WHERE id = ?", (release_id,)).fetchone()
-            ),
-        )
-        return None if found is None else ReleaseState(found[0])
-
-    async def list_releases(
-        self,
-        limit: int,
-        cursor: str | None = None,
-        *,
-        state: ReleaseState | None = None,
-        study: str | None = None,
-        since: datetime | None = None,
-    ) -> Page[Release]:
-        return await timed(
-            "list_releases",
-            self._reader.call(lambda db: rows.list_releases(db, limit, cursor, state, study, since)),
-        )
-
-    async def event_page(
-        self,
-        release_id: str,
-        limit: int,
-        cursor: str | None = None,
-        *,
-        kind: EventKind | None = None,
-        state: ReleaseState | None = None,
-        since: datetime | None = None,
-    ) -> Page[AuditEvent]:
-        return await timed(
-            "event_page",
-            self._reader.call(lambda db: rows.event_page(db, release_id, limit, cursor, kind, state, since)),
-        )
-
-    async def request_events(self, request_id: str) -> list[AuditEvent]:
-        found = await self._reader.call(
-            lambda db: db.execute("SELECT doc FROM events WHERE message_id = ?", (request_id,)).fetchall()
-        )
-        return [AuditEvent.model_validate_json(doc) for (doc,) in found]
-
-    async def note_page(
-        self,
-        release_id: str,
-        limit: int,
-        cursor: str | None = None,
-        *,
-        study: str | None = None,
-        since: datetime | None = None,
-    ) -> Page[Note] | None:
-        found = await self._reader.call(
-            lambda db: db.execute("SELECT doc FROM releases WHERE id = ?", (release_id,)).fetchone()
-        )
-        if found is None:
-            return None
-        return note_page(rows.to_release(found[0]), limit, cursor, study=study, since=since)
-
-    async def study_summary(self, study: str) -> StudySummary | None:
-        return await timed("study_summary", self._reader.call(lambda db: rows.study_summary(db, study)))
-
-    async def study_releases(
-        self,
-        study: str,
-        limit: int,
-        cursor: str | None = None,
-        *,
-        state: ReleaseState | None = None,
-        since: datetime | None = None,
-    ) -> Page[ReleaseBrief]:
-        return await timed(
-            "study_releases",
-            self._reader.call(lambda db: rows.study_releases(db, study, limit, cursor, state, since)),
-        )
-
-    async def study_page(
-        self,
-        limit: int,
-        cursor: str | None = None,
-        *,
-        prefix: str | None = None,
-        state: ReleaseState | None = None,
-        since: datetime | None = None,
-    ) -> Page[StudySummary]:
-        return await timed(
-            "study_page",
-            self._reader.call(lambda db: rows.study_page(db, limit, cursor, prefix, state, since)),
-        )
-
-    async def service(self, name: str) -> ServiceRecord | None:
-        found = await self._reader.call(
-            lambda db: db.execute("SELECT doc FROM services WHERE name = ?", (name,)).fetchone()
-        )
-        return None if found is None else rows.to_service(found[0])
-
-    async def all_services(self) -> list[ServiceRecord]:
-        found = await self._reader.call(
-            lambda db: db.execute("SELECT doc FROM services ORDER BY name").fetchall()
-        )
-        return [rows.to_service(doc) for (doc,) in found]
-
     # ------------------------------------------------------------------ copying
-
-    async def counts(self) -> StoreCounts:
-        def count(db: Db) -> StoreCounts:
-            def rows_in(table: str) -> int:
-                return int(db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
-
-            return StoreCounts(
-                releases=rows_in("releases"), events=rows_in("events"), services=rows_in("services")
-            )
-
-        return await self._reader.call(count)
-
-    async def export_releases(self, batch: int) -> AsyncIterator[list[Release]]:
-        last = 0
-
-        def page(db: Db) -> list[Release]:
-            found = db.execute(
-                "SELECT id, seq, doc FROM releases WHERE seq > ? ORDER BY seq LIMIT ?", (last, batch)
-            ).fetchall()
-            outboxes = rows.outbox_of(db, [release_id for release_id, _, _ in found])
-            return [rows.to_release(doc, outboxes.get(release_id, ())) for release_id, _, doc in found]
-
-        while releases := await self._reader.call(page):
-            yield releases
-            last = releases[-1].seq
-
-    async def export_events(self, batch: int) -> AsyncIterator[list[AuditEvent]]:
-        last: tuple[int, str] = (-1, "")
-
-        def page(db: Db) -> list[tuple[int, str, str]]:
-            return db.execute(
-                "SELECT at, id, doc FROM events WHERE at > ? OR (at = ? AND id > ?) ORDER BY at, id LIMIT ?",
-                (last[0], last[0], last[1], batch),
-            ).fetchall()
-
-        while found := await self._reader.call(page):
-            yield [AuditEvent.model_validate_json(doc) for _, _, doc in found]
-            last = (found[-1][0], found[-1][1])
 
     async def import_batch(
         self, releases: Sequence[Release], events: Sequence[AuditEvent], services: Sequence[ServiceRecord]
@@ -533,30 +326,18 @@ class SqliteStore:
                 await self._flush(self._confirmed.due())
 
 
-def _name_thread(name: str) -> None:
-    """Give the current thread ``name`` in the operating system as well (Linux; elsewhere nothing)."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_NAME, name.encode()[:15], 0, 0, 0)
-
-
-_PR_SET_NAME = 15
-
-
-def _prepare_reader(db: Db) -> None:
-    db.execute("PRAGMA query_only = 1")
-
-
 def _marks(values: dict[str, Any]) -> str:
     return ", ".join("?" * len(values))
 
 
-def _update_studies(db: Db, before: Release, after: Release) -> None:
+def _update_studies(db: Db, before: Release, after: Release, values: dict[str, Any]) -> None:
+    """Keep ``release_studies`` in step with the release (``values``: its row, dumped once per write)."""
     if before.studies != after.studies:
         db.execute("DELETE FROM release_studies WHERE release_id = ?", (after.id,))
-        db.executemany("INSERT INTO release_studies VALUES (?, ?, ?, ?, ?, ?)", rows.study_rows(after))
+        db.executemany(
+            "INSERT INTO release_studies VALUES (?, ?, ?, ?, ?, ?)", rows.study_rows(after, values)
+        )
     elif before.state is not after.state or before.final_version != after.final_version:
-        values = rows.release_values(after)
         db.execute(
             "UPDATE release_studies SET state = ?, final_sort = ? WHERE release_id = ?",
             (values["state"], values["final_sort"], after.id),
