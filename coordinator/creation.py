@@ -23,9 +23,9 @@ from coordinator.machine import Begin
 from coordinator.releases import Releases
 from coordinator.store import ReleaseWriter, VersionTaken
 from coordinator.versioning import next_tentative
-from schemas.documents import Release, Task
+from schemas.documents import Release, ServiceRecord, Task
 from schemas.enums import EventKind, ReleaseState
-from schemas.messages import CreateRelease
+from schemas.messages import BUSY_DETAIL, CreateRelease
 
 log = structlog.get_logger("coordinator")
 Clock = Callable[[], datetime]
@@ -142,6 +142,16 @@ class Creation:
         unhealthy = await self.unhealthy(list(release.tasks))
         await self.releases.apply(release_id, Begin(self.clock(), unhealthy))
 
+    def _busy(self, record: ServiceRecord | None, now: datetime) -> bool:
+        """Its instances are alive and every process slot is busy: they consume again once one frees."""
+        return (
+            record is not None
+            and record.healthy
+            and record.last_heartbeat_at is not None
+            and now - record.last_heartbeat_at <= self.heartbeat_timeout
+            and (record.health_detail or "").startswith(BUSY_DETAIL)
+        )
+
     async def unhealthy(self, services: list[str]) -> dict[str, str]:
         """Why each unhealthy service is: no consumer on its queue, or missed heartbeats."""
         assert self.session is not None, "begin needs a broker session"
@@ -153,7 +163,7 @@ class Creation:
             record = records.get(service)
             if service in self.queue_problems and (problem := await self.declare_queue(service)):
                 verdicts[service] = problem
-            elif not consumers[service]:
+            elif not consumers[service] and not self._busy(record, now):
                 verdicts[service] = f"no consumer on its queue: start it, or rc service unrequire {service}"
             elif service in self.refused_heartbeats:
                 verdicts[service] = self.refused_heartbeats[service]

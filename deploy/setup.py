@@ -138,24 +138,29 @@ class Installation:
         return regex_escape(name)
 
     def service_permission(self, service: str) -> Permission:
-        """A task service: consume its own queue, publish replies; nothing it could break or aim.
+        """A task service: consume its own queue, publish replies; nothing it could break or aim. Each of its
+        instances also declares, binds and consumes a control queue of its own (issue 19).
 
-        No configure right: the service may not delete its queue or declare it again with other arguments
-        (which would stop the coordinator's declare of it), so ``rc-admin-setup`` creates the queue and its
-        binding (:meth:`queues`, :meth:`bindings`) and the SDK checks them passively, which needs no
+        No configure right on its queue: the service may not delete it or declare it again with other
+        arguments (which would stop the coordinator's declare of it), so ``rc-admin-setup`` creates the queue
+        and its binding (:meth:`queues`, :meth:`bindings`) and the SDK checks them passively, which needs no
         permission. No write on its queue (no binding to it) and none on the dead-letter exchange: it may
         neither publish dead letters nor bind anything to ``<ns>.dlx``; a command it refuses is rejected,
         and the queue's own dead-lettering (the broker's, not the service's) takes it to ``<ns>.dead``.
         Read on ``<ns>.commands`` only lets it bind from it, and its topic permission limits that to its
         own commands. RabbitMQ 3.10 checks: ``basic.consume`` read on the queue; ``basic.publish`` write
         on the exchange; ``queue.bind`` write on the queue and read on the exchange.
+
+        Control queues ``<ns>.control.<service>.<instance>`` (exclusive, no dead-lettering): configure
+        (declare), write (bind, to ``task.<service>.*`` keys only by the topic permission) and read (consume).
         """
         t = self.topology
         queue = self._ns(t.task_queue(service))
+        control = f"{self._ns(self.namespace)}\\.control\\.{self._ns(service)}\\..+"
         return Permission(
-            configure=NOTHING,
-            write=f"^{self._ns(t.replies_exchange)}$",
-            read=f"^({queue}|{self._ns(t.commands_exchange)})$",
+            configure=f"^{control}$",
+            write=f"^({control}|{self._ns(t.replies_exchange)})$",
+            read=f"^({queue}|{control}|{self._ns(t.commands_exchange)})$",
         )
 
     def service_topic_permissions(self, service: str) -> list[TopicPermission]:

@@ -203,6 +203,11 @@ class Progress(Envelope):
     instance_id: str = Field(min_length=1, max_length=200)
 
 
+#: How a heartbeat's ``detail`` starts when the instance is healthy but every process slot is busy: it then
+#: consumes nothing from its service's queue (so that an idle instance takes the work), on purpose.
+BUSY_DETAIL = "every process slot is busy"
+
+
 class Heartbeat(Envelope):
     """``reply.<service>.heartbeat``: the service instance is alive and consuming."""
 

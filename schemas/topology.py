@@ -21,6 +21,9 @@ _SERVICE_NAME = re.compile(SERVICE_NAME_PATTERN)
 SCHEMA_VERSION_HEADER = "x-rc-schema-version"
 #: Header the coordinator sets on a dead-lettered message to say why it was refused.
 DEAD_REASON_HEADER = "x-rc-dead-reason"
+#: How long an instance's control queue outlives its last consumer (RabbitMQ's ``x-expires``, in ms); it is
+#: exclusive too, so it normally goes at once with its connection.
+CONTROL_QUEUE_EXPIRES_MS = 60_000
 #: Redeliveries a quorum queue allows before it dead-letters a message (poison protection).
 DELIVERY_LIMIT = 5
 
@@ -144,6 +147,11 @@ class Topology:
 
     def task_queue_arguments(self) -> dict[str, Any]:
         return self.quorum_arguments()
+
+    @staticmethod
+    def control_queue_arguments() -> dict[str, Any]:
+        """An instance's control queue: a classic exclusive queue that expires once unused."""
+        return {"x-expires": CONTROL_QUEUE_EXPIRES_MS}
 
     def coordinator_queue_arguments(self) -> dict[str, Any]:
         return self.quorum_arguments(single_active_consumer=True)

@@ -1,19 +1,24 @@
 """The RabbitMQ :class:`~task_sdk._transport.Transport` (aio-pika, robust connection).
 
-Two channels: one consumes the service's queue (prefetch = concurrency), one publishes with
-publisher confirms and ``on_return_raises`` so an unroutable reply is an error, not a silent drop.
-aio-pika's robust connection reconnects and restores both channels, the declarations and the
-consumer; it does not re-send publications that failed during an outage, which is why the runner
-retries replies until they are confirmed. With several broker URLs (a cluster's nodes), each reconnection
-goes to the next node (:mod:`task_sdk._failover`).
+Three channels: one consumes the service's queue (prefetch = the free process slots; no consumer while
+every slot is busy, so the work waits for an idle instance), one consumes the instance's own control
+queue (exclusive, bound to ``task.<service>.cancel.<instance>``), one publishes with publisher confirms
+and ``on_return_raises`` so an unroutable reply is an error, not a silent drop.
+aio-pika's robust connection reconnects and restores the channels, the declarations (the control queue
+is declared and bound again), the prefetch and the consumers; it does not re-send publications that
+failed during an outage, which is why the runner retries replies until they are confirmed. With
+several broker URLs (a cluster's nodes), each reconnection goes to the next node (:mod:`task_sdk._failover`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aio_pika
+import structlog
 from aio_pika.abc import (
     AbstractExchange,
     AbstractIncomingMessage,
@@ -25,12 +30,14 @@ from aiormq.exceptions import ChannelAccessRefused, ChannelClosed, ChannelNotFou
 
 from schemas.broker_url import split_urls
 from schemas.enums import ReplyKind
-from schemas.messages import SCHEMA_VERSION, encode
+from schemas.messages import BUSY_DETAIL, SCHEMA_VERSION, encode
 from schemas.topology import SCHEMA_VERSION_HEADER, Topology
 from task_sdk._failover import connect_robust
 from task_sdk._settings import Settings, hostname
 from task_sdk._transport import DeliveryHandler, Health, Outgoing, PublishFailed
 from task_sdk._version import APP_ID
+
+log = structlog.get_logger("task_sdk")
 
 
 class QueueUnusable(RuntimeError):
@@ -74,8 +81,16 @@ class AmqpTransport:
         self._publish_channel: AbstractRobustChannel | None = None
         self._replies: AbstractExchange | None = None
         self._queue: AbstractRobustQueue | None = None
+        self._tag = ""
         self._consumer_tag: str | None = None
         self._consuming = False
+        self._deliver: Callable[[AbstractIncomingMessage], Awaitable[None]] | None = None
+        #: The work consumer's prefetch: the free process slots (0: not consuming, every slot busy).
+        self._window = settings.concurrency
+        self._wanted = settings.concurrency
+        self._window_lock = asyncio.Lock()
+        self._reapplying: asyncio.Task[None] | None = None
+        self._control_channel: AbstractRobustChannel | None = None
 
     async def open(self, service: str, consumer_tag: str, on_delivery: DeliveryHandler) -> None:
         self._connection = await connect_robust(
@@ -96,6 +111,9 @@ class AmqpTransport:
         async def deliver(message: AbstractIncomingMessage) -> None:
             await on_delivery(AmqpDelivery(message))
 
+        self._deliver = deliver
+        self._connection.reconnect_callbacks.add(self._on_reconnected)
+        self._tag = consumer_tag
         try:
             self._consumer_tag = await self._queue.consume(deliver, consumer_tag=consumer_tag)
         except ChannelAccessRefused:
@@ -104,6 +122,55 @@ class AmqpTransport:
                 f"service {service!r} (it grants each service its own queue)"
             ) from None
         self._consuming = True
+
+    async def open_control(self, service: str, instance_id: str, on_delivery: DeliveryHandler) -> None:
+        self._control_channel = await self._open_channel(publisher_confirms=False)
+        await self._control_channel.set_qos(prefetch_count=self._settings.concurrency)
+        queue = await self._control_channel.declare_queue(
+            self._topology.control_queue(service, instance_id),
+            exclusive=True,
+            arguments=self._topology.control_queue_arguments(),
+        )
+        key = self._topology.control_key(service, instance_id)
+        await queue.bind(self._topology.commands_exchange, routing_key=key)
+
+        async def deliver(message: AbstractIncomingMessage) -> None:
+            await on_delivery(AmqpDelivery(message))
+
+        await queue.consume(deliver)
+
+    async def set_work_window(self, free_slots: int) -> None:
+        async with self._window_lock:
+            self._wanted = free_slots
+            await self._apply_window()
+
+    def _on_reconnected(self, *_: object) -> None:
+        """The channels and the consumers that were on at the loss are restored: if the window changed
+        while the connection was down, apply it now."""
+        self._reapplying = asyncio.get_running_loop().create_task(self._reapply_window())
+
+    async def _reapply_window(self) -> None:
+        async with self._window_lock:
+            await self._apply_window()
+
+    async def _apply_window(self) -> None:
+        """Consume with the wanted prefetch (not at all if 0). Never raises: if the channel is down, the
+        consumer is gone with it, :meth:`health` says so and :meth:`recover` applies the window later."""
+        if not self._consuming or self._queue is None or self._deliver is None:
+            return
+        if self._wanted == self._window and (self._window == 0) == (self._consumer_tag is None):
+            return
+        try:
+            if self._consumer_tag is not None:
+                tag, self._consumer_tag = self._consumer_tag, None
+                await self._queue.cancel(tag)  # nothing more comes to it once this returns
+            self._window = self._wanted
+            if self._wanted > 0 and self._consume_channel is not None:
+                await self._consume_channel.set_qos(prefetch_count=self._wanted)
+                self._consumer_tag = await self._queue.consume(self._deliver, consumer_tag=self._tag)
+        except Exception as error:
+            reason = f"{type(error).__name__}: {error}"
+            log.warning("work_window.not_applied", wanted=self._wanted, error=reason)
 
     async def _open_channel(self, *, publisher_confirms: bool) -> AbstractRobustChannel:
         assert self._connection is not None
@@ -193,9 +260,11 @@ class AmqpTransport:
                 await channel.close()
 
     async def stop_consuming(self) -> None:
-        self._consuming = False
-        if self._queue is not None and self._consumer_tag is not None:
-            await self._queue.cancel(self._consumer_tag)
+        async with self._window_lock:
+            self._consuming = False
+            if self._queue is not None and self._consumer_tag is not None:
+                tag, self._consumer_tag = self._consumer_tag, None
+                await self._queue.cancel(tag)
 
     async def publish(self, message: Outgoing) -> None:
         if self._replies is None:
@@ -240,6 +309,10 @@ class AmqpTransport:
             )
         if not self._consuming:
             return Health(False, "consumer cancelled")
+        if self._wanted == 0 and self._window == 0:
+            return Health(True, f"{BUSY_DETAIL}: new commands wait in the queue for a free one")
+        if self._consumer_tag is None:
+            return Health(False, "not consuming the service's queue, trying again")
         if not self._consumer_registered():
             return Health(False, "the broker cancelled the consumer")
         return Health(True)
@@ -261,6 +334,8 @@ class AmqpTransport:
             return
         if channel.is_closed and not self._lost():
             await channel.reopen()
+        if not channel.is_closed:
+            await self._reapply_window()
 
     async def close(self) -> None:
         self._consuming = False

@@ -53,9 +53,13 @@ class InMemoryTransport:
         self.deliveries: list[MemoryDelivery] = []
         #: The next N publications fail with PublishFailed (then succeed).
         self.fail_publications = 0
+        #: Every work window the runner asked for, in order (its free process slots).
+        self.windows: list[int] = []
         self._on_delivery: DeliveryHandler | None = None
+        self._on_control: DeliveryHandler | None = None
         self._waiting: list[MemoryDelivery] = []
         self._consuming = False
+        self._window = 1
 
     # ------------------------------------------------------------------ the runner's side
     async def open(self, service: str, consumer_tag: str, on_delivery: DeliveryHandler) -> None:
@@ -64,6 +68,16 @@ class InMemoryTransport:
         waiting, self._waiting = self._waiting, []
         for delivery in waiting:
             await on_delivery(delivery)
+
+    async def open_control(self, service: str, instance_id: str, on_delivery: DeliveryHandler) -> None:
+        self._on_control = on_delivery
+
+    async def set_work_window(self, free_slots: int) -> None:
+        self.windows.append(free_slots)
+        self._window = free_slots
+        waiting, self._waiting = self._waiting, []
+        for delivery in waiting:
+            await self._hand_over(delivery)
 
     async def stop_consuming(self) -> None:
         self._consuming = False
@@ -99,8 +113,21 @@ class InMemoryTransport:
         while nobody consumes)."""
         delivery = MemoryDelivery(body, redelivered, user_id, message_id, dead_letters=self.dead_letters)
         self.deliveries.append(delivery)
-        if self._consuming and self._on_delivery is not None:
+        await self._hand_over(delivery)
+        return delivery
+
+    async def deliver_control(
+        self, body: bytes, *, user_id: str | None = DEFAULT_COORDINATOR_USER
+    ) -> MemoryDelivery:
+        """Hand ``body`` to the runner through its own control queue (a cancel addressed to it)."""
+        assert self._on_control is not None, "the runner has not opened its control queue"
+        delivery = MemoryDelivery(body, user_id=user_id, dead_letters=self.dead_letters)
+        self.deliveries.append(delivery)
+        await self._on_control(delivery)
+        return delivery
+
+    async def _hand_over(self, delivery: MemoryDelivery) -> None:
+        if self._consuming and self._window > 0 and self._on_delivery is not None:
             await self._on_delivery(delivery)
         else:
             self._waiting.append(delivery)
-        return delivery

@@ -5,9 +5,12 @@ runs on RabbitMQ and in memory. The rules it enforces (the guarantees of docs/de
 
 * **Ack timing.** ``initialize``/``publish``/``cancel`` are acked only after their reply is
   confirmed by the broker, so a crash before that makes the broker redeliver them. A ``start`` is
-  acked as soon as it is taken on (recorded in the outcome store); the work then runs unacked-free,
-  kept alive by progress messages, because RabbitMQ closes a channel holding a delivery past
-  ``consumer_timeout``.
+  acked as soon as it is taken on (a process slot taken, recorded in the outcome store, progress 0 %
+  sent so the coordinator knows this instance does it); the work then runs unacked-free, kept alive by
+  progress messages, because RabbitMQ closes a channel holding a delivery past ``consumer_timeout``.
+  The prefetch follows the free slots (``_slots.py``); a cancel reaches the processing instance on its
+  own queue (``_control.py``). A restarted instance does not resume what it had taken on: the
+  coordinator sends ``start`` again once the instance doing it stops heartbeating.
 * **Idempotency.** Every answered ``(release, action)`` is stored with its reply. A redelivered or
   replayed command is answered with the stored reply (the very same message when it is the same
   command) and the work is not done again. A ``failed`` outcome is only replayed to the same
@@ -27,7 +30,6 @@ import os
 import secrets
 import uuid
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -36,6 +38,7 @@ import structlog
 
 from schemas.enums import SUCCESS_BY_ACTION, Action, Outcome
 from schemas.messages import Command, Heartbeat, MessageError, Progress, TaskReply, decode
+from task_sdk._control import ControlQueue, Processing, saw_release, stop_processing
 from task_sdk._handler import (
     HealthStatus,
     Reject,
@@ -49,6 +52,7 @@ from task_sdk._handler import (
 )
 from task_sdk._progress import ProgressReporter, StepCancelled
 from task_sdk._settings import Settings, hostname
+from task_sdk._slots import WorkSlots
 from task_sdk._store import MemoryOutcomeStore, OutcomeStore
 from task_sdk._transport import Delivery, Health, Outgoing, PublishFailed, Transport
 from task_sdk._trust import DeadLetters, command_refusal, warn_about_identity
@@ -56,8 +60,7 @@ from task_sdk._version import SDK_VERSION
 
 MAX_REASON_CHARS = 4000
 RETRY_DELAY_MAX = 5.0
-#: Notes of the progress messages the runner sends by itself (not reported by the handler).
-QUEUED_NOTE = "waiting for a free processing slot"
+#: The note of the progress the runner sends by itself as a ``start`` is taken on.
 STARTED_NOTE = "processing started"
 
 log = structlog.get_logger("task_sdk")
@@ -80,21 +83,6 @@ def describe_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"[:MAX_REASON_CHARS]
 
 
-@dataclass(eq=False)
-class _Processing:
-    """A ``start`` taken on: its command, its progress reporter and the task running ``process``."""
-
-    command: Command
-    reporter: ProgressReporter
-    task: asyncio.Task[None]
-    interrupted_by: str | None = None
-
-    def interrupt(self, why: str) -> None:
-        self.interrupted_by = why
-        self.reporter.request_cancel()
-        self.task.cancel()
-
-
 class Runner:
     """Runs one :class:`TaskHandler` against one :class:`Transport`."""
 
@@ -115,9 +103,11 @@ class Runner:
         self._store: OutcomeStore = store if store is not None else MemoryOutcomeStore()
         self._log = log.bind(service=self.service, instance_id=self.instance_id)
         self._steps: set[asyncio.Task[None]] = set()
-        self._processing: dict[str, _Processing] = {}
+        self._processing: dict[str, Processing] = {}
         self._in_flight: dict[tuple[str, Action], asyncio.Future[TaskReply]] = {}
-        self._slots = asyncio.Semaphore(self.settings.concurrency)
+        self._slots = WorkSlots(self.settings.concurrency, transport.set_work_window)
+        saw = partial(saw_release, self._processing, self._store)
+        self._control = ControlQueue(self._admitted, saw, self._dispatch, self._settle, self._log)
         self._ticker: asyncio.Task[None] | None = None
         self._health_check: asyncio.Task[HealthStatus] | None = None
         self._stopping = False
@@ -125,16 +115,17 @@ class Runner:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, *, heartbeats: bool = True) -> None:
-        """Check the queue, consume, resume unfinished processing, and (by default) start heartbeating."""
+        """Check and consume the service's queue, declare and consume the instance's own, and (by
+        default) heartbeat."""
         try:
             await self._transport.open(self.service, self.consumer_tag, self._on_delivery)
+            await self._transport.open_control(self.service, self.instance_id, self._control.on_delivery)
         except BaseException:
             with contextlib.suppress(Exception):
                 await self._transport.close()
             raise
         self._log.info("runner.started", consumer_tag=self.consumer_tag, **self.settings.loggable())
         warn_about_identity(self.settings, self.service, self._log)
-        self._resume_taken()
         if heartbeats:
             self._ticker = asyncio.create_task(self._heartbeat_loop(), name=f"{self.service}-heartbeat")
 
@@ -255,26 +246,31 @@ class Runner:
     async def _on_delivery(self, delivery: Delivery) -> None:
         if self._stopping:
             return  # left unsettled: the broker requeues it when the connection closes
-        refusal = command_refusal(self.settings, delivery.user_id)
-        if refusal is not None:
-            self._log.warning("command.refused", reason=refusal, message_id=delivery.message_id)
-            self.dead_letters.record(refusal, delivery.message_id)
+        command = await self._admitted(delivery)
+        if command is not None:
+            self._dispatch(command, delivery)
+
+    async def _admitted(self, delivery: Delivery) -> Command | None:
+        """The command, if the coordinator sent it and it is valid; else it is dead-lettered."""
+        reason, event, command = command_refusal(self.settings, delivery.user_id), "command.refused", None
+        if reason is None:
+            try:
+                command = self._parse(delivery.body)
+            except MessageError as error:
+                reason, event = f"invalid command: {error.reason}", "command.invalid"
+        if command is None:
+            message_id = delivery.message_id
+            self._log.warning(event, reason=reason, size=len(delivery.body), message_id=message_id)
+            self.dead_letters.record(str(reason), message_id)
             await self._settle(delivery.dead_letter)
-            return
-        try:
-            command = self._parse(delivery.body)
-        except MessageError as error:
-            size, message_id = len(delivery.body), delivery.message_id
-            self._log.warning("command.invalid", reason=error.reason, size=size, message_id=message_id)
-            self.dead_letters.record(f"invalid command: {error.reason}", message_id)
-            await self._settle(delivery.dead_letter)
-            return
+            return None
+        action, release_id = command.action.value, command.release_id
         self._log.info(
-            "command.received",
-            release_id=command.release_id,
-            action=command.action.value,
-            message_id=command.message_id,
+            "command.received", release_id=release_id, action=action, message_id=command.message_id
         )
+        return command
+
+    def _dispatch(self, command: Command, delivery: Delivery) -> None:
         self._spawn(self._handle(command, delivery), name=f"{command.action.value}-{command.release_id}")
 
     def _parse(self, body: bytes) -> Command:
@@ -347,65 +343,73 @@ class Runner:
         if processing is None:
             return
         self._log.info("processing.interrupting", release_id=release_id)
-        processing.interrupt("cancel")
-        await asyncio.wait({processing.task}, timeout=self.settings.shutdown_timeout)
+        if not await stop_processing(processing, "cancel", self.settings.shutdown_timeout):
+            self._log.warning("processing.did_not_stop", release_id=release_id)
+        if processing.task is not None:
+            await asyncio.wait({processing.task}, timeout=self.settings.publish_timeout)
 
     # ------------------------------------------------------------------ start / process
     async def _take_on(self, command: Command, delivery: Delivery) -> None:
-        if command.release_id in self._processing:
-            self._log.info("processing.already_running", release_id=command.release_id)
-            await self._settle(delivery.ack)
+        """Take a slot, then narrow the prefetch, then ack: nothing more comes in than there are slots."""
+        if await self._answered_without_processing(command, delivery):
             return
-        if self._was_canceled(command.release_id):
-            reply = self._record(
-                command, Outcome.CANCELED, "the release was canceled before processing started"
-            )
-            await self._answer(reply, delivery)
+        await self._slots.take()
+        if await self._answered_without_processing(command, delivery):  # settled while waiting for a slot
+            self._slot_freed()
             return
         self._store.record_taken(command)
         self._begin_processing(command)
         await self._settle(delivery.ack)
 
+    async def _answered_without_processing(self, command: Command, delivery: Delivery) -> bool:
+        if command.release_id in self._processing:
+            self._log.info("processing.already_running", release_id=command.release_id)
+            await self._settle(delivery.ack)
+            return True
+        if self._was_canceled(command.release_id):
+            reply = self._record(
+                command, Outcome.CANCELED, "the release was canceled before processing started"
+            )
+            await self._answer(reply, delivery)
+            return True
+        return False
+
     def _was_canceled(self, release_id: str) -> bool:
         cancel = self._store.outcome(release_id, Action.CANCEL)
         return cancel is not None and cancel.outcome is Outcome.CANCELED
 
-    def _resume_taken(self) -> None:
-        for command in self._store.taken():
-            if command.release_id not in self._processing:
-                self._log.info("processing.resumed", release_id=command.release_id)
-                self._begin_processing(command)
+    def _slot_freed(self) -> None:
+        self._slots.give_back()
+        self._spawn(self._slots.follow(), name=f"{self.service}-work-window")
 
     def _begin_processing(self, command: Command) -> None:
         send = partial(self._send_progress, command)
-        reporter = ProgressReporter(send, asyncio.get_running_loop())
-        reporter.note = QUEUED_NOTE
-        task = self._spawn(self._process(command, reporter), name=f"process-{command.release_id}")
-        self._processing[command.release_id] = _Processing(command, reporter, task)
+        processing = Processing(command, ProgressReporter(send, asyncio.get_running_loop()))
+        self._processing[command.release_id] = processing
+        processing.task = self._spawn(self._process(processing), name=f"process-{command.release_id}")
 
-    async def _process(self, command: Command, reporter: ProgressReporter) -> None:
+    async def _process(self, processing: Processing) -> None:
+        command, reporter = processing.command, processing.reporter
         try:
-            async with self._slots:
-                await reporter.report(0, STARTED_NOTE)
-                outcome, reason = await self._attempt(
-                    Action.START, self.handler.process, command.release, reporter
-                )
+            await reporter.report(0, STARTED_NOTE)  # the coordinator learns at once who processes it
+            process = processing.tracked(self.handler.process)
+            outcome, reason = await self._attempt(Action.START, process, command.release, reporter)
         except asyncio.CancelledError:
-            await self._on_processing_interrupted(command)
+            await self._on_processing_interrupted(processing)
             raise
         finally:
             self._processing.pop(command.release_id, None)
+            self._slot_freed()
         await self._publish_reply(self._record(command, outcome, reason))
 
-    async def _on_processing_interrupted(self, command: Command) -> None:
-        processing = self._processing.get(command.release_id)
-        why = processing.interrupted_by if processing else None
+    async def _on_processing_interrupted(self, processing: Processing) -> None:
+        command, why = processing.command, processing.interrupted_by
         self._log.info("processing.interrupted", release_id=command.release_id, by=why)
         if why == "cancel":
             # Answered by the reply to the cancel command; remembered so a replayed start is not re-run.
             self._record(command, Outcome.CANCELED, "canceled by a cancel command")
         elif self._store.durable:
-            self._log.warning("processing.will_resume_on_restart", release_id=command.release_id)
+            self._log.warning("processing.left_to_the_coordinator", release_id=command.release_id)
         else:
             reply = self._record(command, Outcome.FAILED, "the service shut down before processing finished")
             with contextlib.suppress(PublishFailed, TimeoutError):

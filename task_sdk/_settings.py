@@ -26,7 +26,7 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "RC_NAMESPACE": ("namespace", "prefix of every exchange and queue name (default rc)"),
     "RC_TASK_CONCURRENCY": (
         "concurrency",
-        "commands taken at once (the consumer prefetch) and process() calls run at once (default 4)",
+        "process() calls run at once; the consumer prefetch is the slots still free (default 4)",
     ),
     "RC_HEARTBEAT_SECONDS": (
         "heartbeat_seconds",

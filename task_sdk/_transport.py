@@ -62,6 +62,16 @@ class Transport(Protocol):
         """Check the topology and the service's queue (declared only if missing and allowed), then consume."""
         ...
 
+    async def open_control(self, service: str, instance_id: str, on_delivery: DeliveryHandler) -> None:
+        """Declare and consume this instance's own queue, for the commands addressed to it alone (a
+        cancel of the release it processes); it goes away with the instance."""
+        ...
+
+    async def set_work_window(self, free_slots: int) -> None:
+        """Take at most ``free_slots`` unacknowledged commands from the service's queue (the
+        consumer's prefetch); 0 stops taking them until a slot frees (another instance takes them)."""
+        ...
+
     async def stop_consuming(self) -> None:
         """Stop taking new commands; deliveries already received may still be settled."""
         ...

@@ -36,7 +36,7 @@ from schemas.messages import Command, Heartbeat, Progress, ReleaseInfo, TaskRepl
 from schemas.topology import Topology
 from task_sdk._handler import TaskHandler, check_handler
 from task_sdk._memory import InMemoryTransport
-from task_sdk._runner import QUEUED_NOTE, STARTED_NOTE, Runner
+from task_sdk._runner import STARTED_NOTE, Runner
 from task_sdk._settings import DEFAULT_COORDINATOR_USER, Settings
 from task_sdk._store import OutcomeStore
 from task_sdk._transport import Outgoing, Transport
@@ -342,4 +342,4 @@ class Harness:
     def reports(self, command: Command) -> list[Progress]:
         """Progress reported by ``process()`` itself (and keepalives repeating it), not by the runner."""
         mine = [p for p in self.seen.progress if p.in_reply_to == command.message_id]
-        return [p for p in mine if p.note not in {STARTED_NOTE, QUEUED_NOTE}]
+        return [p for p in mine if p.note != STARTED_NOTE]

@@ -279,6 +279,29 @@ async def test_service_does_its_job(deployed: Deployed) -> None:
         assert {reply.routing_key for reply in replies_got} == {t.reply_key(me, kind) for kind in ReplyKind}
 
 
+async def test_service_instance_has_its_own_control_queue_and_no_other(deployed: Deployed) -> None:
+    """Issue 19: an instance declares its exclusive control queue, binds it to its own cancel key and
+    consumes it; it may not declare another service's, nor bind its own to another service's commands."""
+    t, me, other = deployed.topology, deployed.service, deployed.other
+    async with deployed.connect(me) as connection:
+        channel = await connection.channel()
+        name = t.control_queue(me, "host:42:abc")
+        queue = await channel.declare_queue(name, exclusive=True, arguments=t.control_queue_arguments())
+        await queue.bind(t.commands_exchange, t.control_key(me, "host:42:abc"))
+        async with deployed.connect(deployed.coordinator) as coordinator:
+            await _publish(coordinator, t.commands_exchange, t.control_key(me, "host:42:abc"), _message())
+        got = await _get_one(channel, name)
+        assert got.routing_key == t.control_key(me, "host:42:abc")
+        refusal = await _refused(connection, _bind, name, t.commands_exchange, t.control_key(other, "x"))
+        assert refusal == ACCESS_REFUSED
+
+        async def declare_others(channel: AbstractChannel) -> None:
+            await channel.declare_queue(t.control_queue(other, "host:42:abc"), exclusive=True)
+
+        assert await _refused(connection, declare_others) == ACCESS_REFUSED
+        assert await _refused(connection, _declare_queue, f"{t.namespace}.control.x", True) == ACCESS_REFUSED
+
+
 async def test_service_cannot_publish_commands(deployed: Deployed) -> None:
     t, me = deployed.topology, deployed.service
     async with deployed.connect(me) as connection:

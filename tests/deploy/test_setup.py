@@ -42,9 +42,10 @@ def test_hash_is_rabbitmq_sha256_format() -> None:
 def test_permission_regexes() -> None:
     setup = Installation(services=("search-index",), namespace="rc", vhost="rc")
     service = setup.service_permission("search-index")
-    assert service.configure == ""  # none (for RabbitMQ, empty matches nothing): rc-admin-setup makes it
-    assert service.write == r"^rc\.replies$"  # not its queue (no binding to it), not rc.dlx
-    assert service.read == r"^(rc\.task\.search-index|rc\.commands)$"
+    control = r"rc\.control\.search-index\..+"  # its instances' control queues (issue 19)
+    assert service.configure == rf"^{control}$"  # not its task queue: rc-admin-setup makes it
+    assert service.write == rf"^({control}|rc\.replies)$"  # not its queue (no binding to it), not rc.dlx
+    assert service.read == rf"^(rc\.task\.search-index|{control}|rc\.commands)$"
     topics = {p.exchange: p for p in setup.service_topic_permissions("search-index")}
     assert topics["rc.replies"].write == r"^reply\.search-index\."
     assert topics["rc.commands"].read == r"^task\.search-index\."
@@ -58,6 +59,11 @@ def test_permission_regexes() -> None:
     assert re.match(operator.write, "rc.admin")
     # Python's re agrees with PCRE on these simple patterns: check that names do not leak into each other.
     assert not re.match(service.read, "rc.task.search-index-2")
+    for granted in (service.configure, service.write, service.read):
+        assert re.match(granted, "rc.control.search-index.vm-1234-abcdef")
+        for other in ("rc.control.search-index-2.vm-1", "rc.control.portal.vm-1", "rc.control.search-index."):
+            assert not re.match(granted, other)
+    assert not re.match(service.configure, "rc.task.search-index")
     assert not re.match(topics["rc.replies"].write, "reply.search-index-2.reply")
     assert regex_escape("a.b-c*") == r"a\.b-c\*"
 

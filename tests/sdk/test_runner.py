@@ -69,21 +69,30 @@ async def test_outcomes_survive_a_restart_with_a_state_dir(tmp_path: Path) -> No
     assert handler.calls["initialize"] == 0
 
 
-async def test_processing_cut_short_by_a_shutdown_is_rerun_after_a_restart(tmp_path: Path) -> None:
+async def test_processing_cut_short_by_a_shutdown_is_not_resumed_but_run_for_the_start_sent_again(
+    tmp_path: Path,
+) -> None:
+    """No self-resume: another instance may already have taken the work (the coordinator sends ``start``
+    again once the instance doing it stops heartbeating); the restarted one runs it for that new start."""
     store_file = tmp_path / "state.sqlite3"
     first = Harness(
         Recorder(process_seconds=5, steps=50), settings=QUICK_SHUTDOWN, store=SqliteOutcomeStore(store_file)
     )
-    start = first.command(Action.START, make_release())
+    release = make_release()
+    start = first.command(Action.START, release)
     await first.send(start)
     await first.wait_for(lambda: len(first.reports(start)) > 0, "progress")
-    await first.stop()  # shutdown_timeout 0.2 s: process() is cancelled, no reply, taken-on work kept
+    await first.stop()  # shutdown_timeout 0.2 s: process() is cancelled, no reply
     assert first.replies == []
 
     handler = Recorder(process_seconds=0.1)
     second = Harness(handler, store=SqliteOutcomeStore(store_file))
     await second.start(heartbeats=False)
-    assert (await second.reply_to(start)).outcome is Outcome.STAGED
+    await second.drain(0.3)
+    assert handler.calls["process"] == 0
+    again = second.command(Action.START, release)  # the coordinator's retry
+    await second.send(again)
+    assert (await second.reply_to(again)).outcome is Outcome.STAGED
     assert handler.calls["process"] == 1
 
 
