@@ -26,6 +26,7 @@ from coordinator import metrics
 from coordinator.store import _sqlite_rows as rows
 from coordinator.store._common import DoneIds, timed, without
 from coordinator.store._interface import HeartbeatRecord, StaleRevision, StoreUnavailable, VersionTaken
+from coordinator.store._sqlite_batch import GroupCommit
 from coordinator.store._sqlite_read import SqliteReads
 from coordinator.store._sqlite_schema import check_file, check_path, migrate, unavailable
 from coordinator.store._sqlite_thread import Db, SqliteThread, T, prepare_reader
@@ -41,9 +42,11 @@ class SqliteStore(SqliteReads):
     def __init__(self, path: Path, *, before_commit: Callable[[], None] | None = None) -> None:
         self.path = path
         self.location = str(path)
-        #: Called inside every transition's transaction just before it commits (a seam for crash tests).
+        #: Called inside every durable transaction just before it commits (a seam for crash tests); the
+        #: writes queued together share one transaction, so it is called once per batch of writes.
         self.before_commit = before_commit
         self._writer = SqliteThread("rc-store-writer")
+        self._batches = GroupCommit(self._writer, path, lambda: self.before_commit)
         self._reader = SqliteThread("rc-store-reader")
         self._confirmed = DoneIds()
         self._ended: set[str] = set()
@@ -106,7 +109,7 @@ class SqliteStore(SqliteReads):
             _add_outbox(db, release.id, release.outbox)
             _add_events(db, events)
 
-        await timed("insert_release", self._writer.call(lambda db: self._transaction(db, insert)))
+        await timed("insert_release", self._batches.write(insert))
         self._note_end(release)
 
     async def compare_and_set(self, before: Release, after: Release, events: Sequence[AuditEvent]) -> None:
@@ -131,7 +134,7 @@ class SqliteStore(SqliteReads):
             _add_events(db, events)
 
         try:
-            await timed("compare_and_set", self._writer.call(lambda db: self._transaction(db, update)))
+            await timed("compare_and_set", self._batches.write(update))
         except (StaleRevision, VersionTaken):
             self._confirmed.add(before.id, confirmed)
             metrics.STORE_CONFLICTS.inc()
@@ -150,7 +153,7 @@ class SqliteStore(SqliteReads):
         if events:
             await timed(
                 "record_events",
-                self._writer.call(lambda db: self._transaction(db, lambda d: _add_events(d, events))),
+                self._batches.write(lambda db: _add_events(db, events)),
             )
 
     async def heartbeat(self, beat: HeartbeatRecord) -> None:
@@ -173,7 +176,7 @@ class SqliteStore(SqliteReads):
             _put_service(db, record)
 
         # A heartbeat is soon replaced by the next one: it need not wait for the disk.
-        await timed("heartbeat", self._writer.call(lambda db: self._transaction(db, upsert, durable=False)))
+        await timed("heartbeat", self._writer.call(lambda db: self._unsynced_transaction(db, upsert)))
 
     async def set_required(self, name: str, required: bool, now: datetime) -> ServiceRecord:
         def upsert(db: Db) -> ServiceRecord:
@@ -183,17 +186,15 @@ class SqliteStore(SqliteReads):
             _put_service(db, record)
             return record
 
-        return await self._writer.call(lambda db: self._transaction(db, upsert))
+        return await self._batches.write(upsert)
 
-    def _transaction(self, db: Db, work: Callable[[Db], T], *, durable: bool = True) -> T:
-        if not durable:
-            db.execute("PRAGMA synchronous = NORMAL")
+    def _unsynced_transaction(self, db: Db, work: Callable[[Db], T]) -> T:
+        """``work`` in a transaction of its own whose commit does not wait for the disk (``NORMAL``)."""
+        db.execute("PRAGMA synchronous = NORMAL")
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
                 result = work(db)
-                if durable and self.before_commit is not None:
-                    self.before_commit()
                 db.execute("COMMIT")
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back already
@@ -204,8 +205,7 @@ class SqliteStore(SqliteReads):
         except sqlite3.OperationalError as error:
             raise unavailable(error, self.path) from error
         finally:
-            if not durable:
-                db.execute("PRAGMA synchronous = FULL")
+            db.execute("PRAGMA synchronous = FULL")
         return result
 
     # ------------------------------------------------------------------ hot-path reads
@@ -293,7 +293,7 @@ class SqliteStore(SqliteReads):
             for record in services:
                 _put_service(db, record)
 
-        await self._writer.call(lambda db: self._transaction(db, load))
+        await self._batches.write(load)
 
     # ------------------------------------------------------------------ confirmed outbox messages
 
@@ -310,9 +310,7 @@ class SqliteStore(SqliteReads):
         if not ids:
             return
         try:
-            await timed(
-                "settle", self._writer.call(lambda db: self._transaction(db, lambda d: _drop_outbox(d, ids)))
-            )
+            await timed("settle", self._batches.write(lambda db: _drop_outbox(db, ids)))
         except BaseException:
             for rid, group in taken.items():
                 self._confirmed.add(rid, group)
