@@ -357,6 +357,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"bare consume+ack: {bare['rate_per_s']:.1f} msg/s"
     )
     print(f"store writes per reply: {coordinator['store'].get('writes_per_reply')}")
+    if coordinator["store"].get("commits_per_reply") is not None:
+        print(f"store commits per reply: {coordinator['store']['commits_per_reply']}")
     print(f"target: {data['target_per_s']:.1f} replies/s -> {'met' if data['meets_target'] else 'NOT met'}")
     print(f"figures written to {path.name} in {args.results_dir.name}/")
     print(last_line("throughput", coordinator["rate_per_s"], "replies/s", data["ratio"]))

@@ -25,6 +25,9 @@ STORE_LATENCY = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
 )
 STORE_CONFLICTS = Counter("rc_store_conflicts_total", "Compare-and-set updates that lost a race")
+STORE_COMMITS = Counter(
+    "rc_store_commits_total", "Durable transactions committed by the embedded store (one per batch of writes)"
+)
 IS_ACTIVE = Gauge("rc_coordinator_active", "1 while this replica is the active coordinator")
 
 

@@ -196,6 +196,8 @@ async def scrape(port: int) -> Metrics:
 
 STORE_OPERATIONS_METRIC = "rc_store_seconds_count"
 STORE_COMMANDS_METRIC = "bench_store_commands_total"
+#: Durable transactions of the embedded engine: its writes queued together share one (group commit).
+STORE_COMMITS_METRIC = "rc_store_commits_total"
 STORE_WRITE_BYTES_METRIC = "bench_store_write_bytes_total"
 #: Store commands that change something (for "writes per reply").
 WRITE_COMMANDS = ("insert", "update", "delete", "findAndModify")
@@ -229,4 +231,6 @@ def store_figures(delta: Metrics, replies: int, steps: int | None = None) -> dic
     else:  # the embedded engine: its writes are transactions, each a timed operation
         transactions = sum(v for k, v in operations.items() if k in WRITE_OPERATIONS)
         figures["writes_per_reply"] = round(transactions / replies, 3) if replies else None
+        commits = delta.value(STORE_COMMITS_METRIC)
+        figures["commits_per_reply"] = round(commits / replies, 3) if replies and commits else None
     return figures

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar, cast
 
+from coordinator import metrics
 from coordinator.store._interface import VersionTaken
 from coordinator.store._sqlite_schema import unavailable
 from coordinator.store._sqlite_thread import Db, SqliteThread
@@ -91,6 +92,7 @@ class GroupCommit:
             return
         try:
             self._run(db, batch)
+            metrics.STORE_COMMITS.inc()
         except BaseException as error:
             with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back already
                 db.execute("ROLLBACK")

@@ -6,15 +6,19 @@ import asyncio
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Awaitable, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from coordinator.machine import ReplyReceived
 from coordinator.store import StaleRevision, StoreUnavailable, VersionTaken
 from coordinator.store.sqlite import SqliteStore
 from schemas.documents import AuditEvent, Release
-from tests.store.builders import begin, created_event, release
+from schemas.enums import Action, Outcome
+from tests.store.builders import begin, created_event, release, step
+from tests.unit.releases import reply
 
 RELEASES = 40
 
@@ -164,3 +168,37 @@ async def test_a_failing_commit_fails_every_caller_of_the_batch_and_stores_nothi
     for r, (after, event) in zip(made, steps, strict=True):  # nothing half done: each write can be made again
         assert await store.get(r.id) == r
         await store.compare_and_set(r, after, [event])
+
+
+async def test_a_write_that_fails_in_a_batch_gives_back_the_confirmed_messages_it_took(
+    store: SqliteStore,
+) -> None:
+    first, second = await inserted(store, 2)
+    initializing, event = begin(first)
+    await store.compare_and_set(first, initializing, [event])
+    confirmed = initializing.outbox[0].message_id
+    await store.delivered(first.id, [confirmed])
+    stale_after, stale_event = begin(first)  # from revision 0, stored at 1: takes the confirmed id, fails
+    second_after, second_event = begin(second)
+    results = await queued_together(
+        store,
+        [
+            store.compare_and_set(first, stale_after, [stale_event]),
+            store.compare_and_set(second, second_after, [second_event]),
+        ],
+    )
+    assert isinstance(results[0], StaleRevision)
+    assert results[1] is None
+    before = await store.get(first.id)
+    assert before is not None
+    assert confirmed not in {e.message_id for e in before.outbox}  # still known to be delivered
+    service = next(iter(before.tasks))
+    answer = reply(before, service, Action.INITIALIZE, Outcome.ACCEPTED)
+    after, accepted = step(before, ReplyReceived(answer, before.updated_at + timedelta(seconds=1)))
+    await store.compare_and_set(before, after, [accepted])  # drops it from the file with this write
+    db = sqlite3.connect(store.path)
+    try:
+        left = db.execute("SELECT COUNT(*) FROM outbox WHERE message_id = ?", (confirmed,)).fetchone()[0]
+    finally:
+        db.close()
+    assert left == 0
