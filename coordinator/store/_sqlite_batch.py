@@ -16,7 +16,6 @@ more writes: a batch is whatever was queued while the previous one ran.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import sqlite3
 import threading
@@ -68,10 +67,10 @@ class GroupCommit:
             # One drain per write, in the thread's order: when this one returns, an earlier drain or this
             # one has run the write and committed (or failed) its batch.
             await self.thread.call(self._drain)
-        except asyncio.CancelledError:
+        except BaseException:  # cancelled, or the thread is closed: never run once the caller gave up
             with self._lock:
                 if not write.taken:
-                    self._queue.remove(write)  # never run: the caller gave up before its turn
+                    self._queue.remove(write)
             raise
         assert write.done, "a write was left behind by its drain"
         if write.error is not None:
@@ -96,9 +95,8 @@ class GroupCommit:
         except BaseException as error:
             with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back already
                 db.execute("ROLLBACK")
-            failure = self._mapped(error)
-            for write in batch:
-                write.error, write.result = failure, None
+            for write in batch:  # each caller its own exception (a StoreUnavailable, say)
+                write.error, write.result = self._mapped(error), None
         finally:
             for write in batch:
                 write.done = True
