@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from task_sdk._handler import HealthStatus, TaskHandler, as_health_status, describe_error, invoke, is_default
@@ -47,3 +51,11 @@ class HandlerHealth:
             self._log.warning("health.failed", error=describe_error(error))
             return HealthStatus(False, f"health() raised {describe_error(error)}")
         return as_health_status(result)
+
+
+def write_health_file(path: Path, at: datetime, healthy: bool, detail: str | None) -> None:
+    """This instance's health, for a health check that runs beside it (a container's): replaced at once
+    (written beside, then renamed), so a reader never sees half a file."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(json.dumps({"at": at.isoformat(), "healthy": healthy, "detail": detail}))
+    os.replace(temporary, path)

@@ -49,7 +49,7 @@ from task_sdk._handler import (
     describe_error,
     invoke_step,
 )
-from task_sdk._health import HandlerHealth
+from task_sdk._health import HandlerHealth, write_health_file
 from task_sdk._progress import ProgressReporter, StepCancelled
 from task_sdk._settings import Settings, hostname
 from task_sdk._slots import WorkSlots
@@ -188,7 +188,15 @@ class Runner:
             self._log.warning("runner.not_consuming", detail=health.detail)
             with contextlib.suppress(Exception):
                 await self._transport.recover()
-        await self._send_best_effort(self._heartbeat(health, await self.handler_health()))
+        heartbeat = self._heartbeat(health, await self.handler_health())
+        if self.settings.health_file is not None:
+            try:
+                write_health_file(
+                    self.settings.health_file, heartbeat.sent_at, heartbeat.healthy, heartbeat.detail
+                )
+            except OSError as error:
+                self._log.warning("health_file.failed", error=describe_error(error))
+        await self._send_best_effort(heartbeat)
         for processing in list(self._processing.values()):
             reporter = processing.reporter
             await self._send_progress(processing.command, reporter.percent, reporter.note)
