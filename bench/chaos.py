@@ -68,7 +68,8 @@ from bench.chaos_queue_fault import redeclare_as_classic, repair
 from bench.chaos_service import read_journal
 from bench.lib import file_handles
 from coordinator.store import default_store_url, store_for
-from deploy.setup import Installation, Permission, grant
+from deploy.apply import grant
+from deploy.definitions import Installation, Permission
 from rc_cli.client import AdminClient, AdminClientError
 from schemas.broker_url import split_urls
 from schemas.documents import ReleaseView

@@ -11,6 +11,15 @@ from schemas.messages import ReleaseInfo
 from schemas.topology import check_service_name
 from task_sdk._progress import ProgressReporter
 
+#: The longest reason or detail the SDK sends (a rejection's reason, a heartbeat's detail).
+MAX_REASON_CHARS = 4000
+
+
+def describe_error(error: BaseException) -> str:
+    """What a handler raised, in one bounded line: ``ValueError: bad input``."""
+    return f"{type(error).__name__}: {error}"[:MAX_REASON_CHARS]
+
+
 #: What a step method returns: ``async def`` methods return an awaitable, plain ``def`` methods ``None``.
 StepResult = Awaitable[None] | None
 

@@ -40,16 +40,16 @@ from schemas.enums import SUCCESS_BY_ACTION, Action, Outcome
 from schemas.messages import Command, Heartbeat, MessageError, Progress, TaskReply, decode
 from task_sdk._control import ControlQueue, Processing, saw_release, stop_processing
 from task_sdk._handler import (
+    MAX_REASON_CHARS,
     HealthStatus,
     Reject,
     StepResult,
     TaskHandler,
-    as_health_status,
     check_handler,
-    invoke,
+    describe_error,
     invoke_step,
-    is_default,
 )
+from task_sdk._health import HandlerHealth, write_health_file
 from task_sdk._progress import ProgressReporter, StepCancelled
 from task_sdk._settings import Settings, hostname
 from task_sdk._slots import WorkSlots
@@ -58,7 +58,6 @@ from task_sdk._transport import Delivery, Health, Outgoing, PublishFailed, Trans
 from task_sdk._trust import DeadLetters, command_refusal, warn_about_identity
 from task_sdk._version import SDK_VERSION
 
-MAX_REASON_CHARS = 4000
 RETRY_DELAY_MAX = 5.0
 #: The note of the progress the runner sends by itself as a ``start`` is taken on.
 STARTED_NOTE = "processing started"
@@ -77,10 +76,6 @@ def utcnow() -> datetime:
 def new_instance_id() -> str:
     """``hostname:pid:random``: tells apart the instances of one service, and restarts of one."""
     return f"{hostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-
-
-def describe_error(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}"[:MAX_REASON_CHARS]
 
 
 class Runner:
@@ -109,7 +104,7 @@ class Runner:
         saw = partial(saw_release, self._processing, self._store)
         self._control = ControlQueue(self._admitted, saw, self._dispatch, self._settle, self._log)
         self._ticker: asyncio.Task[None] | None = None
-        self._health_check: asyncio.Task[HealthStatus] | None = None
+        self._handler_health = HandlerHealth(handler, self.settings.heartbeat_seconds / 2, self._log)
         self._stopping = False
         self.dead_letters = DeadLetters()
 
@@ -144,10 +139,10 @@ class Runner:
             )
             await self._drain(self.settings.shutdown_timeout)
         finally:
-            background = [task for task in (self._ticker, self._health_check) if task is not None]
+            background = [task for task in (self._ticker,) if task is not None]
             for task in background:
                 task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
+            await asyncio.gather(*background, self._handler_health.stop(), return_exceptions=True)
             try:  # a broker that stopped answering must not keep the service from exiting
                 async with asyncio.timeout(self.settings.publish_timeout):
                     await self._transport.close()
@@ -193,7 +188,15 @@ class Runner:
             self._log.warning("runner.not_consuming", detail=health.detail)
             with contextlib.suppress(Exception):
                 await self._transport.recover()
-        await self._send_best_effort(self._heartbeat(health, await self.handler_health()))
+        heartbeat = self._heartbeat(health, await self.handler_health())
+        if self.settings.health_file is not None:
+            try:
+                write_health_file(
+                    self.settings.health_file, heartbeat.sent_at, heartbeat.healthy, heartbeat.detail
+                )
+            except OSError as error:
+                self._log.warning("health_file.failed", error=describe_error(error))
+        await self._send_best_effort(heartbeat)
         for processing in list(self._processing.values()):
             reporter = processing.reporter
             await self._send_progress(processing.command, reporter.percent, reporter.note)
@@ -204,29 +207,8 @@ class Runner:
         return self._transport.health()
 
     async def handler_health(self) -> HealthStatus:
-        """The handler's :meth:`~TaskHandler.health`, waited for at most half a heartbeat period.
-
-        A check that takes longer is reported unhealthy and left running; the next heartbeats wait
-        for that same check instead of starting another one (so a hung check never piles up threads).
-        """
-        if is_default(self.handler.health):
-            return HealthStatus(True)
-        if self._health_check is None:
-            self._health_check = asyncio.create_task(self._check_health(), name=f"{self.service}-health")
-        limit = self.settings.heartbeat_seconds / 2
-        done, _ = await asyncio.wait({self._health_check}, timeout=limit)
-        if not done:
-            return HealthStatus(False, f"health() did not answer within {limit:g} s")
-        check, self._health_check = self._health_check, None
-        return check.result()
-
-    async def _check_health(self) -> HealthStatus:
-        try:
-            result = await invoke(self.handler.health)
-        except Exception as error:
-            self._log.warning("health.failed", error=describe_error(error))
-            return HealthStatus(False, f"health() raised {describe_error(error)}")
-        return as_health_status(result)
+        """The handler's own health (see :class:`~task_sdk._health.HandlerHealth`)."""
+        return await self._handler_health.check()
 
     def _heartbeat(self, transport: Health, handler: HealthStatus) -> Heartbeat:
         told = (transport.detail, handler.detail, self.dead_letters.summary())

@@ -36,6 +36,11 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "state_dir",
         "directory of a sqlite file remembering outcomes across restarts (default: in memory only)",
     ),
+    "RC_TASK_HEALTH_FILE": (
+        "health_file",
+        "file rewritten at every heartbeat with this instance's health, for a container health check "
+        "(python -m deploy.healthcheck task --health-file; default: none)",
+    ),
     "RC_SHUTDOWN_TIMEOUT": (
         "shutdown_timeout",
         "seconds running steps may take to finish after SIGTERM/SIGINT (default 30)",
@@ -73,6 +78,8 @@ class Settings:
     concurrency: int = 4
     heartbeat_seconds: float = 5.0
     state_dir: Path | None = None
+    #: Rewritten at every heartbeat with this instance's own health (``task_sdk._health.write_health_file``).
+    health_file: Path | None = None
     shutdown_timeout: float = 30.0
     publish_timeout: float = 10.0
     reconnect_seconds: float = 2.0
@@ -82,8 +89,10 @@ class Settings:
     trusted_users: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
-        if self.state_dir is not None and not isinstance(self.state_dir, Path):
-            object.__setattr__(self, "state_dir", Path(self.state_dir))
+        for name in ("state_dir", "health_file"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Path):
+                object.__setattr__(self, name, Path(value))
         split_urls(self.amqp_url)  # a clear error now rather than a connection retried forever
         if self.amqp_ca_file is not None:
             check_ca_file(self.amqp_ca_file)
@@ -134,6 +143,7 @@ class Settings:
         values = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
         values["amqp_url"] = mask_url(self.amqp_url)
         values["state_dir"] = str(self.state_dir) if self.state_dir else None
+        values["health_file"] = str(self.health_file) if self.health_file else None
         values["trusted_users"] = sorted(self.trusted_users)
         return values
 
@@ -149,6 +159,7 @@ _CONVERTERS: dict[str, Callable[[str], Any]] = {
     "publish_timeout": float,
     "reconnect_seconds": float,
     "state_dir": Path,
+    "health_file": Path,
     "trusted_users": lambda raw: frozenset(user.strip() for user in raw.split(",") if user.strip()),
 }
 

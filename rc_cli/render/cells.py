@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from rich import box
 from rich.console import RenderableType
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from rc_cli.render.safe import plain
@@ -33,6 +34,22 @@ def when(moment: datetime | None) -> str:
     if moment.tzinfo is not None:
         moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%d %H:%M:%S") + "Z"
+
+
+def simple_table(*columns: str | Column) -> Table:
+    """A borderless table; a column given by its header alone never wraps (ids, states, times)."""
+    headers = [Column(c, no_wrap=True) if isinstance(c, str) else c for c in columns]
+    return Table(*headers, box=box.SIMPLE, show_edge=False, pad_edge=False)
+
+
+def wrapping(header: str) -> Column:
+    """A column of free text, wrapped to the terminal's width."""
+    return Column(header)
+
+
+def right(header: str) -> Column:
+    """A column of numbers, aligned right."""
+    return Column(header, justify="right", no_wrap=True)
 
 
 def add_row(table: Table, *cells: RenderableType) -> None:

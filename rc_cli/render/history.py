@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rich import box
 from rich.console import Group, RenderableType
 from rich.markdown import Markdown
 from rich.table import Table
 from rich.text import Text
 
-from rc_cli.render.cells import add_row, styled_state, when
+from rc_cli.render.cells import add_row, right, simple_table, styled_state, when, wrapping
 from rc_cli.render.safe import plain, visible, visible_block
 from schemas.documents import AuditEvent, Note, ReleaseBrief, StudySummary
 from schemas.messages import EventPage, NotePage, StudyPage, StudyResult
@@ -30,11 +29,7 @@ def _what(event: AuditEvent) -> str:
 
 
 def events_table(events: Sequence[AuditEvent]) -> Table:
-    table = Table(box=box.SIMPLE, show_edge=False, pad_edge=False)
-    table.add_column("at", no_wrap=True)
-    table.add_column("kind", no_wrap=True)
-    table.add_column("actor", no_wrap=True)
-    table.add_column("what")
+    table = simple_table("at", "kind", "actor", wrapping("what"))
     for event in events:
         add_row(table, when(event.at), event.kind.value, actor(event), _what(event))
     return table
@@ -85,14 +80,9 @@ def _brief_cells(brief: ReleaseBrief | None) -> tuple[str, str, Text | str]:
 
 
 def studies_table(studies: Sequence[StudySummary]) -> Table:
-    table = Table(box=box.SIMPLE, show_edge=False, pad_edge=False)
-    table.add_column("study", no_wrap=True)
-    table.add_column("releases", justify="right", no_wrap=True)
-    table.add_column("latest release", no_wrap=True)
-    table.add_column("name")
-    table.add_column("state", no_wrap=True)
-    table.add_column("published", no_wrap=True)
-    table.add_column("published at", no_wrap=True)
+    table = simple_table(
+        "study", right("releases"), "latest release", wrapping("name"), "state", "published", "published at"
+    )
     for study in studies:
         published = study.last_published
         add_row(
@@ -113,13 +103,7 @@ def study_page(page: StudyPage) -> RenderableType:
 
 
 def briefs_table(releases: Sequence[ReleaseBrief]) -> Table:
-    table = Table(box=box.SIMPLE, show_edge=False, pad_edge=False)
-    table.add_column("id", no_wrap=True)
-    table.add_column("name")
-    table.add_column("state", no_wrap=True)
-    table.add_column("version", no_wrap=True)
-    table.add_column("created", no_wrap=True)
-    table.add_column("published", no_wrap=True)
+    table = simple_table("id", wrapping("name"), "state", "version", "created", "published")
     for release in releases:
         add_row(
             table,

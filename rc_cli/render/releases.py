@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rich import box
 from rich.console import Group, RenderableType
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from rc_cli.render.cells import STATE_STYLES, add_row, percent, styled_state, when
+from rc_cli.render.cells import (
+    STATE_STYLES,
+    add_row,
+    percent,
+    right,
+    simple_table,
+    styled_state,
+    when,
+    wrapping,
+)
 from rc_cli.render.history import events_table, more, notes_view
 from rc_cli.render.safe import plain, visible
 from schemas.documents import ReleaseView, ServiceRecord, Task
@@ -34,13 +42,7 @@ def version_line(view: ReleaseView) -> str:
 
 
 def releases_table(releases: Sequence[ReleaseView]) -> Table:
-    table = Table(box=box.SIMPLE, show_edge=False, pad_edge=False)
-    table.add_column("id", no_wrap=True)
-    table.add_column("name")
-    table.add_column("state", no_wrap=True)
-    table.add_column("version", no_wrap=True)
-    table.add_column("held", no_wrap=True)
-    table.add_column("created", no_wrap=True)
+    table = simple_table("id", wrapping("name"), "state", "version", "held", "created")
     for release in releases:
         add_row(
             table,
@@ -65,11 +67,7 @@ def ordered_tasks(view: ReleaseView) -> list[Task]:
 
 
 def tasks_table(view: ReleaseView) -> Table:
-    table = Table(box=box.SIMPLE, show_edge=False, pad_edge=False)
-    table.add_column("service", no_wrap=True)
-    table.add_column("state", no_wrap=True)
-    table.add_column("progress", justify="right", no_wrap=True)
-    table.add_column("last message")
+    table = simple_table("service", "state", right("progress"), wrapping("last message"))
     for task in ordered_tasks(view):
         add_row(
             table,
@@ -124,13 +122,7 @@ def release_summary(verb: str, view: ReleaseView) -> str:
 def services_table(services: Sequence[ServiceRecord]) -> RenderableType:
     if not services:
         return Text("no services registered")
-    table = Table(box=box.SIMPLE, show_edge=False, pad_edge=False)
-    table.add_column("service", no_wrap=True)
-    table.add_column("required", no_wrap=True)
-    table.add_column("healthy", no_wrap=True)
-    table.add_column("last heartbeat", no_wrap=True)
-    table.add_column("instances", justify="right", no_wrap=True)
-    table.add_column("sdk", no_wrap=True)
+    table = simple_table("service", "required", "healthy", "last heartbeat", right("instances"), "sdk")
     for service in sorted(services, key=lambda s: s.name):
         health = Text("yes", style="green") if service.healthy else Text("no", style="bold red")
         if not service.healthy and service.health_detail:
@@ -155,12 +147,7 @@ def watch_view(view: ReleaseView, note: str | None = None) -> RenderableType:
         (release_state_line(view), STATE_STYLES.get(view.state.value, "")),
         f"  version {version_line(view)}",
     )
-    table = Table(box=box.SIMPLE, show_edge=False, pad_edge=False)
-    table.add_column("service", no_wrap=True)
-    table.add_column("state", no_wrap=True)
-    table.add_column("progress", no_wrap=True)
-    table.add_column("", justify="right", no_wrap=True)
-    table.add_column("last message")
+    table = simple_table("service", "state", "progress", right(""), wrapping("last message"))
     for task in ordered_tasks(view):
         add_row(
             table,

@@ -43,7 +43,8 @@ import pymongo
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from deploy.setup import Installation, grant
+from deploy.apply import grant
+from deploy.definitions import Installation
 from rc_cli.client import AdminClient, expect_ok
 from schemas.broker_url import broker_user, mask_url
 from schemas.enums import PUBLISHED_PATH, ReleaseState

@@ -101,6 +101,8 @@ def test_health_means_doing_the_job(services: dict[str, Any]) -> None:
     for name in TASK_SERVICES:
         assert services[name]["healthcheck"]["test"] == [*check, "task", name]
         assert _env(services[name])["RC_TASK_STATE_DIR"] == "/var/lib/rc"
+        # the check reads this instance's own health file: busy (consuming nothing) is still healthy
+        assert _env(services[name])["RC_TASK_HEALTH_FILE"] == "/tmp/rc-task-health"
         assert f"{name}-state:/var/lib/rc" in services[name]["volumes"]
 
 

@@ -6,12 +6,14 @@ import asyncio
 import http.server
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
 
 import aio_pika
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
-from deploy.healthcheck import check_consumer, check_http, main
+from deploy.healthcheck import check_consumer, check_health_file, check_http, main
 from schemas.topology import Topology
 
 
@@ -68,3 +70,16 @@ async def test_http_check(http_server: str) -> None:
     assert await asyncio.to_thread(check_http, f"{http_server}/other") is not None
     assert await asyncio.to_thread(main, ["http", f"{http_server}/metrics"]) == 0
     assert await asyncio.to_thread(main, ["http", "http://127.0.0.1:9/metrics"]) == 1
+
+
+def test_a_health_file_that_cannot_be_read_is_unhealthy(tmp_path: Path) -> None:
+    missing = tmp_path / "missing"
+    assert "FileNotFoundError" in (check_health_file(missing, 15) or "")
+    garbage = tmp_path / "garbage"
+    garbage.write_text("{not json")
+    assert "JSONDecodeError" in (check_health_file(garbage, 15) or "")
+    unhealthy = tmp_path / "unhealthy"
+    unhealthy.write_text('{"at": "2026-01-01T00:00:00+00:00", "healthy": false, "detail": "broker down"}')
+    now = datetime(2026, 1, 1, 0, 0, 5, tzinfo=UTC)
+    assert check_health_file(unhealthy, 15, now=now) == "unhealthy: broker down"
+    assert main(["task", "portal", "--health-file", str(missing)]) == 1

@@ -25,15 +25,8 @@ import aiormq.exceptions
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
-from deploy.setup import (
-    Installation,
-    apply_http,
-    apply_rabbitmqctl,
-    build_definitions,
-    delete_installation,
-    grant,
-    regex_escape,
-)
+from deploy.apply import apply_http, apply_rabbitmqctl, delete_installation, grant
+from deploy.definitions import Installation, build_definitions, regex_escape
 from schemas.enums import Action, ReplyKind
 from schemas.topology import Topology
 

@@ -11,18 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from deploy.setup import (
+from deploy.definitions import (
     HASHING_ALGORITHM,
     Installation,
     build_definitions,
     check_password,
     hash_password,
-    main,
-    password_env,
     regex_escape,
-    resolve_passwords,
-    write_env_file,
 )
+from deploy.passwords import password_env, resolve_passwords, write_env_file
+from deploy.setup import main
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_SERVICES = ("portal", "search-index", "file-service")

@@ -3,8 +3,13 @@ and nothing it does stops the heartbeats."""
 
 from __future__ import annotations
 
+import json
+import os
 import threading
+from datetime import datetime, timedelta
+from pathlib import Path
 
+from deploy.healthcheck import check_health_file
 from schemas.messages import Heartbeat
 from task_sdk import HealthStatus, Settings
 from task_sdk._memory import InMemoryTransport
@@ -125,3 +130,20 @@ async def test_an_error_in_one_heartbeat_does_not_end_the_heartbeats() -> None:
         later = await beats(harness, 2)
     assert backend.memory.failures == 0
     assert all(beat.healthy for beat in later)
+
+
+async def test_the_health_file_follows_the_heartbeats(tmp_path: Path) -> None:
+    """With ``RC_TASK_HEALTH_FILE``, each heartbeat also rewrites that file (what a container's health
+    check reads: this instance's own health, busy or not), and the health check reads it right."""
+    health_file = tmp_path / "health"
+    handler = Checked(HealthStatus(False, "search cluster unreachable"))
+    async with Harness(handler, settings=BEAT.replace(health_file=health_file)) as harness:
+        beat = (await beats(harness, 1))[0]
+        assert check_health_file(health_file, max_age=60) == "unhealthy: search cluster unreachable"
+        handler.answer = HealthStatus(True)
+        await harness.wait_for(lambda: check_health_file(health_file, max_age=60) is None, "a healthy file")
+    told = json.loads(health_file.read_text())
+    assert datetime.fromisoformat(told["at"]) >= beat.sent_at
+    assert os.listdir(tmp_path) == ["health"]  # written beside and renamed: no leftovers
+    later = datetime.fromisoformat(told["at"]) + timedelta(seconds=61)
+    assert check_health_file(health_file, max_age=60, now=later) == "no heartbeat for 61s (more than 60s)"

@@ -17,7 +17,7 @@ import aio_pika
 import pytest
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 
-from deploy.setup import Installation, build_definitions
+from deploy.definitions import Installation, build_definitions
 from schemas.topology import Topology
 from task_sdk import Settings
 from tests.deploy.test_permissions import Broker, broker

@@ -20,7 +20,8 @@ import aio_pika
 import pytest
 import yaml
 
-from deploy.setup import Installation, apply_http, build_definitions, check_password, delete_installation
+from deploy.apply import apply_http, delete_installation
+from deploy.definitions import Installation, build_definitions, check_password
 
 ROOT = Path(__file__).resolve().parents[2]
 MANAGEMENT_URL = os.environ.get("RC_MANAGEMENT_URL", "http://127.0.0.1:15672")
