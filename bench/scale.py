@@ -382,7 +382,7 @@ async def latency(args: argparse.Namespace, url: str) -> dict[str, Any]:
                     await store_queries(site, name, f"RE_{site.stored:08d}")
             say(f"{args.calls} rounds of {', '.join(OPERATIONS)} through the coordinator, alternating stores")
             result.update(await time_sites(sites, args.calls, through_coordinator))
-            say(f"{args.calls} rounds of the same store queries sent directly with PyMongo")
+            say(f"{args.calls} rounds of the same store queries sent directly through the store interface")
             result["store_direct"] = await time_sites(sites, args.calls, store_queries)
             say(f"{args.calls} rounds of the same requests handled in this process (no broker)")
             result["coordinator_in_process"] = await time_sites(sites, args.calls, coordinator_in_process)
@@ -530,8 +530,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "release, study_rare = of a study in 1 % of them, events = first page of 50 of a random release",
             "baseline": f"the same requests, alternating with them, against {args.small} releases stored in "
             "a second store with its own coordinator",
-            "store_direct": "the queries coordinator/store.py makes for each request, sent one after the "
-            "other with PyMongo to the same stores (<op>_ms = their sum, <op>.<query>_ms each)",
+            "store_direct": "the store reads the coordinator makes for each request, sent one after the "
+            "other through the store interface (<op>_ms = their sum, <op>.<query>_ms each)",
             "coordinator_in_process": "Coordinator.execute of the same requests + encoding the answer, in "
             "the benchmark process on the same stores: store + coordinator work, no broker",
             "load": "see the module docstring: indexes created first, then batched in-process inserts",
