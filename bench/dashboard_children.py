@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import aio_pika
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 
-from bench.lib import SUCCESS, amqp_message, amqp_url, now
+from bench.lib import amqp_message, amqp_url, now, success_reply
 from rc_dashboard.app import serve
 from rc_dashboard.settings import DashboardSettings
 from schemas.enums import Action, ReplyKind
@@ -99,17 +99,7 @@ class Host:
                     instance_id=f"bench-{command.service}",
                 )
                 await self.send(progress, ReplyKind.PROGRESS)
-        reply = TaskReply(
-            message_id=uuid.uuid4().hex,
-            sent_at=now(),
-            release_id=command.release_id,
-            service=command.service,
-            in_reply_to=command.message_id,
-            action=command.action,
-            outcome=SUCCESS[command.action],
-            instance_id=f"bench-{command.service}",
-            sdk_version="bench",
-        )
+        reply = success_reply(command)
         await self.send(reply, ReplyKind.REPLY)
 
     async def on_command(self, incoming: AbstractIncomingMessage) -> None:

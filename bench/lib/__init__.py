@@ -27,6 +27,7 @@ from bench.lib.basics import (
     say,
     service_names,
     split,
+    success_reply,
     summary,
     write_results,
 )
@@ -143,6 +144,7 @@ __all__ = [
     "start_hosts",
     "start_store",
     "store_figures",
+    "success_reply",
     "summarize_profiles",
     "summary",
     "without_store_threads",

@@ -11,6 +11,7 @@ import secrets
 import socket
 import statistics
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +21,7 @@ import aio_pika
 
 from coordinator.settings import Settings as CoordinatorSettings
 from schemas.enums import Action, Outcome, ReleaseState
+from schemas.messages import Command, TaskReply
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "bench" / "results"
@@ -183,3 +185,18 @@ async def rabbitmq_version(url: str) -> str | None:
         return None
     finally:
         await connection.close()
+
+
+def success_reply(command: Command) -> TaskReply:
+    """A no-op service's successful answer to ``command`` (what the benchmarks' fake services send)."""
+    return TaskReply(
+        message_id=uuid.uuid4().hex,
+        sent_at=now(),
+        release_id=command.release_id,
+        service=command.service,
+        in_reply_to=command.message_id,
+        action=command.action,
+        outcome=SUCCESS[command.action],
+        instance_id=f"bench-{command.service}",
+        sdk_version="bench",
+    )

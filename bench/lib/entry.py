@@ -10,21 +10,19 @@ import os
 import signal
 import sys
 import threading
-import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
-from bench.lib.basics import SUCCESS, amqp_url, now
+from bench.lib.basics import amqp_url, success_reply
 from bench.lib.broker import amqp_message
 from bench.lib.coordinator import WRITE_COMMANDS
 from bench.lib.profiles import profile_summary
 from schemas.enums import Action, ReplyKind
 from schemas.messages import (
     Command,
-    TaskReply,
     decode,
     encode,
 )
@@ -113,17 +111,7 @@ async def run_host(url: str, namespace: str, services: Sequence[str], mode: str,
     held: list[Command] = []
 
     async def reply_to(command: Command) -> None:
-        reply = TaskReply(
-            message_id=uuid.uuid4().hex,
-            sent_at=now(),
-            release_id=command.release_id,
-            service=command.service,
-            in_reply_to=command.message_id,
-            action=command.action,
-            outcome=SUCCESS[command.action],
-            instance_id=f"bench-{command.service}",
-            sdk_version="bench",
-        )
+        reply = success_reply(command)
         await replies.publish(
             amqp_message(encode(reply), reply.message_id, reply.kind.value, reply.release_id, user),
             routing_key=topology.reply_key(command.service, ReplyKind.REPLY),
