@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from schemas.enums import Action, ReleaseState, ReplyKind
+from schemas.messages import Heartbeat, Progress, TaskReply
 from schemas.topology import SERVICE_NAME_PATTERN, Topology
 
 AMQP_BINDING_VERSION = "0.3.0"
@@ -61,31 +62,27 @@ def _task_channels(t: Topology, namespace: str, vhost: str) -> Json:
             "messages": {"command": ref("#/components/messages/Command")},
             "bindings": _exchange_binding(t, t.commands_exchange, vhost),
         },
-        "taskReplies": {
-            "address": f"reply.{{service}}.{ReplyKind.REPLY.value}",
-            "title": f"Task replies ({t.replies_exchange})",
-            "description": f"A service's outcome of a command, consumed from `{t.replies_queue}`.",
-            "parameters": {"service": service},
-            "messages": {"taskReply": ref("#/components/messages/TaskReply")},
-            "bindings": _exchange_binding(t, t.replies_exchange, vhost),
-        },
-        "progress": {
-            "address": f"reply.{{service}}.{ReplyKind.PROGRESS.value}",
-            "title": f"Progress ({t.replies_exchange})",
-            "description": "How far processing is; keeps the step's deadline alive.",
-            "parameters": {"service": service},
-            "messages": {"progress": ref("#/components/messages/Progress")},
-            "bindings": _exchange_binding(t, t.replies_exchange, vhost),
-        },
-        "heartbeats": {
-            "address": f"reply.{{service}}.{ReplyKind.HEARTBEAT.value}",
-            "title": f"Heartbeats ({t.replies_exchange})",
-            "description": "A service instance is alive and consuming.",
-            "parameters": {"service": service},
-            "messages": {"heartbeat": ref("#/components/messages/Heartbeat")},
-            "bindings": _exchange_binding(t, t.replies_exchange, vhost),
-        },
     }
+    descriptions = {
+        "taskReplies": f"A service's outcome of a command, consumed from `{t.replies_queue}`.",
+        "progress": "How far processing is; keeps the step's deadline alive.",
+        "heartbeats": "A service instance is alive and consuming.",
+    }
+    replies = {  # channel: the kind of reply, its model and title
+        "taskReplies": (ReplyKind.REPLY, TaskReply, "Task replies"),
+        "progress": (ReplyKind.PROGRESS, Progress, "Progress"),
+        "heartbeats": (ReplyKind.HEARTBEAT, Heartbeat, "Heartbeats"),
+    }
+    for name, (kind, model, title) in replies.items():
+        message = model.__name__[0].lower() + model.__name__[1:]
+        channels[name] = {
+            "address": f"reply.{{service}}.{kind.value}",
+            "title": f"{title} ({t.replies_exchange})",
+            "description": descriptions[name],
+            "parameters": {"service": service},
+            "messages": {message: ref(f"#/components/messages/{model.__name__}")},
+            "bindings": _exchange_binding(t, t.replies_exchange, vhost),
+        }
     return channels
 
 
