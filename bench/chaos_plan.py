@@ -53,7 +53,8 @@ class PlannedFault:
     release: int
     #: The step of that release at which it is injected (one of :data:`STEPS`).
     step: str
-    #: Seconds the run waits after injecting it before the next fault may start.
+    #: Seconds the run waits after injecting it before the next disruptive fault may start (a kill, a cut, a
+    #: redeclared queue, a node stop; forged or copied messages are sent at once).
     pause: float
 
     @property

@@ -65,7 +65,7 @@ def parse(argv: list[str] | None = None) -> Config:
         nargs=2,
         default=(1.5, 4.0),
         metavar=("MIN", "MAX"),
-        help="seconds after each fault before the next may start (seeded per fault)",
+        help="seconds after each kill, cut or redeclared queue before the next may start (seeded per fault)",
     )
     parser.add_argument(
         "--work-seconds", type=float, default=4.0, help="seconds a service processes one release (+-50%%)"

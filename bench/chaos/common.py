@@ -56,7 +56,7 @@ class Config:
     time_limit: float = 900.0
     broker_fault: str = "proxy"
     coordinator_module: str = "coordinator"
-    #: The pause after each fault before the next may start (seeded per fault, in the plan).
+    #: The pause after each disruptive fault before the next may start (seeded per fault, in the plan).
     fault_gap: tuple[float, float] = (1.5, 4.0)
     concurrency: int = 3
     #: Processes per task service (competing for its work; a kill takes one of them).

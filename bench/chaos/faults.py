@@ -13,6 +13,7 @@ import random
 import subprocess
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,20 @@ if TYPE_CHECKING:
 Captured = tuple[TaskReply, str]
 
 
+@dataclass
+class Target:
+    """The release a fault hits. At its last attempt (``borrow``), a fault that copies replies may take them
+    from another release when this one has none (it ended before it answered): it notes which."""
+
+    release_id: str
+    borrow: bool = False
+    copied_from: str | None = None
+
+
+#: Faults that send a message: they need no pause and do not wait for the disruptive ones.
+MESSAGE_FAULTS = frozenset({"duplicate", "reordered", "stale", "malformed", "oversize", "spoofed"})
+
+
 class Injector:
     def __init__(self, chaos: Chaos) -> None:
         self.chaos = chaos
@@ -42,42 +57,58 @@ class Injector:
         #: Message ids of the invalid messages injected (each must be dead-lettered, none accepted).
         self.invalid: set[str] = set()
         self.connections: dict[str, aio_pika.abc.AbstractConnection] = {}
-        #: One fault at a time, with the planned pause after it.
+        #: One disruptive fault at a time, with the planned pause after it.
         self.lock = asyncio.Lock()
 
     async def attempt(
         self, number: int, fault: PlannedFault, release_id: str, seen: str, final: bool
     ) -> bool:
         """Inject fault ``number`` of the plan on ``release_id`` (seen in state ``seen``); record it if it
-        acted, or if this is its ``final`` attempt. True if it acted."""
-        chaos = self.chaos
-        rng = random.Random(f"chaos-fault:{chaos.config.seed}:{number}")
+        acted, or if this is its ``final`` attempt. True if it acted. A forged or copied message is sent at
+        once; a disruptive fault (a kill, a cut, a redeclared queue, a node stop) waits for the one before
+        it, and the next waits for its pause."""
+        if fault.kind in MESSAGE_FAULTS:
+            return await self._attempt(number, fault, release_id, seen, final)
         async with self.lock:
-            for proc in chaos.procs.values():
+            for (
+                proc
+            ) in self.chaos.procs.values():  # (never while a kill is under way: it would look uncaused)
                 proc.check()
-            try:
-                applied = await self._inject(fault.kind, rng, release_id)
-            except Exception as error:
-                log(f"fault {fault.kind} could not be injected: {error!r}")
-                applied = False
-            if applied or final:
-                record = {"kind": fault.kind, "release": fault.release, "step": fault.step}
-                record |= {"release_id": release_id, "seen": seen, "applied": applied}
-                chaos.report.injected.append(record)
-                outcome = "done" if applied else "nothing to act on"
-                log(f"fault {fault.kind}@{fault.release}/{fault.step} ({seen}): {outcome}")
+            applied = await self._attempt(number, fault, release_id, seen, final)
             if applied:
-                chaos.report.faults[fault.kind] += 1
                 await asyncio.sleep(fault.pause)
         return applied
 
-    async def _inject(self, kind: str, rng: random.Random, release_id: str) -> bool:
+    async def _attempt(
+        self, number: int, fault: PlannedFault, release_id: str, seen: str, final: bool
+    ) -> bool:
+        chaos = self.chaos
+        rng = random.Random(f"chaos-fault:{chaos.config.seed}:{number}")
+        target = Target(release_id, borrow=final)
+        try:
+            applied = await self._inject(fault.kind, rng, target)
+        except Exception as error:
+            log(f"fault {fault.kind} could not be injected: {error!r}")
+            applied = False
+        if applied or final:
+            record = {"kind": fault.kind, "release": fault.release, "step": fault.step}
+            record |= {"release_id": release_id, "seen": seen, "applied": applied}
+            if target.copied_from:
+                record["copied from"] = target.copied_from
+            chaos.report.injected.append(record)
+            outcome = "done" if applied else "nothing to act on"
+            log(f"fault {fault.kind}@{fault.release}/{fault.step} ({seen}): {outcome}")
+        if applied:
+            chaos.report.faults[fault.kind] += 1
+        return applied
+
+    async def _inject(self, kind: str, rng: random.Random, target: Target) -> bool:
         if kind in NODE_FAULTS:
             assert self.chaos.nodes is not None
             applied = await self.chaos.nodes.inject(kind)
             self.connections.clear()  # the injectors' connections may have been on that node
             return applied
-        injectors: dict[str, Callable[[random.Random, str], Awaitable[bool]]] = {
+        injectors: dict[str, Callable[[random.Random, Target], Awaitable[bool]]] = {
             "kill_coordinator": self._kill_coordinator,
             "kill_service": self._kill_service,
             "broker_outage": self._broker_outage,
@@ -89,17 +120,17 @@ class Injector:
             "spoofed": self._spoofed,
             "redeclare_queue": self._redeclare_queue,
         }
-        return await injectors[kind](rng, release_id)
+        return await injectors[kind](rng, target)
 
     # ------------------------------------------------------------------ processes and the broker
 
-    async def _kill_coordinator(self, rng: random.Random, release_id: str) -> bool:
+    async def _kill_coordinator(self, rng: random.Random, target: Target) -> bool:
         self.chaos.procs["coordinator"].kill()
         await asyncio.sleep(rng.uniform(0.2, 1.5))
         self.chaos.procs["coordinator"].start()
         return True
 
-    async def _kill_service(self, rng: random.Random, release_id: str) -> bool:
+    async def _kill_service(self, rng: random.Random, target: Target) -> bool:
         """SIGKILL one instance of a service (the only one, or one of several), restarted a moment later."""
         chaos = self.chaos
         proc = chaos.procs[rng.choice(chaos.instances(rng.choice(chaos.services)))]
@@ -108,7 +139,7 @@ class Injector:
         proc.start()
         return True
 
-    async def _redeclare_queue(self, rng: random.Random, release_id: str) -> bool:
+    async def _redeclare_queue(self, rng: random.Random, target: Target) -> bool:
         chaos = self.chaos
         service = rng.choice(chaos.services)
         queue = chaos.topology.task_queue(service)
@@ -118,7 +149,7 @@ class Injector:
         await repair(ADMIN_AMQP_URL, chaos.topology, service)
         return True
 
-    async def _broker_outage(self, rng: random.Random, release_id: str) -> bool:
+    async def _broker_outage(self, rng: random.Random, target: Target) -> bool:
         chaos = self.chaos
         if chaos.config.broker_fault == "rabbitmqctl":
             await asyncio.to_thread(rabbitmqctl, "stop_app")
@@ -142,16 +173,31 @@ class Injector:
 
     # ------------------------------------------------------------------ replies of the targeted release
 
-    async def _duplicate(self, rng: random.Random, release_id: str) -> bool:
-        captured = self.captured.get(release_id, [])
+    def _copies(self, target: Target, *, least: int = 1, action: Action | None = None) -> list[Captured]:
+        """The captured replies of the target release (of ``action`` if given), if there are ``least``; else,
+        if the target may borrow, those of the release captured last that has as many."""
+
+        def usable(release_id: str) -> list[Captured]:
+            return [c for c in self.captured.get(release_id, []) if action is None or c[0].action is action]
+
+        if len(own := usable(target.release_id)) >= least or not target.borrow:
+            return own if len(own) >= least else []
+        for release_id in reversed(list(self.captured)):
+            if len(other := usable(release_id)) >= least:
+                target.copied_from = release_id
+                return other
+        return []
+
+    async def _duplicate(self, rng: random.Random, target: Target) -> bool:
+        captured = self._copies(target)
         if not captured:
             return False
         reply, user = rng.choice(captured)
         await self._send(reply.model_dump_json().encode(), reply.service, user, reply.message_id)
         return True
 
-    async def _reordered(self, rng: random.Random, release_id: str) -> bool:
-        recent = self.captured.get(release_id, [])[-20:]
+    async def _reordered(self, rng: random.Random, target: Target) -> bool:
+        recent = self._copies(target, least=2)[-20:]
         if len(recent) < 2:
             return False
         first, second = rng.sample(recent, 2)
@@ -159,8 +205,8 @@ class Injector:
             await self._send(reply.model_dump_json().encode(), reply.service, user, reply.message_id)
         return True
 
-    async def _stale(self, rng: random.Random, release_id: str) -> bool:
-        old = [c for c in self.captured.get(release_id, []) if c[0].action is Action.INITIALIZE]
+    async def _stale(self, rng: random.Random, target: Target) -> bool:
+        old = self._copies(target, action=Action.INITIALIZE)
         if not old:
             return False
         reply, user = rng.choice(old)
@@ -170,7 +216,7 @@ class Injector:
         await self._send(encode(stale), stale.service, user, stale.message_id)
         return True
 
-    async def _malformed(self, rng: random.Random, release_id: str) -> bool:
+    async def _malformed(self, rng: random.Random, target: Target) -> bool:
         service = rng.choice(self.chaos.services)
         message_id = f"malformed-{uuid.uuid4().hex}"
         self.invalid.add(message_id)
@@ -178,8 +224,8 @@ class Injector:
         await self._send(body, service, service, message_id)
         return True
 
-    async def _oversize(self, rng: random.Random, release_id: str) -> bool:
-        captured = self.captured.get(release_id, [])
+    async def _oversize(self, rng: random.Random, target: Target) -> bool:
+        captured = self._copies(target)
         if not captured:
             return False
         reply, user = rng.choice(captured)
@@ -189,10 +235,11 @@ class Injector:
         await self._send(body, reply.service, user, message_id)
         return True
 
-    async def _spoofed(self, rng: random.Random, release_id: str) -> bool:
+    async def _spoofed(self, rng: random.Random, target: Target) -> bool:
         """A failure in the name of a service processing the release, sent by another broker user: if the
         coordinator believed it, the release would fail."""
         stored = {r["_id"]: r for r in (await self.chaos.stored())[0]}
+        release_id = target.release_id
         release: dict[str, Any] = stored.get(release_id, {})
         if release.get("state") != ReleaseState.RUNNING.value:
             return False

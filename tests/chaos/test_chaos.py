@@ -15,9 +15,16 @@ from pathlib import Path
 from bench.chaos import FAULTS, Chaos, parse
 from tests.sabotage.plugin import caught_by
 
-SHORT = ["--releases", "4", "--services", "3", "--seed", "7"]
+#: Seed 355 plans every kind once; the release it cancels at review (0) gets only forged or copied messages,
+#: and the kill of a service and the redeclared queue hit the last release once published (so they rarely
+#: meet another release mid-processing): the releases can end as planned, one canceled with data staged.
+SHORT = ["--releases", "4", "--services", "3", "--seed", "355"]
 SHORT += ["--fault-gap", "0.7", "1.5", "--work-seconds", "2"]
 KEPT = "services that kept staged data of a release that ended canceled or failed"
+#: How a planned fault may end a release otherwise than planned, by design: a service killed, or its queue
+#: broken, just before the release began (the coordinator cancels it as unhealthy); a service killed, or its
+#: queue deleted with the release's command in it, while it processed the release (no progress: it fails).
+FAULT_ENDINGS = ("canceled: unhealthy at initialization", "failed: no progress during processing")
 
 
 def run_chaos(tmp_path: Path, *extra: str) -> tuple[int, str, dict[str, object]]:
@@ -50,7 +57,7 @@ def assert_staged_data_was_discarded(figures: dict[str, object], output: str) ->
 def assert_faults_as_planned(figures: dict[str, object], output: str) -> None:
     """The faults the run tried are the plan's (fault, release, step), and every kind acted at least once."""
     plan = Chaos(parse(SHORT)).plan
-    for line in plan.describe():  # the plan printed is the seed's own (the same for every run with seed 7)
+    for line in plan.describe():  # the plan printed is the seed's own (the same for every run with this seed)
         assert line in output, output[:3000]
     assert figures["plan"] == [{"kind": f.kind, "release": f.release, "step": f.step} for f in plan.faults]
     injected = figures["injected"]
@@ -85,8 +92,8 @@ def test_short_run_injects_the_planned_faults_ends_releases_as_planned_and_finds
     assert figures["releases ended as planned"] == 4 - len(unplanned)
     # At least the one canceled on purpose and one published.
     assert figures["releases ended as planned"] >= 2, output[-4000:]
-    for line in unplanned:  # only a service unhealthy just before its release began may cancel it
-        assert "canceled: unhealthy at initialization" in line, output[-4000:]
+    for line in unplanned:
+        assert any(ending in line for ending in FAULT_ENDINGS), output[-4000:]
     published = figures["releases published"]
     assert isinstance(published, int)
     assert published >= 1
