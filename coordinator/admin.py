@@ -277,7 +277,7 @@ class Admin:
             self.store.list_releases(op.limit, op.cursor, state=op.state, study=op.study, since=op.since)
         )
         return ReleasePage(
-            releases=tuple(ReleaseView.of(r, notes=False) for r in page.items), next_cursor=page.next_cursor
+            releases=tuple(ReleaseView.listed(r, len(r.notes)) for r in page.items), next_cursor=page.next_cursor
         )
 
     async def _events(self, op: ListEvents, caller: Caller) -> EventPage:
