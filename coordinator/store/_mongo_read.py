@@ -69,8 +69,12 @@ class MongoReads:
             query["created_at"] = {"$gte": since}
         if before is not None:
             query["seq"] = {"$lt": before}
-        pipeline: list[Doc] = [{"$match": query}, {"$sort": {"seq": -1}}, {"$limit": limit + 1}, *_LISTED_VIEW]
-        docs = await timed("list_releases", (await self.releases.aggregate(pipeline)).to_list())
+        pipeline: list[Doc] = [{"$match": query}, {"$sort": {"seq": -1}}, {"$limit": limit + 1}]
+
+        async def read() -> list[Doc]:
+            return await (await self.releases.aggregate([*pipeline, *_LISTED_VIEW])).to_list()
+
+        docs = await timed("list_releases", read())
         page = [listed_from_doc(d) for d in docs[:limit]]
         return Page(page, str(int(docs[limit - 1]["seq"])) if len(docs) > limit else None)
 
