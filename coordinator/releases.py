@@ -140,6 +140,7 @@ class Releases:
                 self._cache[release_id] = fold.release
                 for before, decision, cause in fold.applied:
                     self._observe(before, decision, cause)
+                _log_stored(release, fold)
                 self.arm(fold.release)  # once per write: finding the next deadline reads every task
                 await self.hooks.stored(fold.release)
                 if deliver_later and fold.release.outbox:
@@ -258,7 +259,7 @@ class Releases:
                 metrics.STEP_SECONDS.labels(before.state.value).observe(
                     (self.clock() - entered).total_seconds()
                 )
-        log.info(
+        log.debug(  # one info line per stored write instead (_log_stored)
             "decision",
             release_id=after.id,
             verdict=decision.verdict.value,
@@ -269,3 +270,20 @@ class Releases:
             message_id=audit.message_id_of(cause),
             commands=len(decision.messages),
         )
+
+
+def _log_stored(before: Release, fold: _Fold) -> None:
+    """One info line per stored write: what its inputs did to the release (each one is logged at debug
+    level, and recorded in the audit trail)."""
+    verdicts: dict[str, int] = {}
+    for decision in fold.decisions:
+        verdicts[decision.verdict.value] = verdicts.get(decision.verdict.value, 0) + 1
+    log.info(
+        "stored",
+        release_id=before.id,
+        state_before=before.state.value,
+        state_after=fold.release.state.value,
+        inputs=len(fold.decisions),
+        verdicts=verdicts,
+        commands=sum(len(decision.messages) for _, decision, _ in fold.applied),
+    )
