@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -34,7 +34,7 @@ class HeldOutbox(Outbox):
     """Publishes nothing until ``go`` is set; notes what happened, in order, in ``seen``."""
 
     def __init__(self, seen: list[str]) -> None:
-        super().__init__(Instances(60.0), Topology("t"), lambda: NOW)
+        super().__init__(Instances(timedelta(seconds=60)), Topology("t"), lambda: NOW)
         self.seen = seen
         self.go = asyncio.Event()
         self.publishing = asyncio.Event()
