@@ -1,10 +1,23 @@
-"""The chaos run's plan, fixed by its seed before anything runs (``bench/chaos.py``).
+"""The chaos run's plan, fixed by its seed before anything runs (``bench/chaos/``).
 
-One seed gives one plan: the order of the fault kinds with the pause before each, and which releases the
-operator cancels on purpose (the others are published). The plan is drawn from a generator of its own, so
-the timing of a run (which depends on the machine) never changes it; the picks made while the run goes on
-(which captured reply to duplicate, which service to kill) come from another generator. Two runs with one
-seed inject the same kinds, in the same order, after the same pauses, and cancel the same releases.
+One seed gives one plan: which fault hits which release (its number in the run, 0-based, in the order the
+operator's drivers create them) at which step of that release, the pause after each, and which releases the
+operator cancels on purpose once staged (the others are published). The run injects a planned fault when its
+release reaches its step (``bench/chaos/operator.py``), so the timing of a run (which depends on the machine)
+never changes which faults hit which release where. The picks a fault makes when it is injected (which
+service to kill, which captured reply to copy) come from a generator of that fault's own, seeded with the
+seed and the fault's number in the plan. Two runs with one seed inject the same faults.
+
+The steps, as the operator's driver sees its release:
+
+* ``created``: the create request was just answered (the services are being initialized);
+* ``processing``: the release is running (its services are processing);
+* ``staged``: every service staged, before the operator publishes or cancels it;
+* ``ending``: the operator's publish or cancel was just answered.
+
+A release may pass a step between two looks (a slow answer while the coordinator restarts): its faults of that
+step are then injected at the next step seen. A release that ends before a step gets that step's faults when
+it ends. Each is recorded with the state its release was in (``bench/chaos/faults.py``).
 """
 
 from __future__ import annotations
@@ -14,33 +27,64 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-#: Faults planned beyond the first round, as a multiple of the kinds (the run stops when its drivers end).
-_ROUNDS = 6
+STEPS = ("created", "processing", "staged", "ending")
+#: Kinds that need a reply of their release (or, for ``spoofed``, a service still processing it): not at
+#: creation, when there is none yet.
+_STEPS_OF = {
+    "spoofed": ("processing",),
+    "duplicate": ("processing", "staged", "ending"),
+    "reordered": ("processing", "staged", "ending"),
+    "stale": ("processing", "staged", "ending"),
+    "oversize": ("processing", "staged", "ending"),
+}
 #: The share of releases an operator cancels once staged, on purpose.
 CANCEL_SHARE = 0.15
+
+
+def steps_of(kind: str) -> tuple[str, ...]:
+    """The steps at which a fault of ``kind`` may be planned."""
+    return _STEPS_OF.get(kind, STEPS)
 
 
 @dataclass(frozen=True)
 class PlannedFault:
     kind: str
-    #: Seconds to wait before injecting it.
-    gap: float
+    #: The release it hits: its number in the run (0-based, in creation order of the drivers).
+    release: int
+    #: The step of that release at which it is injected (one of :data:`STEPS`).
+    step: str
+    #: Seconds the run waits after injecting it before the next disruptive fault may start (a kill, a cut, a
+    #: redeclared queue, a node stop; forged or copied messages are sent at once).
+    pause: float
+
+    @property
+    def key(self) -> tuple[str, int, str]:
+        return (self.kind, self.release, self.step)
 
 
 @dataclass(frozen=True)
 class Plan:
     seed: int
-    #: The first round (every kind that must be injected), then more at random.
+    #: Every fault of the run, in the order the plan drew them.
     faults: tuple[PlannedFault, ...]
     #: Numbers of the releases (0-based, in creation order of the drivers) the operator cancels when staged.
     cancels: frozenset[int]
 
-    def describe(self, shown: int = 12) -> list[str]:
-        """A few lines an operator reads at the start of a run (and compares between two runs)."""
-        order = ", ".join(f"{f.kind} (+{f.gap:.1f}s)" for f in self.faults[:shown])
+    def of(self, release: int) -> list[tuple[int, PlannedFault]]:
+        """The faults (with their number in the plan) that hit release number ``release``, in step order."""
+        hits = [(n, f) for n, f in enumerate(self.faults) if f.release == release]
+        return sorted(hits, key=lambda hit: (STEPS.index(hit[1].step), hit[0]))
+
+    def keys(self) -> list[tuple[str, int, str]]:
+        """(fault, release, step) of every planned fault, sorted: what a run's record is compared with."""
+        return sorted(f.key for f in self.faults)
+
+    def describe(self) -> list[str]:
+        """The lines an operator reads at the start of a run (and compares between two runs)."""
+        hits = ", ".join(f"{f.kind}@{f.release}/{f.step}" for f in self.faults)
         canceled = ", ".join(str(n) for n in sorted(self.cancels)) or "none"
         return [
-            f"plan (seed {self.seed}): faults in order: {order}, ... ({len(self.faults)} planned)",
+            f"plan (seed {self.seed}): {len(self.faults)} faults (kind@release/step): {hits}",
             f"plan (seed {self.seed}): releases canceled on purpose when staged: {canceled}",
         ]
 
@@ -48,18 +92,25 @@ class Plan:
 def make_plan(
     seed: int, first: Sequence[str], kinds: Sequence[str], *, releases: int, fault_gap: tuple[float, float]
 ) -> Plan:
-    """The kinds of ``first`` (each must be injected) in a seeded order, then seeded picks among
-    ``kinds``; each with a seeded pause; and the releases to cancel."""
+    """Every fault of ``first`` (each must be injected), then one fault of a seeded kind among ``kinds`` for
+    each release the first ones left untouched; each on a seeded release at a seeded step it may hit, with a
+    seeded pause after it; and the releases to cancel."""
+    if releases < 1:
+        raise ValueError(f"a chaos plan needs at least one release, not {releases}")
     draw = random.Random(f"chaos-plan:{seed}")
     first = list(first)
     draw.shuffle(first)
-    later = [draw.choice(list(kinds)) for _ in range(_ROUNDS * len(kinds) + releases)]
-    faults = tuple(PlannedFault(kind, round(draw.uniform(*fault_gap), 3)) for kind in [*first, *later])
-    # At least one release is canceled on purpose (when there are two); extra releases (driven when a
-    # fault kind still needs a target) are numbered from 1000.
-    share = max(1, round(CANCEL_SHARE * releases)) if releases >= 2 else 0
-    extras = [n for n in range(1000, 1000 + 2 * len(kinds)) if draw.random() < CANCEL_SHARE]
-    return Plan(seed, faults, frozenset([*draw.sample(range(releases), share), *extras]))
+    order = list(range(releases))
+    draw.shuffle(order)
+    targets = [order[n % releases] for n in range(len(first))]  # spread over the releases
+    untouched = sorted(set(range(releases)) - set(targets))
+    hits = [*zip(first, targets, strict=True), *((draw.choice(list(kinds)), n) for n in untouched)]
+    faults = tuple(
+        PlannedFault(kind, release, draw.choice(steps_of(kind)), round(draw.uniform(*fault_gap), 3))
+        for kind, release in hits
+    )
+    share = max(1, round(CANCEL_SHARE * releases)) if releases >= 2 else 0  # at least one, with two
+    return Plan(seed, faults, frozenset(draw.sample(range(releases), share)))
 
 
 # ---------------------------------------------------------------------- what the run must show at the end
@@ -68,21 +119,31 @@ def make_plan(
 Effects = Mapping[tuple[str, str], Mapping[str, float]]
 
 
-def kept_data(releases: Mapping[str, Mapping[str, Any]], effects: Effects) -> list[tuple[str, str]]:
+def _ended_unpublished(release: Mapping[str, Any]) -> bool:
+    """Canceled, or failed before publication (a release that fails *during* publication is not taken back,
+    by design: its services keep what they staged)."""
+    return release["state"] == "canceled" or (
+        release["state"] == "failed" and "publishing" not in release["entered"]
+    )
+
+
+def to_discard(releases: Mapping[str, Mapping[str, Any]], effects: Effects) -> list[tuple[str, str]]:
     """(release, service) pairs where a service staged data for a release that ended canceled, or failed
-    before publication, and did not discard it afterwards. (A release that fails *during* publication is not
-    taken back, by design: its services keep what they staged.)"""
-    kept = []
-    for (release_id, service), done in effects.items():
-        release = releases.get(release_id)
-        if release is None or "staged" not in done:
-            continue
-        ended_unpublished = release["state"] == "canceled" or (
-            release["state"] == "failed" and "publishing" not in release["entered"]
-        )
-        if ended_unpublished and done.get("discarded", -1.0) < done["staged"]:
-            kept.append((release_id, service))
-    return sorted(kept)
+    before publication: each must be discarded (what :func:`kept_data` checks)."""
+    return sorted(
+        (release_id, service)
+        for (release_id, service), done in effects.items()
+        if "staged" in done and release_id in releases and _ended_unpublished(releases[release_id])
+    )
+
+
+def kept_data(releases: Mapping[str, Mapping[str, Any]], effects: Effects) -> list[tuple[str, str]]:
+    """The pairs of :func:`to_discard` whose service did not discard the data after it staged it."""
+    return [
+        (release_id, service)
+        for release_id, service in to_discard(releases, effects)
+        if effects[(release_id, service)].get("discarded", -1.0) < effects[(release_id, service)]["staged"]
+    ]
 
 
 def outcome_figures(
@@ -106,3 +167,18 @@ def unplanned_ends(planned: Mapping[str, str], releases: Mapping[str, Mapping[st
             ended = "lost" if release is None else f"{release['state']}: {release.get('state_reason')}"
             lines.append(f"{release_id} (planned {meant}) ended {ended}")
     return lines
+
+
+def faults_off_plan(plan: Plan, injected: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One line per difference between the plan and the faults the run tried (``injected``: records with
+    ``kind``, ``release``, ``step``): a planned fault never tried, or a fault tried that the plan lacks."""
+    tried = sorted((str(r["kind"]), int(r["release"]), str(r["step"])) for r in injected)
+    missing, extra = list(plan.keys()), []
+    for key in tried:
+        if key in missing:
+            missing.remove(key)
+        else:
+            extra.append(key)
+    return [f"planned, never tried: {k}@{r}/{s}" for k, r, s in missing] + [
+        f"tried, not planned: {k}@{r}/{s}" for k, r, s in extra
+    ]

@@ -1,4 +1,4 @@
-"""The chaos run's fault "a service redeclares its queue" (``bench/chaos.py``).
+"""The chaos run's fault "a service redeclares its queue" (``bench/chaos/``).
 
 A service's broker user deletes the task queue ``<ns>.task.<service>`` and declares it again as a classic
 queue (as an attack or a misconfigured service would). Where that user may not (least privilege: no

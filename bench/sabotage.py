@@ -3,7 +3,7 @@
 Each variant is a restorable patch (a context manager), registered under a name with a one-line
 description. Two ways to use one:
 
-    python -m bench.sabotage NAME          # patch, then run the coordinator (e.g. under bench/chaos.py)
+    python -m bench.sabotage NAME          # patch, then run the coordinator (e.g. under bench/chaos/)
     python -m bench.chaos --coordinator "bench.sabotage accept-spoofed"
 
     with VARIANTS["ignore-hold"].patch():  # in-process: the exhaustive explorer (tests/explore)

@@ -8,7 +8,7 @@ message id, so publishing twice is harmless.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 import structlog
@@ -64,6 +64,21 @@ class Outbox:
             except Unroutable:
                 log.info("instance gone; cancel sent to the service's queue", release_id=release.id)
         await session.publish(entry, release.id)
+
+    async def send_once(self, release_id: str, entries: Sequence[OutboxEntry]) -> None:
+        """Publish messages that are not stored (:attr:`Decision.unstored`): a cancel to one instance.
+        If its queue is gone, so is the instance and its processing; any other failure is logged, and the
+        next progress report from that instance sends the cancel again."""
+        for entry in entries:
+            if self.session is None:
+                log.warning("cancel to an instance not sent: no broker session", release_id=release_id)
+                return
+            try:
+                await self.session.publish(entry, release_id)
+            except Unroutable:
+                log.info("instance gone; its cancel dropped", release_id=release_id, key=entry.routing_key)
+            except Exception as error:
+                log.warning("cancel to an instance not sent", release_id=release_id, error=repr(error))
 
     def _processing(self, release: Release, entry: OutboxEntry) -> str | None:
         """The routing key of the live instance processing the task this cancel is for, if there is one."""

@@ -157,6 +157,7 @@ class Replies:
                 message_id=message.message_id,
             )
             await self.store.record([refusal])
+            await self.releases.outbox.send_once(message.release_id, decision.unstored)
             await delivery.ack()
             return
         await self.dead_letter(delivery, reason, message.release_id)

@@ -11,13 +11,13 @@ from schemas.topology import SERVICE_NAME_PATTERN
 class StrictModel(BaseModel):
     """A message on the wire: unknown fields and wrong types are refused, values are immutable."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, defer_build=True)
 
 
 class DocumentModel(BaseModel):
     """A stored document: unknown fields are refused; values read back from the store are coerced."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 def _check_version(value: str) -> str:

@@ -30,6 +30,9 @@ class Decision:
     reason: str
     #: Messages this decision added to the outbox (already part of ``release.outbox``).
     messages: tuple[OutboxEntry, ...] = ()
+    #: Messages to send once, without storing anything: the release does not change (an ended release
+    #: never does). The input that caused them causes them again if they are lost.
+    unstored: tuple[OutboxEntry, ...] = ()
 
     @property
     def applied(self) -> bool:

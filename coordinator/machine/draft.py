@@ -77,9 +77,30 @@ class _Draft:
                 "starts": task.starts + 1 if starting else task.starts,
             }
         )
+        key = self.topology.command_key(service, action)
+        self.outbox.append(self._command(service, action, now, key, reason, final_version))
+
+    def _instance_cancel(self, service: str, instance_id: str, now: datetime, reason: str) -> OutboxEntry:
+        """A cancel addressed to one instance's own queue, sent once and not stored (see
+        :attr:`Decision.unstored`). Its id names the release's revision and the instance."""
+        key = self.topology.control_key(service, instance_id)
+        instance = key.rsplit(".", 1)[1]
+        message_id = f"{self.original.id}.cancel.{service}.r{self.original.revision}.{instance}"[:128]
+        return self._command(service, Action.CANCEL, now, key, reason, message_id=message_id)
+
+    def _command(
+        self,
+        service: str,
+        action: Action,
+        now: datetime,
+        routing_key: str,
+        reason: str | None,
+        final_version: str | None = None,
+        message_id: str | None = None,
+    ) -> OutboxEntry:
         info = self._release_info(final_version)
         command = Command(
-            message_id=f"{info.id}.{action}.{service}.r{self.original.revision + 1}",
+            message_id=message_id or f"{info.id}.{action}.{service}.r{self.original.revision + 1}",
             release_id=info.id,
             service=service,
             sent_at=now,
@@ -87,14 +108,12 @@ class _Draft:
             release=info,
             reason=reason,
         )
-        self.outbox.append(
-            OutboxEntry(
-                message_id=command.message_id,
-                exchange="commands",
-                routing_key=self.topology.command_key(service, action),
-                kind=MessageKind.COMMAND,
-                body=encode(command).decode(),
-            )
+        return OutboxEntry(
+            message_id=command.message_id,
+            exchange="commands",
+            routing_key=routing_key,
+            kind=MessageKind.COMMAND,
+            body=encode(command).decode(),
         )
 
     def _release_info(self, final_version: str | None) -> ReleaseInfo:

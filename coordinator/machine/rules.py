@@ -260,3 +260,14 @@ def _some_names(services: Collection[str], limit: int = NAMED_IN_PASSING) -> str
     first = heapq.nsmallest(limit, services)
     more = len(services) - len(first)
     return ", ".join(first) + (f" and {more} more" if more else "")
+
+
+def told_to_discard(release: ReleaseState, task: Task) -> bool:
+    """Whether the service, which was sent ``start``, was told to discard what it staged for the release:
+    a cancel went to it (the release is being or was canceled, or it failed before publication, which
+    cancels the running tasks)."""
+    if task.starts == 0:
+        return False
+    if release in (ReleaseState.CANCELING, ReleaseState.CANCELED):
+        return True
+    return release is ReleaseState.FAILED and task.state is TaskState.CANCELED

@@ -40,6 +40,7 @@ from coordinator.machine.rules import (
     edit_refusal,
     note_refusal,
     notes_size,
+    told_to_discard,
     with_note_change,
 )
 from coordinator.versioning import next_final
@@ -134,6 +135,11 @@ class _Step(_Draft):
             return self._unchanged(
                 Verdict.REFUSED, f"{progress.service} is not a required service of this release"
             )
+        if progress.instance_id != task.instance and told_to_discard(self.original.state, task):
+            why = f"{progress.service} instance {progress.instance_id} is processing a release that is"
+            reason = f"{why} {self.original.state}: cancel sent to that instance"
+            cancel = self._instance_cancel(progress.service, progress.instance_id, event.now, reason)
+            return Decision(Verdict.STALE, self.original, reason, unstored=(cancel,))
         if self.original.state is not ReleaseState.RUNNING or task.state is not TaskState.RUNNING:
             return self._unchanged(
                 Verdict.STALE, f"progress from {progress.service} while release is {self.original.state}"

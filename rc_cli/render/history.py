@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rich.console import Group, RenderableType
-from rich.markdown import Markdown
 from rich.table import Table
 from rich.text import Text
 
@@ -59,6 +58,9 @@ def note_heading(note: Note) -> str:
 
 def notes_view(notes: Sequence[Note]) -> RenderableType:
     """Notes as headed markdown blocks."""
+    # Imported here: markdown-it would cost every other command 0.2 s of start-up.
+    from rich.markdown import Markdown
+
     parts: list[RenderableType] = []
     for note in notes:
         if parts:

@@ -2,22 +2,62 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
 from bench.chaos import FAULTS, Chaos, parse
-from bench.chaos_plan import kept_data, make_plan, outcome_figures, unplanned_ends
+from bench.chaos_plan import (
+    STEPS,
+    Plan,
+    PlannedFault,
+    faults_off_plan,
+    kept_data,
+    make_plan,
+    outcome_figures,
+    steps_of,
+    to_discard,
+    unplanned_ends,
+)
 
 GAP = (0.7, 1.5)
 
 
-def test_one_seed_gives_one_plan_and_another_seed_another() -> None:
+def test_one_seed_gives_one_list_of_fault_release_and_step_and_another_seed_another() -> None:
     first = make_plan(7, FAULTS, FAULTS, releases=20, fault_gap=GAP)
-    assert make_plan(7, FAULTS, FAULTS, releases=20, fault_gap=GAP) == first
-    assert make_plan(8, FAULTS, FAULTS, releases=20, fault_gap=GAP) != first
+    again = make_plan(7, FAULTS, FAULTS, releases=20, fault_gap=GAP)
+    assert [f.key for f in again.faults] == [f.key for f in first.faults]
+    assert again == first  # the pauses and the cancels too
+    assert [f.key for f in make_plan(8, FAULTS, FAULTS, releases=20, fault_gap=GAP).faults] != [
+        f.key for f in first.faults
+    ]
     assert sorted(f.kind for f in first.faults[: len(FAULTS)]) == sorted(FAULTS)  # every kind in round one
-    assert all(GAP[0] <= f.gap <= GAP[1] for f in first.faults)
-    assert len(first.cancels & set(range(20))) == 3  # 15 % of the planned releases
-    assert first.describe()[0].startswith(f"plan (seed 7): faults in order: {first.faults[0].kind} (+")
+    assert len(first.faults) == 20  # one per release: every release is hit once
+    assert sorted(f.release for f in first.faults) == list(range(20))
+    assert all(f.step in steps_of(f.kind) for f in first.faults)
+    assert {f.step for f in first.faults if f.kind == "spoofed"} == {"processing"}
+    assert all(GAP[0] <= f.pause <= GAP[1] for f in first.faults)
+    assert len(first.cancels) == 3  # 15 % of the releases
+    kind, release, step = first.faults[0].key
+    assert first.describe()[0].startswith(
+        f"plan (seed 7): 20 faults (kind@release/step): {kind}@{release}/{step}"
+    )
+
+
+def test_with_fewer_releases_than_kinds_every_kind_is_planned_on_releases_spread_evenly() -> None:
+    plan = make_plan(7, FAULTS, FAULTS, releases=4, fault_gap=GAP)
+    assert sorted(f.kind for f in plan.faults) == sorted(FAULTS)
+    hits = Counter(f.release for f in plan.faults)
+    assert set(hits) == set(range(4))
+    assert max(hits.values()) - min(hits.values()) <= 1
+    assert len(plan.cancels) == 1
+    steps = [STEPS.index(f.step) for _, f in plan.of(0)]
+    assert steps == sorted(steps)  # a release's faults in the order of its steps
+
+
+def test_a_plan_needs_a_release() -> None:
+    with pytest.raises(ValueError, match="at least one release, not 0"):
+        make_plan(7, FAULTS, FAULTS, releases=0, fault_gap=GAP)
 
 
 def test_the_run_takes_its_plan_from_the_seed_alone() -> None:
@@ -25,7 +65,23 @@ def test_the_run_takes_its_plan_from_the_seed_alone() -> None:
     one, two = Chaos(parse(argv)), Chaos(parse(argv))
     assert one.hex != two.hex  # two runs (their own names), one plan
     assert one.plan == two.plan
+    assert one.plan.keys() == two.plan.keys()
     assert one.plan.faults[0].kind in FAULTS
+
+
+def test_the_faults_a_run_tried_are_compared_with_its_plan() -> None:
+    plan = Plan(
+        7, (PlannedFault("duplicate", 0, "staged", 1.0), PlannedFault("stale", 1, "ending", 1.0)), frozenset()
+    )
+    tried = [
+        {"kind": "duplicate", "release": 0, "step": "staged", "applied": True},
+        {"kind": "kill_service", "release": 1, "step": "created", "applied": True},
+    ]
+    assert faults_off_plan(plan, tried) == [
+        "planned, never tried: stale@1/ending",
+        "tried, not planned: kill_service@1/created",
+    ]
+    assert faults_off_plan(plan, [*tried[:1], {"kind": "stale", "release": 1, "step": "ending"}]) == []
 
 
 def released(state: str, *entered: str) -> dict[str, object]:
@@ -48,6 +104,7 @@ def test_staged_data_of_a_canceled_or_failed_release_must_be_discarded_after_it_
         ("R4", "a"): {"staged": 1.0, "published": 2.0},
     }
     assert kept_data(releases, effects) == [("R1", "b"), ("R2", "a")]
+    assert to_discard(releases, effects) == [("R1", "a"), ("R1", "b"), ("R2", "a")]
 
 
 def test_outcomes_are_counted_against_the_plan() -> None:
@@ -71,7 +128,7 @@ def test_several_instances_per_service_have_their_own_process_and_journal() -> N
     two = Chaos(parse(["--services", "2", "--instances", "2"]))
     service = two.services[1]
     assert two.instances(service) == [f"{service}#1", f"{service}#2"]
-    assert len(two.plan.faults) == len(one.plan.faults)  # the plan does not depend on the instances
+    assert two.plan.keys() == Chaos(parse(["--services", "2", "--seed", str(two.config.seed)])).plan.keys()
 
 
 def test_instances_must_be_at_least_one(capsys: pytest.CaptureFixture[str]) -> None:

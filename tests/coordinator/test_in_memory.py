@@ -229,6 +229,44 @@ async def test_a_cancel_goes_to_the_instance_processing_the_release(
     assert Action.CANCEL not in portal.actions(release_id)  # the shared queue did not get it
 
 
+async def test_an_instance_still_processing_a_canceled_release_is_sent_the_cancel_itself(
+    coordinator: Running,
+    connect_peer: Callable[[], Awaitable[Peer]],
+    admin: Asks,
+    services: Callable[..., Awaitable[SimulatedService]],
+    store: Store,
+    namespace: str,
+) -> None:
+    """The cancel went to the service's shared queue (no instance had reported progress yet), and another
+    instance answered it. The instance that had really taken ``start`` then reports progress: it gets a
+    cancel of its own, so that it stops and discards what it staged; the audit trail says why."""
+    topology = Topology(namespace)
+    portal = await services("portal", behaviour={Action.START: None, Action.CANCEL: Outcome.CANCELED})
+    late = await connect_peer()
+    control = await late.declare_queue(topology.control_queue("portal", "portal-late"), {}, exclusive=True)
+    await late.bind(control, topology.commands_exchange, topology.control_key("portal", "portal-late"))
+    await admin.request(RequireService(service="portal"))
+    release_id = await create(admin)
+    await wait_for_state(store, release_id, ReleaseState.RUNNING)
+    (start,) = await _eventually_n(lambda: [c for c in portal.received if c.action is Action.START], 1, 10)
+    await admin.request(CancelRelease(release_id=release_id, reason="wrong data"))
+    await wait_for_state(store, release_id, ReleaseState.CANCELED)
+    assert await late.get(control) is None  # the first cancel went to the shared queue
+
+    canceled = await store.get(release_id)
+    await portal.report(start, 40, "portal-late")
+    cancel = decode((await _eventually(lambda: late.get(control))).body, Command)
+    assert (cancel.action, cancel.release_id) == (Action.CANCEL, release_id)
+    trail = (await store.event_page(release_id, 100)).items
+    assert any("instance portal-late is processing a release that is canceled" in e.reason for e in trail)
+
+    await portal.report(start, 50, "portal-gone")  # an instance whose queue is gone, and it with it
+    async with asyncio.timeout(10):
+        while not any("portal-gone" in e.reason for e in (await store.event_page(release_id, 100)).items):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    assert await store.get(release_id) == canceled  # an ended release never changes
+
+
 async def _eventually_n(get: Callable[[], list[Command]], count: int, within: float) -> list[Command]:
     deadline = asyncio.get_running_loop().time() + within
     while len(found := get()) < count:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from bench.sabotage import VARIANTS
+from tests.chaos import test_chaos
 from tests.coordinator import (
     test_discard_journals,
     test_faults,
@@ -21,6 +22,7 @@ from tests.unit import test_machine
 
 #: The modules holding the guarantees' tests; importing them registers their catchers.
 CATCHING_MODULES = (
+    test_chaos,
     test_discard_journals,
     test_explore,
     test_faults,

@@ -10,6 +10,7 @@ from coordinator.machine import (
     Begin,
     Cancel,
     DeadlineCheck,
+    Decision,
     HealthVerdict,
     Hold,
     InstanceLost,
@@ -23,6 +24,7 @@ from coordinator.machine import (
 )
 from schemas.enums import Action, MessageKind, Outcome, ReleaseState, TaskState
 from schemas.messages import Announcement, Command, decode
+from schemas.topology import Topology
 from tests.sabotage.plugin import caught_by
 from tests.unit.releases import SERVICES, TIMEOUTS, Driver, new_release, progress, reply
 
@@ -304,6 +306,63 @@ def test_an_instance_lost_after_its_task_staged_or_once_the_release_is_canceling
     assert (d.release.state, d.release.tasks["portal"].state) == (ReleaseState.CANCELING, TaskState.RUNNING)
     while_canceling = d.apply(InstanceLost(d.tick(), "portal", "test:1", "stopped heartbeating"))
     assert (while_canceling.verdict, while_canceling.messages) == (Verdict.STALE, ())
+
+
+def _progress_from(d: Driver, instance_id: str) -> Decision:
+    message = progress(d.release, "portal", 30).model_copy(update={"instance_id": instance_id})
+    return d.apply(ProgressReceived(message, d.tick()))
+
+
+def _cancels_to(decision: Decision) -> list[str]:
+    """The routing keys of the cancels a decision sends without storing anything."""
+    assert (decision.verdict, decision.messages) == (Verdict.STALE, ())  # nothing stored
+    return [
+        m.routing_key for m in decision.unstored if decode(m.body.encode(), Command).action is Action.CANCEL
+    ]
+
+
+def test_an_instance_processing_a_release_it_was_told_to_discard_gets_a_cancel_of_its_own() -> None:
+    """The cancel went to the service's shared queue (no instance known yet), so it may have reached an
+    idle instance: progress from the instance really processing gets that instance a cancel of its own,
+    at each report while it goes on. Nothing is stored: the release stays as it is."""
+    d = Driver().to(ReleaseState.RUNNING)
+    d.apply(Cancel(d.tick(), "ops", "wrong studies"))
+    before = d.release
+    for _ in range(2):
+        stray = _progress_from(d, "worker:2")
+        assert (stray.verdict, stray.release) == (Verdict.STALE, before)
+        assert _cancels_to(stray) == [Topology().control_key("portal", "worker:2")]
+        assert stray.reason == (
+            "portal instance worker:2 is processing a release that is canceling: cancel sent to that instance"
+        )
+        [cancel] = stray.unstored
+        assert cancel.message_id == f"{before.id}.cancel.portal.r{before.revision}.worker-2"
+
+
+def test_the_instance_the_cancel_went_to_is_not_sent_another() -> None:
+    d = Driver().to(ReleaseState.RUNNING)
+    _progress_from(d, "worker:1")
+    d.apply(Cancel(d.tick(), "ops", "wrong studies"))
+    assert _cancels_to(_progress_from(d, "worker:1")) == []
+    assert _cancels_to(_progress_from(d, "worker:2")) == [Topology().control_key("portal", "worker:2")]
+
+
+def test_a_failed_release_stops_a_stray_instance_of_a_canceled_task_only() -> None:
+    d = Driver().to(ReleaseState.RUNNING)
+    d.apply(ReplyReceived(reply(d.release, "search-index", Action.START, Outcome.FAILED, "disk"), d.tick()))
+    assert d.release.state is ReleaseState.FAILED
+    assert d.release.tasks["portal"].state is TaskState.CANCELED
+    assert _cancels_to(_progress_from(d, "worker:2")) == [Topology().control_key("portal", "worker:2")]
+
+    published = Driver().to(ReleaseState.PUBLISHED)
+    assert _cancels_to(_progress_from(published, "worker:2")) == []
+
+
+def test_progress_for_a_release_canceled_before_any_start_sends_nothing() -> None:
+    d = Driver().to(ReleaseState.INITIALIZING)
+    d.apply(Cancel(d.tick(), "ops", "wrong studies"))
+    assert d.release.tasks["portal"].starts == 0
+    assert _cancels_to(_progress_from(d, "worker:2")) == []
 
 
 def test_an_instance_lost_outside_processing_changes_nothing() -> None:
