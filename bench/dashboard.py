@@ -49,7 +49,8 @@ from bench.lib import (
     summary,
     write_results,
 )
-from bench.scale import Site, random_ids, start_preloaded_store
+from bench.scale_store import Site, start_preloaded_store
+from bench.scale_timing import random_ids
 from schemas.messages import ListEvents, ListReleases, ShowRelease
 
 NAME = "dashboard"

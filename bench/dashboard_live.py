@@ -23,12 +23,11 @@ from bench.lib import (
     Child,
     Children,
     admin_client,
-    close_store,
     connect_store,
     cpu_seconds,
     create_release,
     declare_topology,
-    delete_namespace,
+    end_run,
     ms,
     new_namespace,
     register_services,
@@ -260,11 +259,7 @@ async def live(args: argparse.Namespace, url: str) -> dict[str, Any]:
         finally:
             if close_bare is not None:
                 await close_bare()
-            if client is not None:
-                await client.close()
-            if store_db is not None:
-                await close_store(store_db)
-            await delete_namespace(url, namespace, services)
+            await end_run(url, namespace, services, client, store_db)
     return result
 
 

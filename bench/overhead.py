@@ -30,26 +30,26 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Sequence
-from datetime import timedelta
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
-
-import aio_pika
-from aio_pika.abc import AbstractIncomingMessage
 
 from bench.lib import (
     RESULTS,
     STEPS,
     Announcements,
+    Child,
     Children,
+    CoordinatorHandle,
     CpuMeter,
     Measured,
-    amqp_message,
+    Metrics,
+    StoreHandle,
+    admin_client,
     amqp_url,
     check_file_handles,
     close_store,
-    command_body,
     connect_store,
     declare_topology,
     delete_namespace,
@@ -57,9 +57,7 @@ from bench.lib import (
     last_line,
     machine_info,
     measured_store,
-    ms,
     new_namespace,
-    new_release_id,
     rabbitmq_pid,
     rabbitmq_version,
     ratio,
@@ -75,78 +73,13 @@ from bench.lib import (
     without_store_threads,
     write_results,
 )
-from coordinator.settings import Settings as CoordinatorSettings
+from bench.overhead_baselines import FLOOR_ACTIONS, measure_floor, measure_store
 from coordinator.store import Store
-from schemas.documents import Release, Task
-from schemas.enums import Action, Outcome, ReleaseState, TaskState
-from schemas.topology import Topology
+from rc_cli.client import AdminClient
 
 NAME = "overhead"
-FLOOR_ACTIONS = (Action.INITIALIZE, Action.START, Action.PUBLISH)
-#: The reply prefetch of the floor: the coordinator's own default (``RC_PREFETCH``), so both consume alike.
-FLOOR_PREFETCH = CoordinatorSettings().prefetch
 #: ratio targets of issue 7 (coordinator ms/step <= target x floor ms/step)
 TARGETS = {3: 1.5, 300: 1.3}
-
-
-# ---------------------------------------------------------------------- the floor
-
-
-class _ReplyCounter:
-    def __init__(self) -> None:
-        self.release_id = ""
-        self.wanted = 0
-        self.seen = 0
-        self.done = asyncio.Event()
-
-    def expect(self, release_id: str, count: int) -> None:
-        self.release_id, self.wanted, self.seen = release_id, count, 0
-        self.done.clear()
-
-    async def __call__(self, message: AbstractIncomingMessage) -> None:
-        await message.ack()
-        if message.correlation_id == self.release_id:
-            self.seen += 1
-            if self.seen == self.wanted:
-                self.done.set()
-
-
-async def measure_floor(
-    url: str, namespace: str, services: Sequence[str], rounds: int, warmup: int
-) -> list[float]:
-    """ms per step of the bare message pattern (no logic, no store)."""
-    topology = Topology(namespace)
-    connection = await aio_pika.connect(url, timeout=30)
-    samples: list[float] = []
-    try:
-        publisher = await connection.channel(publisher_confirms=True)
-        commands = await publisher.get_exchange(topology.commands_exchange, ensure=False)
-        consumer = await connection.channel()
-        await consumer.set_qos(prefetch_count=FLOOR_PREFETCH)
-        replies = await consumer.get_queue(topology.replies_queue, ensure=False)
-        counter = _ReplyCounter()
-        tag = await replies.consume(counter)
-        for round_ in range(warmup + rounds):
-            release_id = new_release_id()
-            for action in FLOOR_ACTIONS:
-                messages = []
-                for service in services:
-                    message_id, body = command_body(release_id, service, action)
-                    message = amqp_message(body, message_id, "command", release_id, "guest")
-                    messages.append((message, topology.command_key(service, action)))
-                counter.expect(release_id, len(services))
-                started = time.perf_counter()
-                await asyncio.gather(
-                    *(commands.publish(m, routing_key=key, mandatory=True, timeout=60) for m, key in messages)
-                )
-                await asyncio.wait_for(counter.done.wait(), 300)
-                elapsed = time.perf_counter() - started
-                if round_ >= warmup:
-                    samples.append(ms(elapsed))
-        await replies.cancel(tag)
-    finally:
-        await connection.close()
-    return samples
 
 
 def cpu_per_step(
@@ -166,77 +99,6 @@ def cpu_per_step(
         "store": per_step(coordinator_cpu, "store", steps),
         "rabbitmq": per_step(coordinator_cpu, "rabbitmq", steps),
     }
-
-
-# ---------------------------------------------------------------------- the store alone
-
-
-def sample_release(services: Sequence[str]) -> Release:
-    """A running release with ``services`` tasks, each accepted: what every reply reads and writes."""
-    at = time.time()
-    from datetime import UTC, datetime
-
-    moment = datetime.fromtimestamp(at, UTC)
-    tasks = {
-        s: Task(
-            service=s,
-            state=TaskState.RUNNING,
-            answers={Action.INITIALIZE: Outcome.ACCEPTED},
-            entered={TaskState.INITIALIZED: moment, TaskState.RUNNING: moment},
-            last_message="accepted",
-            last_message_id="0" * 32,
-            deadline_at=moment + timedelta(minutes=10),
-            updated_at=moment,
-        )
-        for s in services
-    }
-    return Release(
-        id=new_release_id(),
-        seq=1,
-        name="bench",
-        studies=("SD_BENCH01",),
-        tentative_version="0.0.1",
-        state=ReleaseState.RUNNING,
-        tasks=tasks,
-        entered={
-            ReleaseState.WAITING: moment,
-            ReleaseState.INITIALIZING: moment,
-            ReleaseState.RUNNING: moment,
-        },
-        created_at=moment,
-        updated_at=moment,
-    )
-
-
-async def measure_store(url: str, namespace: str, services: Sequence[str], repeat: int) -> dict[str, Any]:
-    """The store alone, through the engine's own interface, for a release of len(services) tasks: a read,
-    and a compare-and-set that changes one task (what a reply costs), each ``repeat`` times."""
-    scratch = url.replace(".db", "-scratch.db") if url.startswith("sqlite") else url
-    store = await connect_store(scratch, f"{namespace}-scratch")
-    release = sample_release(services)
-    try:
-        await store.insert(release, [])
-        timings: dict[str, list[float]] = {"get": [], "compare_and_set": []}
-        service = services[0]
-        for n in range(repeat):
-            started = time.perf_counter()
-            await store.get(release.id)
-            timings["get"].append(time.perf_counter() - started)
-            task = release.tasks[service].model_copy(update={"progress": float(n % 100)})
-            after = release.model_copy(
-                update={"revision": release.revision + 1, "tasks": {**release.tasks, service: task}}
-            )
-            started = time.perf_counter()
-            await store.compare_and_set(release, after, [])
-            timings["compare_and_set"].append(time.perf_counter() - started)
-            release = after
-        result: dict[str, Any] = {
-            name: round(statistics.median(values) * 1000, 3) for name, values in timings.items()
-        }
-        result["document_bytes"] = len(release.model_dump_json())
-        return result
-    finally:
-        await close_store(store)  # a scratch file goes with the run's temporary folder
 
 
 # ---------------------------------------------------------------------- one N
@@ -265,21 +127,11 @@ async def measure_n(
             store = await start_store(children, namespace)
             await declare_topology(url, namespace)
             hosts = await start_hosts(children, url, namespace, services, processes)
-            say(f"N={n}: floor, {floor_rounds} rounds x 3 steps")
-            meter = CpuMeter(
-                {"bench": os.getpid(), "rabbitmq": rabbitmq_pid(url)} | {h.name: h.pid for h in hosts}
-            )
-            meter.start()
-            floor = await measure_floor(url, namespace, services, floor_rounds, warmup)
-            result["floor_cpu_seconds"] = meter.stop()
-            result["floor_ms_per_step"] = summary(floor)
-            say(f"N={n}: floor {result['floor_ms_per_step']['median']:.1f} ms/step (median)")
-
+            floor = await floor_of(result, url, namespace, services, hosts, floor_rounds, warmup)
             result["store_round_trip_ms"] = await measure_store(
                 store.url, namespace, services, 50 if n <= 30 else 15
             )
             say(f"N={n}: store alone {result['store_round_trip_ms']}")
-
             store_db = await connect_store(store.url, namespace)
             await register_services(store_db, services)
             coordinator = await start_coordinator(
@@ -291,11 +143,10 @@ async def measure_n(
                 profile=profile_dir / f"{NAME}-n{n}-coordinator.speedscope.json" if profile_dir else None,
             )
             announcements = Announcements()
-            from bench.lib import admin_client
-
             client = await admin_client(url, namespace, release_timeout, announcements)
+            drive = partial(drive_release, client, announcements, store_db)
             for i in range(warmup):
-                await drive_release(client, announcements, store_db, f"warm-up {i}", release_timeout)
+                await drive(f"warm-up {i}", release_timeout)
             before = await coordinator.scrape()
             pids: dict[str, Measured | None] = {
                 "coordinator": coordinator.pid,
@@ -303,61 +154,117 @@ async def measure_n(
                 "rabbitmq": rabbitmq_pid(url),
             }
             meter = CpuMeter(pids | {h.name: h.pid for h in hosts}).start()
-            per_release: list[dict[str, float]] = []
-            for i in range(releases):
-                steps = await drive_release(client, announcements, store_db, f"bench {i}", release_timeout)
-                per_release.append(steps)
-                say(
-                    f"N={n}: release {i + 1}/{releases}: "
-                    + ", ".join(f"{k} {steps[k]:.1f} ms" for k in STEPS)
-                )
+            per_release = await drive_releases(n, releases, drive, release_timeout)
             result["coordinator_cpu_seconds"] = meter.stop()
-            expected = releases * n * len(STEPS)
-            delta = (await coordinator.scrape()).minus(before)
-            deadline = time.monotonic() + 10  # the last reply is counted just after its effect is announced
-            while delta.value("rc_messages_total", kind="reply") < expected and time.monotonic() < deadline:
-                await asyncio.sleep(0.1)
-                delta = (await coordinator.scrape()).minus(before)
-            replies = int(delta.value("rc_messages_total", kind="reply"))
-            result["replies"] = replies
-            result["store"] = store_figures(delta, replies, releases * len(STEPS))
-            per_step = [statistics.fmean(r[s] for s in STEPS) for r in per_release]
-            result["coordinator_ms_per_step"] = summary(per_step)
-            result["coordinator_steps_ms"] = {
-                s: summary([r[s] for r in per_release]) for s in (*STEPS, *(f"{k}_stored" for k in STEPS))
-            }
-            result["releases"] = per_release
-            result["floor_samples_ms"] = floor
-            result["ratio"] = ratio(
-                result["coordinator_ms_per_step"]["median"], result["floor_ms_per_step"]["median"]
-            )
-            result["ratio_p95"] = ratio(
-                result["coordinator_ms_per_step"]["p95"], result["floor_ms_per_step"]["median"]
-            )
-            result["coordinator_cpu_seconds"] = without_store_threads(
-                result["coordinator_cpu_seconds"], store
-            )
-            result["cpu_ms_per_step"] = cpu_per_step(
-                result["floor_cpu_seconds"],
-                (warmup + floor_rounds) * len(FLOOR_ACTIONS),
-                result["coordinator_cpu_seconds"],
-                releases * len(STEPS),
-            )
-            await children.stop(coordinator.child)
-            for host in hosts:
-                await children.stop(host)
-            if store.child is not None:
-                await children.stop(store.child)
+            delta = await replies_counted(coordinator, before, releases * n * len(STEPS))
+            figures(result, delta, per_release, floor, store, releases, (warmup + floor_rounds))
+            await stop_children(children, coordinator, hosts, store)
         finally:
-            if client is not None:
-                await client.close()
-            if store_db is not None:
-                await close_store(store_db)
-            try:
-                await delete_namespace(url, namespace, services)
-            except Exception as error:
-                say(f"N={n}: could not delete the namespace's queues: {error!r}")
+            await clean_up(n, url, namespace, services, client, store_db)
     return result
+
+
+async def floor_of(
+    result: dict[str, Any],
+    url: str,
+    namespace: str,
+    services: Sequence[str],
+    hosts: Sequence[Child],
+    rounds: int,
+    warmup: int,
+) -> list[float]:
+    """The floor's samples (ms per step), its CPU seconds and summary put in ``result``."""
+    n = len(services)
+    say(f"N={n}: floor, {rounds} rounds x 3 steps")
+    meter = CpuMeter({"bench": os.getpid(), "rabbitmq": rabbitmq_pid(url)} | {h.name: h.pid for h in hosts})
+    meter.start()
+    floor = await measure_floor(url, namespace, services, rounds, warmup)
+    result["floor_cpu_seconds"] = meter.stop()
+    result["floor_ms_per_step"] = summary(floor)
+    say(f"N={n}: floor {result['floor_ms_per_step']['median']:.1f} ms/step (median)")
+    return floor
+
+
+async def drive_releases(
+    n: int, releases: int, drive: Callable[[str, float], Awaitable[dict[str, float]]], within: float
+) -> list[dict[str, float]]:
+    """Drive ``releases`` releases one after the other: ms per step of each."""
+    per_release: list[dict[str, float]] = []
+    for i in range(releases):
+        steps = await drive(f"bench {i}", within)
+        per_release.append(steps)
+        say(f"N={n}: release {i + 1}/{releases}: " + ", ".join(f"{k} {steps[k]:.1f} ms" for k in STEPS))
+    return per_release
+
+
+async def replies_counted(coordinator: CoordinatorHandle, before: Metrics, expected: int) -> Metrics:
+    """The coordinator's metrics since ``before``, once it counted ``expected`` replies (or 10 s passed)."""
+    delta = (await coordinator.scrape()).minus(before)
+    deadline = time.monotonic() + 10  # the last reply is counted just after its effect is announced
+    while delta.value("rc_messages_total", kind="reply") < expected and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+        delta = (await coordinator.scrape()).minus(before)
+    return delta
+
+
+def figures(
+    result: dict[str, Any],
+    delta: Metrics,
+    per_release: list[dict[str, float]],
+    floor: list[float],
+    store: StoreHandle,
+    releases: int,
+    floor_rounds: int,
+) -> None:
+    """Put the coordinator's figures, and their ratios to the floor's, in ``result``."""
+    replies = int(delta.value("rc_messages_total", kind="reply"))
+    result["replies"] = replies
+    result["store"] = store_figures(delta, replies, releases * len(STEPS))
+    per_step = [statistics.fmean(r[s] for s in STEPS) for r in per_release]
+    result["coordinator_ms_per_step"] = summary(per_step)
+    result["coordinator_steps_ms"] = {
+        s: summary([r[s] for r in per_release]) for s in (*STEPS, *(f"{k}_stored" for k in STEPS))
+    }
+    result["releases"] = per_release
+    result["floor_samples_ms"] = floor
+    floor_median = result["floor_ms_per_step"]["median"]
+    result["ratio"] = ratio(result["coordinator_ms_per_step"]["median"], floor_median)
+    result["ratio_p95"] = ratio(result["coordinator_ms_per_step"]["p95"], floor_median)
+    result["coordinator_cpu_seconds"] = without_store_threads(result["coordinator_cpu_seconds"], store)
+    result["cpu_ms_per_step"] = cpu_per_step(
+        result["floor_cpu_seconds"],
+        floor_rounds * len(FLOOR_ACTIONS),
+        result["coordinator_cpu_seconds"],
+        releases * len(STEPS),
+    )
+
+
+async def stop_children(
+    children: Children, coordinator: CoordinatorHandle, hosts: Sequence[Child], store: StoreHandle
+) -> None:
+    await children.stop(coordinator.child)
+    for host in hosts:
+        await children.stop(host)
+    if store.child is not None:
+        await children.stop(store.child)
+
+
+async def clean_up(
+    n: int,
+    url: str,
+    namespace: str,
+    services: Sequence[str],
+    client: AdminClient | None,
+    store_db: Store | None,
+) -> None:
+    if client is not None:
+        await client.close()
+    if store_db is not None:
+        await close_store(store_db)
+    try:
+        await delete_namespace(url, namespace, services)
+    except Exception as error:
+        say(f"N={n}: could not delete the namespace's queues: {error!r}")
 
 
 # ---------------------------------------------------------------------- main

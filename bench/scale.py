@@ -36,316 +36,47 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
-import random
-import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from datetime import timedelta
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from bench.lib import (
     RESULTS,
-    Announcements,
     Children,
-    CoordinatorHandle,
-    StoreHandle,
     admin_client,
     amqp_url,
     close_store,
-    connect_store,
-    declare_topology,
     delete_namespace,
-    drive_release,
     last_line,
     machine_info,
-    ms,
     new_namespace,
-    now,
     rabbitmq_version,
     ratio,
-    register_services,
     rss_kib,
     say,
     start_coordinator,
-    start_hosts,
-    start_store,
-    summary,
     write_results,
+)
+from bench.scale_memory import memory
+from bench.scale_store import Site, start_preloaded_store
+from bench.scale_timing import (
+    OPERATIONS,
+    coordinator_in_process,
+    rc_commands,
+    store_queries,
+    through_coordinator,
+    time_sites,
 )
 from coordinator.__main__ import broker_of
 from coordinator.service import Coordinator
 from coordinator.settings import Settings as CoordinatorSettings
-from coordinator.store import Store
-from rc_cli.client import AdminClient, expect_ok
-from schemas.documents import AuditEvent, Release, Task
-from schemas.enums import PUBLISHED_PATH, Action, EventKind, Outcome, ReleaseState, TaskState
-from schemas.messages import (
-    AdminAnswer,
-    AdminRequest,
-    ListEvents,
-    ListReleases,
-    ShowRelease,
-    ShowStudy,
-    encode,
-)
 
 NAME = "scale"
 #: Targets (ms, p95, through the coordinator) with 100,000 releases stored (``--releases 100000``).
 TARGETS_MS = {"list": 50.0, "show": 50.0, "study": 50.0, "events": 50.0}
 MEMORY_GROWTH_TARGET = 0.20
-SERVICES = ("file-service", "portal", "search-index")
-#: In every stored release (the worst case of ``rc study show``: 10,000 releases to count).
-COMMON_STUDY = "SD_ABCDEFGH"
-#: Release ``seq`` also has study ``SD_000000<seq % 100>``: each of those is in 1 % of the releases.
-RARE_STUDIES = 100
-#: The timed operator requests, in the order they are timed.
-OPERATIONS = ("list", "show", "study", "study_rare", "events")
-LOAD_BATCH = 500
-_FINAL = {ReleaseState.PUBLISHED: TaskState.PUBLISHED, ReleaseState.CANCELED: TaskState.CANCELED}
-_PATH = {
-    ReleaseState.PUBLISHED: PUBLISHED_PATH,
-    ReleaseState.CANCELED: (ReleaseState.WAITING, ReleaseState.INITIALIZING, ReleaseState.CANCELED),
-    ReleaseState.FAILED: (
-        ReleaseState.WAITING,
-        ReleaseState.INITIALIZING,
-        ReleaseState.RUNNING,
-        ReleaseState.FAILED,
-    ),
-}
-
-
-# ---------------------------------------------------------------------- stored releases
-
-
-def rare_study(seq: int) -> str:
-    return f"SD_{seq % RARE_STUDIES:08d}"
-
-
-def stored_release(seq: int) -> tuple[Release, list[AuditEvent]]:
-    """Release number ``seq`` of a long history (mostly published), with one event per transition."""
-    state = (
-        ReleaseState.CANCELED
-        if seq % 15 == 0
-        else ReleaseState.FAILED
-        if seq % 33 == 0
-        else ReleaseState.PUBLISHED
-    )
-    started = now() - timedelta(hours=10 * (20_000 - seq))
-    path = _PATH[state]
-    entered = {s: started + timedelta(minutes=10 * i) for i, s in enumerate(path)}
-    task_state = _FINAL.get(state, TaskState.FAILED)
-    tasks = {
-        s: Task(
-            service=s,
-            state=task_state,
-            progress=100.0,
-            last_message=str(task_state),
-            last_message_id=f"{seq:032x}",
-            answers={Action.INITIALIZE: Outcome.ACCEPTED},
-            entered={TaskState.INITIALIZED: started, task_state: entered[state]},
-            updated_at=entered[state],
-        )
-        for s in SERVICES
-    }
-    release_id = f"RE_{seq:08d}"
-    release = Release(
-        id=release_id,
-        seq=seq,
-        name=f"Release {seq}",
-        description="stored by bench.scale",
-        studies=(COMMON_STUDY, rare_study(seq)),
-        tags=("bench",),
-        author="bench",
-        tentative_version=f"0.{seq // 1000}.{seq % 1000 + 1}",
-        final_version=f"{seq}.0.0" if state is ReleaseState.PUBLISHED else None,
-        state=state,
-        state_reason=None if state is ReleaseState.PUBLISHED else f"{state} by bench",
-        tasks=tasks,
-        entered=entered,
-        revision=len(path) * 4,
-        created_at=started,
-        updated_at=entered[state],
-    )
-    events = [
-        AuditEvent(
-            id=f"{release_id}.r{i}",
-            release_id=release_id,
-            at=entered[s],
-            kind=EventKind.CREATED if i == 0 else EventKind.TRANSITION,
-            reason=f"entered {s}",
-            state_before=path[i - 1] if i else None,
-            state_after=s,
-        )
-        for i, s in enumerate(path)
-    ]
-    return release, events
-
-
-def release_batches(count: int, batch: int = LOAD_BATCH) -> Iterator[tuple[list[Release], list[AuditEvent]]]:
-    """Releases ``1..count`` and their events, ``batch`` releases at a time."""
-    for start in range(1, count + 1, batch):
-        releases: list[Release] = []
-        events: list[AuditEvent] = []
-        for seq in range(start, min(start + batch, count + 1)):
-            release, its_events = stored_release(seq)
-            releases.append(release)
-            events.extend(its_events)
-        yield releases, events
-
-
-@dataclass
-class Site:
-    """One store with ``stored`` releases, its coordinator and an operator client."""
-
-    label: str
-    stored: int
-    namespace: str
-    store: StoreHandle | None = None
-    coordinator: CoordinatorHandle | None = None
-    client: AdminClient | None = None
-    #: The same store, opened in this process: its queries timed alone.
-    direct: Store | None = None
-    #: The coordinator's request handling run in this process on ``direct`` (no broker).
-    in_process: Coordinator | None = None
-    load: dict[str, Any] = field(default_factory=dict)
-
-
-async def start_preloaded_store(children: Children, site: Site) -> None:
-    """A fresh store for ``site`` with its releases in it (see the module docstring)."""
-    site.store = await start_store(children, site.namespace)
-    store = site.direct = await connect_store(site.store.url, site.namespace)
-    started = time.perf_counter()
-    events = 0
-    for releases, batch_events in release_batches(site.stored):
-        await store.import_batch(releases, batch_events, ())
-        events += len(batch_events)
-        if (stored := releases[-1].seq) % 2000 == 0 and stored < site.stored:
-            say(f"{site.label}: stored {stored} releases ({time.perf_counter() - started:.1f}s)")
-    site.load = {
-        "releases": site.stored,
-        "events": events,
-        "total_seconds": round(time.perf_counter() - started, 2),
-        "how": f"import_batch through the store interface ({store.engine})",
-    }
-
-
-# ---------------------------------------------------------------------- timing
-
-
-def random_ids(stored: int, count: int, seed: int) -> list[str]:
-    rng = random.Random(seed)
-    return [f"RE_{rng.randint(1, stored):08d}" for _ in range(count)]
-
-
-def admin_operation(name: str, release_id: str, stored: int) -> Any:
-    """The operator request ``name`` (the defaults of the ``rc`` command)."""
-    match name:
-        case "list":
-            return ListReleases()
-        case "show":
-            return ShowRelease(release_id=release_id)
-        case "study":
-            return ShowStudy(study=COMMON_STUDY)
-        case "study_rare":
-            return ShowStudy(study=rare_study(min(stored, 42)))
-        case _:
-            return ListEvents(release_id=release_id)
-
-
-async def store_queries(site: Site, name: str, release_id: str) -> dict[str, float]:
-    """The store calls the coordinator makes for request ``name``, one after the other (the coordinator
-    makes those of ``study show`` at once); ms per call."""
-    store = site.direct
-    assert store is not None
-    timed: dict[str, float] = {}
-
-    async def timing(label: str, awaitable: Awaitable[Any]) -> None:
-        started = time.perf_counter()
-        await awaitable
-        timed[label] = ms(time.perf_counter() - started)
-
-    match name:
-        case "list":
-            await timing("list_releases", store.list_releases(50))
-        case "show":
-            await timing("get", store.get(release_id))
-            await timing("event_page", store.event_page(release_id, 20))
-        case "study" | "study_rare":
-            study = COMMON_STUDY if name == "study" else rare_study(min(site.stored, 42))
-            await timing("study_summary", store.study_summary(study))
-            await timing("study_releases", store.study_releases(study, 20))
-        case _:
-            await timing("state_of", store.state_of(release_id))
-            await timing("event_page", store.event_page(release_id, 50))
-    return timed
-
-
-async def time_sites(
-    sites: Sequence[Site], calls: int, measure: Callable[[Site, str, str], Awaitable[dict[str, float]]]
-) -> dict[str, dict[str, Any]]:
-    """``calls`` rounds; in each, every operation on every site in turn. Per site: ms summaries of every
-    operation (``<op>_ms``) and of every labelled part of it (``<op>.<part>_ms``)."""
-    ids = {site.label: random_ids(site.stored, calls, 7) for site in sites}
-    samples: dict[str, dict[str, list[float]]] = {site.label: {} for site in sites}
-    for round_ in range(calls):
-        for name in OPERATIONS:
-            for site in sites:
-                parts = await measure(site, name, ids[site.label][round_])
-                into = samples[site.label]
-                into.setdefault(f"{name}_ms", []).append(round(sum(parts.values()), 3))
-                if len(parts) > 1:
-                    for part, value in parts.items():
-                        into.setdefault(f"{name}.{part}_ms", []).append(value)
-    return {
-        site.label: {"stored": site.stored, **{k: summary(v) for k, v in samples[site.label].items()}}
-        for site in sites
-    }
-
-
-async def through_coordinator(site: Site, name: str, release_id: str) -> dict[str, float]:
-    assert site.client is not None
-    started = time.perf_counter()
-    expect_ok(await site.client.request(admin_operation(name, release_id, site.stored)))
-    return {"request": ms(time.perf_counter() - started)}
-
-
-async def coordinator_in_process(site: Site, name: str, release_id: str) -> dict[str, float]:
-    """The coordinator's own handling of the request (``Coordinator.execute`` + encoding the answer), in
-    this process, on the same store: the store queries and the coordinator's work, without the broker."""
-    assert site.in_process is not None
-    request = AdminRequest(
-        message_id=uuid.uuid4().hex,
-        sent_at=now(),
-        operator="bench",
-        operation=admin_operation(name, release_id, site.stored),
-    )
-    started = time.perf_counter()
-    result = await site.in_process.execute(request, "bench")
-    answer = AdminAnswer(
-        message_id=uuid.uuid4().hex, sent_at=now(), in_reply_to=request.message_id, ok=True, result=result
-    )
-    encode(answer)
-    return {"execute": ms(time.perf_counter() - started)}
-
-
-def time_rc(url: str, namespace: str, *args: str) -> float:
-    """One run of the real ``rc`` command (a new interpreter), in ms."""
-    env = {**os.environ, "RC_AMQP_URL": url, "RC_NAMESPACE": namespace, "RC_TIMEOUT": "60"}
-    started = time.perf_counter()
-    completed = subprocess.run(
-        [sys.executable, "-m", "rc_cli", *args], env=env, capture_output=True, timeout=120, check=False
-    )
-    elapsed = ms(time.perf_counter() - started)
-    if completed.returncode != 0:
-        raise RuntimeError(
-            f"rc {' '.join(args)} failed ({completed.returncode}): {completed.stderr.decode()[-500:]}"
-        )
-    return elapsed
 
 
 async def latency(args: argparse.Namespace, url: str) -> dict[str, Any]:
@@ -357,25 +88,7 @@ async def latency(args: argparse.Namespace, url: str) -> dict[str, Any]:
     result: dict[str, Any] = {"namespaces": {s.label: s.namespace for s in sites}}
     async with Children() as children:
         try:
-            say(f"loading {small} and {args.releases} releases into two fresh stores")
-            started = time.perf_counter()
-            for site in sites:
-                await start_preloaded_store(children, site)
-            result["load"] = {s.label: s.load for s in sites}
-            result["load_wall_seconds"] = round(time.perf_counter() - started, 1)
-            say(f"loaded: {json.dumps(sites[1].load)}")
-            result["coordinator_start_seconds"] = {}
-            for site in sites:
-                assert site.store is not None
-                started = time.perf_counter()
-                # The coordinator's start-up includes its ensure_indexes (index builds on a real MongoDB).
-                site.coordinator = await start_coordinator(children, url, site.store.url, site.namespace)
-                result["coordinator_start_seconds"][site.label] = round(time.perf_counter() - started, 2)
-                site.client = await admin_client(url, site.namespace, 120, None)
-                assert site.direct is not None
-                in_process = CoordinatorSettings(namespace=site.namespace)  # its broker is never connected
-                site.in_process = Coordinator(in_process, site.direct, broker_of(in_process))
-            say(f"coordinators active (start-up s: {result['coordinator_start_seconds']})")
+            await start_sites(children, url, sites, result)
             for site in sites:  # warm-up: every request once, and the store queries once
                 for name in OPERATIONS:
                     await through_coordinator(site, name, f"RE_{site.stored:08d}")
@@ -386,22 +99,8 @@ async def latency(args: argparse.Namespace, url: str) -> dict[str, Any]:
             result["store_direct"] = await time_sites(sites, args.calls, store_queries)
             say(f"{args.calls} rounds of the same requests handled in this process (no broker)")
             result["coordinator_in_process"] = await time_sites(sites, args.calls, coordinator_in_process)
-            large = sites[1]
-            middle = f"RE_{max(1, args.releases // 2):08d}"
             say("one run of each real rc command (new process)")
-            result["rc_command_ms"] = {
-                "release list": await asyncio.to_thread(time_rc, url, large.namespace, "release", "list"),
-                "release show": await asyncio.to_thread(
-                    time_rc, url, large.namespace, "release", "show", middle
-                ),
-                "study show": await asyncio.to_thread(
-                    time_rc, url, large.namespace, "study", "show", COMMON_STUDY
-                ),
-                "release events": await asyncio.to_thread(
-                    time_rc, url, large.namespace, "release", "events", middle
-                ),
-                "--help only": await asyncio.to_thread(time_rc, url, large.namespace, "--help"),
-            }
+            result["rc_command_ms"] = await rc_commands(url, sites[1].namespace, args.releases)
             result["rss_kib"] = {
                 s.label: {
                     "coordinator": rss_kib(s.coordinator.pid) if s.coordinator else None,
@@ -416,82 +115,41 @@ async def latency(args: argparse.Namespace, url: str) -> dict[str, Any]:
                 if site.coordinator is not None:
                     await children.stop(site.coordinator.child)
         finally:
-            for site in sites:
-                if site.client is not None:
-                    await site.client.close()
-                if site.direct is not None:
-                    with contextlib.suppress(Exception):
-                        await close_store(site.direct)
-                await delete_namespace(url, site.namespace, [])
+            await close_sites(url, sites)
     return result
 
 
-# ---------------------------------------------------------------------- memory
+async def start_sites(children: Children, url: str, sites: Sequence[Site], result: dict[str, Any]) -> None:
+    """Load the sites' stores, then start their coordinators (and one in this process for each)."""
+    say(f"loading {sites[0].stored} and {sites[1].stored} releases into two fresh stores")
+    started = time.perf_counter()
+    for site in sites:
+        await start_preloaded_store(children, site)
+    result["load"] = {s.label: s.load for s in sites}
+    result["load_wall_seconds"] = round(time.perf_counter() - started, 1)
+    say(f"loaded: {json.dumps(sites[1].load)}")
+    result["coordinator_start_seconds"] = {}
+    for site in sites:
+        assert site.store is not None
+        started = time.perf_counter()
+        # The coordinator's start-up includes its ensure_indexes (index builds on a real MongoDB).
+        site.coordinator = await start_coordinator(children, url, site.store.url, site.namespace)
+        result["coordinator_start_seconds"][site.label] = round(time.perf_counter() - started, 2)
+        site.client = await admin_client(url, site.namespace, 120, None)
+        assert site.direct is not None
+        in_process = CoordinatorSettings(namespace=site.namespace)  # its broker is never connected
+        site.in_process = Coordinator(in_process, site.direct, broker_of(in_process))
+    say(f"coordinators active (start-up s: {result['coordinator_start_seconds']})")
 
 
-async def memory(args: argparse.Namespace, url: str) -> dict[str, Any]:
-    namespace = new_namespace("mem")
-    services = list(SERVICES)
-    result: dict[str, Any] = {"namespace": namespace, "services": len(services)}
-    async with Children() as children:
-        store_db = None
-        client = None
-        try:
-            store = await start_store(children, namespace)
-            await declare_topology(url, namespace)
-            await start_hosts(children, url, namespace, services, 1)
-            store_db = await connect_store(store.url, namespace)
-            await register_services(store_db, services)
-            coordinator = await start_coordinator(children, url, store.url, namespace)
-            announcements = Announcements()
-            client = await admin_client(url, namespace, 120, announcements)
-            rss: dict[str, int] = {"started": rss_kib(coordinator.pid)}
-            done = 0
-            started = time.perf_counter()
-
-            async def worker(count: int) -> None:
-                nonlocal done
-                assert client is not None
-                assert store_db is not None
-                for _ in range(count):
-                    await drive_release(client, announcements, store_db, f"mem {done}", 120)
-                    done += 1
-                    if done % 100 == 0:
-                        say(f"{done} releases published")
-
-            await worker(args.memory_first)
-            await asyncio.sleep(1)
-            rss["first"] = rss_kib(coordinator.pid)
-            say(f"after {done} releases: {rss['first']} KiB")
-            left = args.memory_releases - done
-            workers = max(1, min(args.concurrency, left))
-            await asyncio.gather(
-                *(worker(left // workers + (1 if i < left % workers else 0)) for i in range(workers))
-            )
-            await asyncio.sleep(1)
-            rss["last"] = rss_kib(coordinator.pid)
-            say(f"after {done} releases: {rss['last']} KiB")
-            result.update(
-                {
-                    "releases": done,
-                    "first": args.memory_first,
-                    "rss_kib": rss,
-                    "store_rss_kib": rss_kib(store.pid) if store.pid else None,
-                    "growth": round(rss["last"] / rss["first"] - 1, 4),
-                    "releases_per_s": round(done / (time.perf_counter() - started), 2),
-                    "concurrency": workers,
-                }
-            )
-            await client.close()
-            client = None
-            await children.stop(coordinator.child)
-        finally:
-            if client is not None:
-                await client.close()
-            if store_db is not None:
-                await close_store(store_db)
-            await delete_namespace(url, namespace, services)
-    return result
+async def close_sites(url: str, sites: Sequence[Site]) -> None:
+    for site in sites:
+        if site.client is not None:
+            await site.client.close()
+        if site.direct is not None:
+            with contextlib.suppress(Exception):
+                await close_store(site.direct)
+        await delete_namespace(url, site.namespace, [])
 
 
 # ---------------------------------------------------------------------- main

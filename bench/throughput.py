@@ -31,20 +31,21 @@ import asyncio
 import os
 import sys
 import time
-import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractIncomingMessage
 
 from bench.lib import (
     RESULTS,
+    Child,
     Children,
+    CoordinatorHandle,
     Measured,
+    StoreHandle,
     admin_client,
-    amqp_message,
     amqp_url,
     close_store,
     cpu_seconds,
@@ -56,11 +57,9 @@ from bench.lib import (
     machine_info,
     measured_store,
     new_namespace,
-    new_release_id,
     queue_depth,
     rabbitmq_pid,
     rabbitmq_version,
-    ratio,
     register_services,
     rss_kib,
     say,
@@ -76,91 +75,24 @@ from bench.lib import (
 from bench.lib import (
     connect_store as _connect_store,
 )
-from bench.lib import (
-    now as _now,
-)
-from schemas.enums import Action, Outcome
-from schemas.messages import TaskReply, encode
+from bench.throughput_bare import PREFETCH, against_bare, window_rate
 from schemas.topology import Topology
 
 NAME = "throughput"
-TARGET_RATE = 5000.0
-PREFETCH = 64
 #: Fewer replies drain between a few polls of the queue depth: no 10 %-90 % window to take a rate from.
 MIN_REPLIES = 100
-
-
-def window_rate(points: Sequence[tuple[float, float]], total: int) -> tuple[float, float, float]:
-    """(rate, t_start, t_end) from ``(time, consumed)`` points: consumed 10 % -> 90 % of ``total``."""
-    low, high = 0.1 * total, 0.9 * total
-    start = next((p for p in points if p[1] >= low), None)
-    end = next((p for p in points if p[1] >= high), None)
-    if start is None or end is None or end[0] <= start[0]:
-        return 0.0, 0.0, 0.0
-    return (end[1] - start[1]) / (end[0] - start[0]), start[0], end[0]
-
-
-# ---------------------------------------------------------------------- bare consume + ack
-
-
-async def bare_consume(url: str, namespace: str, bodies: Sequence[bytes]) -> dict[str, Any]:
-    """Pre-load ``bodies`` into a quorum queue like the coordinator's, then consume + ack them all."""
-    topology = Topology(namespace)
-    name = f"{namespace}.bare"
-    connection = await aio_pika.connect(url, timeout=30)
-    try:
-        channel = await connection.channel(publisher_confirms=True)
-        await channel.declare_queue(name, durable=True, arguments=topology.coordinator_queue_arguments())
-        for start in range(0, len(bodies), 500):
-            await asyncio.gather(
-                *(
-                    channel.default_exchange.publish(
-                        amqp_message(body, uuid.uuid4().hex, "reply", None, "guest"),
-                        routing_key=name,
-                        timeout=60,
-                    )
-                    for body in bodies[start : start + 500]
-                )
-            )
-        consumer = await connection.channel()
-        await consumer.set_qos(prefetch_count=PREFETCH)
-        stamps: list[float] = []
-        done = asyncio.Event()
-        total = len(bodies)
-
-        async def on_message(message: AbstractIncomingMessage) -> None:
-            await message.ack()
-            stamps.append(time.perf_counter())
-            if len(stamps) == total:
-                done.set()
-
-        bare_queue = await consumer.get_queue(name, ensure=False)
-        tag = await bare_queue.consume(on_message)
-        await asyncio.wait_for(done.wait(), 300)
-        await bare_queue.cancel(tag)
-        await channel.queue_delete(name, if_unused=False, if_empty=False)
-    finally:
-        await connection.close()
-    points = [(t, float(i + 1)) for i, t in enumerate(stamps)]
-    rate, _, _ = window_rate(points, total)
-    return {
-        "messages": total,
-        "rate_per_s": round(rate, 1),
-        "whole_drain_s": round(stamps[-1] - stamps[0], 3),
-        "whole_drain_rate_per_s": round((total - 1) / (stamps[-1] - stamps[0]), 1),
-    }
 
 
 # ---------------------------------------------------------------------- the coordinator
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
-    url = amqp_url()
-    namespace = new_namespace("tp")
-    services = service_names(args.services)
-    total = args.services * args.releases
-    version = await rabbitmq_version(url)
-    data: dict[str, Any] = {
+#: The coordinator's settings in both of its runs: no initialize deadline, the prefetch of the bare consumer.
+COORDINATOR_ENV = {"RC_INITIALIZE_TIMEOUT": "86400", "RC_PREFETCH": str(PREFETCH)}
+
+
+def method(args: argparse.Namespace, total: int, version: str | None) -> dict[str, Any]:
+    """The head of the results: what was measured, and how."""
+    return {
         "benchmark": NAME,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": machine_info(version),
@@ -175,6 +107,136 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "profiled": args.profile,
         },
     }
+
+
+async def create_releases(url: str, namespace: str, releases: int) -> None:
+    """Create ``releases`` releases, 4 at a time, through an operator client."""
+    client = await admin_client(url, namespace, 120, None)
+    try:
+        created = 0
+        for start in range(0, releases, 4):
+            batch = range(start, min(start + 4, releases))
+            await asyncio.gather(*(create_release(client, f"tp {i}", 120) for i in batch))
+            created += len(batch)
+            if created % 100 == 0 or created == releases:
+                say(f"created {created}/{releases} releases")
+    finally:
+        await client.close()
+
+
+async def wait_held(hosts: Sequence[Child], total: int) -> None:
+    """Wait until the hosts hold every ``initialize`` command."""
+    deadline = time.monotonic() + 120
+    while (held := await host_command(hosts, "count", "HELD", 30)) < total:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the hosts hold {held} of {total} initialize commands")
+        await asyncio.sleep(0.5)
+
+
+@dataclass
+class Drain:
+    """The coordinator draining the pre-loaded replies: ``(time, consumed, CPU seconds of the coordinator,
+    the store and RabbitMQ)`` every 20 ms."""
+
+    depth: int
+    broker_pid: int | None
+    coordinator: CoordinatorHandle | None = None
+    store: Measured | None = None
+    points: list[tuple[float, float, float, float, float]] = field(default_factory=list)
+
+    async def poll(self, channel: aio_pika.abc.AbstractChannel, queue: str) -> None:
+        while True:
+            left = await queue_depth(channel, queue)
+            coordinator = self.coordinator
+            self.points.append(
+                (
+                    time.perf_counter(),
+                    float(self.depth - left),
+                    cpu_seconds(coordinator.pid) if coordinator else 0.0,
+                    cpu_seconds(self.store) if self.store else 0.0,
+                    cpu_seconds(self.broker_pid) if self.broker_pid else 0.0,
+                )
+            )
+            if left == 0:
+                return
+            await asyncio.sleep(0.02)
+
+
+async def drain(
+    children: Children, url: str, store: StoreHandle, namespace: str, answered: int, args: argparse.Namespace
+) -> Drain:
+    """Start the coordinator again and poll the reply queue until it is empty."""
+    connection = await aio_pika.connect(url, timeout=30)
+    try:
+        channel = await connection.channel()
+        replies_queue = Topology(namespace).replies_queue
+        run = Drain(await queue_depth(channel, replies_queue), rabbitmq_pid(url))
+        say(f"{answered} replies published, {run.depth} in the reply queue; starting the coordinator")
+        poller = asyncio.create_task(run.poll(channel, replies_queue))
+        profile = args.results_dir / f"{NAME}-coordinator.speedscope.json" if args.profile else None
+        coordinator = await start_coordinator(
+            children,
+            url,
+            store.url,
+            namespace,
+            extra_env=COORDINATOR_ENV,
+            count_store_commands=True,
+            profile=profile,
+        )
+        run.coordinator, run.store = coordinator, measured_store(coordinator.pid, store)
+        last_progress = time.monotonic()
+        while not poller.done():
+            await asyncio.sleep(1)
+            if run.points and time.monotonic() - last_progress >= 5:
+                last_progress = time.monotonic()
+                say(f"coordinator consumed {int(run.points[-1][1])}/{run.depth}")
+        await poller
+    finally:
+        await connection.close()
+    return run
+
+
+async def coordinator_figures(run: Drain, store: StoreHandle, total: int) -> tuple[dict[str, Any], float]:
+    """The coordinator's rate and costs, once it counted every reply (or a minute passed)."""
+    assert run.coordinator is not None
+    depth, points = run.depth, run.points
+    deadline = time.monotonic() + 60
+    metrics = await run.coordinator.scrape()
+    while metrics.value("rc_messages_total", kind="reply") < total and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+        metrics = await run.coordinator.scrape()
+    applied = int(metrics.value("rc_messages_total", kind="reply", verdict="applied"))
+    rate, t_start, t_end = window_rate([(p[0], p[1]) for p in points], depth)
+    window = [p for p in points if t_start <= p[0] <= t_end]
+    cpu: dict[str, float] = {}
+    if len(window) >= 2 and rate:
+        consumed = window[-1][1] - window[0][1]
+        measured = {"coordinator": True, "store": bool(run.store), "rabbitmq": bool(run.broker_pid)}
+        for index, name in ((2, "coordinator"), (3, "store"), (4, "rabbitmq")):
+            if measured[name]:  # a remote store or broker: its CPU is not ours to read
+                cpu[name] = round((window[-1][index] - window[0][index]) / consumed * 1000, 3)
+        cpu = without_store_threads(cpu, store)
+    else:
+        say(f"the queue drained between two polls: no rate measured; use more than {depth} replies")
+    figures = {
+        "replies": depth,
+        "applied": applied,
+        "rate_per_s": round(rate, 1),
+        "window_s": round(t_end - t_start, 3),
+        "cpu_ms_per_reply": cpu,
+        "store": store_figures(metrics, depth),
+        "coordinator_rss_kib": rss_kib(run.coordinator.pid),
+    }
+    say(f"coordinator: {rate:.1f} replies/s (cpu ms per reply {cpu})")
+    return figures, rate
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    url = amqp_url()
+    namespace = new_namespace("tp")
+    services = service_names(args.services)
+    total = args.services * args.releases
+    data = method(args, total, await rabbitmq_version(url))
     say(f"namespace {namespace}: {args.releases} releases x {args.services} services = {total} replies")
     async with Children() as children, asyncio.timeout(args.time_limit):
         store_db = None
@@ -184,136 +246,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             hosts = await start_hosts(children, url, namespace, services, args.processes, mode="hold")
             store_db = await _connect_store(store.url, namespace)
             await register_services(store_db, services)
-            env = {"RC_INITIALIZE_TIMEOUT": "86400", "RC_PREFETCH": str(PREFETCH)}
-            coordinator = await start_coordinator(children, url, store.url, namespace, extra_env=env)
-            client = await admin_client(url, namespace, 120, None)
-            try:
-                created = 0
-                for start in range(0, args.releases, 4):
-                    batch = range(start, min(start + 4, args.releases))
-                    await asyncio.gather(*(create_release(client, f"tp {i}", 120) for i in batch))
-                    created += len(batch)
-                    if created % 100 == 0 or created == args.releases:
-                        say(f"created {created}/{args.releases} releases")
-            finally:
-                await client.close()
-            deadline = time.monotonic() + 120
-            while (held := await host_command(hosts, "count", "HELD", 30)) < total:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"the hosts hold {held} of {total} initialize commands")
-                await asyncio.sleep(0.5)
-            await children.stop(coordinator.child)
+            first = await start_coordinator(children, url, store.url, namespace, extra_env=COORDINATOR_ENV)
+            await create_releases(url, namespace, args.releases)
+            await wait_held(hosts, total)
+            await children.stop(first.child)
             say("coordinator stopped; the hosts publish every reply")
             answered = await host_command(hosts, "answer", "ANSWERED", 300)
-            connection = await aio_pika.connect(url, timeout=30)
-            try:
-                channel = await connection.channel()
-                replies_queue = Topology(namespace).replies_queue
-                depth = await queue_depth(channel, replies_queue)
-                say(f"{answered} replies published, {depth} in the reply queue; starting the coordinator")
-                points: list[tuple[float, float, float, float, float]] = []
-                broker_pid = rabbitmq_pid(url)
-                stop_polling = asyncio.Event()
-                coordinator_pid: list[int] = []
-                store_measured: list[Measured | None] = []
-
-                async def poll() -> None:
-                    while not stop_polling.is_set():
-                        left = await queue_depth(channel, replies_queue)
-                        points.append(
-                            (
-                                time.perf_counter(),
-                                float(depth - left),
-                                cpu_seconds(coordinator_pid[0]) if coordinator_pid else 0.0,
-                                cpu_seconds(store_measured[0])
-                                if store_measured and store_measured[0]
-                                else 0.0,
-                                cpu_seconds(broker_pid) if broker_pid else 0.0,
-                            )
-                        )
-                        if left == 0:
-                            return
-                        await asyncio.sleep(0.02)
-
-                poller = asyncio.create_task(poll())
-                coordinator = await start_coordinator(
-                    children,
-                    url,
-                    store.url,
-                    namespace,
-                    extra_env=env,
-                    count_store_commands=True,
-                    profile=args.results_dir / f"{NAME}-coordinator.speedscope.json"
-                    if args.profile
-                    else None,
-                )
-                coordinator_pid.append(coordinator.pid)
-                store_measured.append(measured_store(coordinator.pid, store))
-                last_progress = time.monotonic()
-                while not poller.done():
-                    await asyncio.sleep(1)
-                    if points and time.monotonic() - last_progress >= 5:
-                        last_progress = time.monotonic()
-                        say(f"coordinator consumed {int(points[-1][1])}/{depth}")
-                await poller
-                stop_polling.set()
-            finally:
-                await connection.close()
-            deadline = time.monotonic() + 60
-            metrics = await coordinator.scrape()
-            while metrics.value("rc_messages_total", kind="reply") < total and time.monotonic() < deadline:
-                await asyncio.sleep(0.2)
-                metrics = await coordinator.scrape()
-            applied = int(metrics.value("rc_messages_total", kind="reply", verdict="applied"))
-            rate, t_start, t_end = window_rate([(p[0], p[1]) for p in points], depth)
-            window = [p for p in points if t_start <= p[0] <= t_end]
-            cpu: dict[str, float] = {}
-            if len(window) >= 2 and rate:
-                consumed = window[-1][1] - window[0][1]
-                measured = {
-                    "coordinator": True,
-                    "store": bool(store_measured and store_measured[0]),
-                    "rabbitmq": bool(broker_pid),
-                }
-                for index, name in ((2, "coordinator"), (3, "store"), (4, "rabbitmq")):
-                    if measured[name]:  # a remote store or broker: its CPU is not ours to read
-                        cpu[name] = round((window[-1][index] - window[0][index]) / consumed * 1000, 3)
-                cpu = without_store_threads(cpu, store)
-            else:
-                say(f"the queue drained between two polls: no rate measured; use more than {depth} replies")
-            data["coordinator"] = {
-                "replies": depth,
-                "applied": applied,
-                "rate_per_s": round(rate, 1),
-                "window_s": round(t_end - t_start, 3),
-                "cpu_ms_per_reply": cpu,
-                "store": store_figures(metrics, depth),
-                "coordinator_rss_kib": rss_kib(coordinator.pid),
-            }
-            say(f"coordinator: {rate:.1f} replies/s (cpu ms per reply {cpu})")
-            await children.stop(coordinator.child)
+            drained = await drain(children, url, store, namespace, answered, args)
+            data["coordinator"], rate = await coordinator_figures(drained, store, total)
+            assert drained.coordinator is not None
+            await children.stop(drained.coordinator.child)
             for host in hosts:
                 await children.stop(host)
-
-            say(f"bare consume + ack of {depth} messages")
-            reply = TaskReply(
-                message_id=uuid.uuid4().hex,
-                sent_at=_now(),
-                release_id=new_release_id(),
-                service=services[0],
-                in_reply_to=uuid.uuid4().hex,
-                action=Action.INITIALIZE,
-                outcome=Outcome.ACCEPTED,
-                instance_id="bench",
-                sdk_version="bench",
-            )
-            bare = await bare_consume(url, namespace, [encode(reply)] * depth)
-            data["bare"] = bare
-            say(f"bare consume + ack: {bare['rate_per_s']:.1f} messages/s")
-            target = min(TARGET_RATE, 0.8 * bare["rate_per_s"])
-            data["target_per_s"] = round(target, 1)
-            data["ratio"] = ratio(rate, bare["rate_per_s"])
-            data["meets_target"] = rate >= target
+            data.update(await against_bare(url, namespace, services[0], drained.depth, rate))
             if store.child is not None:
                 await children.stop(store.child)
         finally:

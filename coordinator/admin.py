@@ -276,9 +276,7 @@ class Admin:
         page = await _paged(
             self.store.list_releases(op.limit, op.cursor, state=op.state, study=op.study, since=op.since)
         )
-        return ReleasePage(
-            releases=tuple(ReleaseView.of(r, notes=False) for r in page.items), next_cursor=page.next_cursor
-        )
+        return ReleasePage(releases=tuple(page.items), next_cursor=page.next_cursor)
 
     async def _events(self, op: ListEvents, caller: Caller) -> EventPage:
         state = await self.store.state_of(op.release_id)

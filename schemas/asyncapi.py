@@ -21,7 +21,8 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from schemas.enums import Action, MessageKind, ReleaseState, ReplyKind
+from schemas._asyncapi_channels import AMQP_BINDING_VERSION, Json, channels, operations, ref
+from schemas.enums import MessageKind
 from schemas.messages import (
     MAX_BODY_BYTES,
     SCHEMA_VERSION,
@@ -34,17 +35,10 @@ from schemas.messages import (
     Progress,
     TaskReply,
 )
-from schemas.topology import DEAD_REASON_HEADER, SCHEMA_VERSION_HEADER, SERVICE_NAME_PATTERN, Topology
+from schemas.topology import DEAD_REASON_HEADER, SCHEMA_VERSION_HEADER, Topology
 
 OUTPUT = Path(__file__).with_name("asyncapi.yaml")
 SCHEMAS_REF = "#/components/schemas/{model}"
-AMQP_BINDING_VERSION = "0.3.0"
-
-Json = dict[str, Any]
-
-
-def _ref(path: str) -> Json:
-    return {"$ref": path}
 
 
 def _rewrite(node: Any) -> Any:
@@ -89,7 +83,7 @@ def _message(model: type[Envelope], kind: MessageKind, summary: str, *, by_relea
         "summary": summary,
         "contentType": "application/json",
         "headers": _headers(),
-        "payload": _ref(SCHEMAS_REF.format(model=model.__name__)),
+        "payload": ref(SCHEMAS_REF.format(model=model.__name__)),
         "bindings": {"amqp": {"messageType": kind.value, "bindingVersion": AMQP_BINDING_VERSION}},
     }
     if model.__doc__:
@@ -100,26 +94,6 @@ def _message(model: type[Envelope], kind: MessageKind, summary: str, *, by_relea
             "location": "$message.payload#/release_id",
         }
     return message
-
-
-def _exchange_binding(topology: Topology, exchange: str, vhost: str) -> Json:
-    return {
-        "amqp": {
-            "is": "routingKey",
-            "exchange": {
-                "name": exchange,
-                "type": topology.exchanges()[exchange],
-                "durable": True,
-                "autoDelete": False,
-                "vhost": vhost,
-            },
-            "bindingVersion": AMQP_BINDING_VERSION,
-        }
-    }
-
-
-def _operation_binding(*, mandatory: bool = True) -> Json:
-    return {"amqp": {"deliveryMode": 2, "mandatory": mandatory, "bindingVersion": AMQP_BINDING_VERSION}}
 
 
 def build(namespace: str = "rc", vhost: str = "rc") -> Json:
@@ -140,8 +114,8 @@ def build(namespace: str = "rc", vhost: str = "rc") -> Json:
         "info": _info(namespace),
         "defaultContentType": "application/json",
         "servers": _servers(vhost),
-        "channels": _channels(t, namespace, vhost),
-        "operations": _operations(),
+        "channels": channels(t, namespace, vhost),
+        "operations": operations(),
         "components": {
             "schemas": component_schemas(models),
             "messages": _messages(),
@@ -150,154 +124,6 @@ def build(namespace: str = "rc", vhost: str = "rc") -> Json:
             },
         },
     }
-
-
-def _channels(t: Topology, namespace: str, vhost: str) -> Json:
-    """Where each message travels: exchanges and routing keys."""
-    return {**_task_channels(t, namespace, vhost), **_operator_channels(t, vhost)}
-
-
-def _task_channels(t: Topology, namespace: str, vhost: str) -> Json:
-    """Between the coordinator and the task services."""
-    service = {
-        "description": f"The task service's name (`{SERVICE_NAME_PATTERN}`), also its broker user.",
-        "examples": ["search-index"],
-    }
-    channels: Json = {
-        "commands": {
-            "address": "task.{service}.{action}",
-            "title": f"Commands ({t.commands_exchange})",
-            "description": f"Coordinator to one service; the service's queue `{namespace}.task.{{service}}` "
-            f"is bound `task.{{service}}.*` and dead-letters to `{t.dead_letter_exchange}`.",
-            "parameters": {
-                "service": service,
-                "action": {"enum": [a.value for a in Action], "description": "The step to perform."},
-            },
-            "messages": {"command": _ref("#/components/messages/Command")},
-            "bindings": _exchange_binding(t, t.commands_exchange, vhost),
-        },
-        "taskReplies": {
-            "address": f"reply.{{service}}.{ReplyKind.REPLY.value}",
-            "title": f"Task replies ({t.replies_exchange})",
-            "description": f"A service's outcome of a command, consumed from `{t.replies_queue}`.",
-            "parameters": {"service": service},
-            "messages": {"taskReply": _ref("#/components/messages/TaskReply")},
-            "bindings": _exchange_binding(t, t.replies_exchange, vhost),
-        },
-        "progress": {
-            "address": f"reply.{{service}}.{ReplyKind.PROGRESS.value}",
-            "title": f"Progress ({t.replies_exchange})",
-            "description": "How far processing is; keeps the step's deadline alive.",
-            "parameters": {"service": service},
-            "messages": {"progress": _ref("#/components/messages/Progress")},
-            "bindings": _exchange_binding(t, t.replies_exchange, vhost),
-        },
-        "heartbeats": {
-            "address": f"reply.{{service}}.{ReplyKind.HEARTBEAT.value}",
-            "title": f"Heartbeats ({t.replies_exchange})",
-            "description": "A service instance is alive and consuming.",
-            "parameters": {"service": service},
-            "messages": {"heartbeat": _ref("#/components/messages/Heartbeat")},
-            "bindings": _exchange_binding(t, t.replies_exchange, vhost),
-        },
-    }
-    return channels
-
-
-def _operator_channels(t: Topology, vhost: str) -> Json:
-    """Between the coordinator, operators and listeners."""
-    channels: Json = {
-        "admin": {
-            "address": t.admin_routing_key,
-            "title": f"Admin requests ({t.admin_exchange})",
-            "description": f"Operator requests, consumed from `{t.admin_queue}`.",
-            "messages": {"adminRequest": _ref("#/components/messages/AdminRequest")},
-            "bindings": _exchange_binding(t, t.admin_exchange, vhost),
-        },
-        "adminAnswers": {
-            "address": None,
-            "title": "Admin answers (default exchange)",
-            "description": "The answer to an admin request, sent to the request's `reply_to` queue "
-            "with the request's `correlation_id`.",
-            "messages": {"adminAnswer": _ref("#/components/messages/AdminAnswer")},
-        },
-        "events": {
-            "address": "release.{state}",
-            "title": f"Announcements ({t.events_exchange})",
-            "description": "A release changed state; for any listener.",
-            "parameters": {
-                "state": {"enum": [s.value for s in ReleaseState], "description": "The new state."}
-            },
-            "messages": {"announcement": _ref("#/components/messages/Announcement")},
-            "bindings": _exchange_binding(t, t.events_exchange, vhost),
-        },
-        "deadLetters": {
-            "address": None,
-            "title": f"Dead letters ({t.dead_letter_exchange} -> {t.dead_letter_queue})",
-            "description": "Poison, invalid or over-delivered messages, with the reason in a header.",
-            "messages": {"deadLetter": _ref("#/components/messages/DeadLetter")},
-            "bindings": _exchange_binding(t, t.dead_letter_exchange, vhost),
-        },
-    }
-
-    return channels
-
-
-def _operation(action: str, channel: str, message: str, summary: str, **extra: Any) -> Json:
-    return {
-        "action": action,
-        "channel": _ref(f"#/channels/{channel}"),
-        "summary": summary,
-        "messages": [_ref(f"#/channels/{channel}/messages/{message}")],
-        **extra,
-    }
-
-
-def _operations() -> Json:
-    """What the coordinator sends and receives."""
-    operation = _operation
-    operations: Json = {
-        "sendCommand": operation(
-            "send", "commands", "command", "Tell one service to do one step.", bindings=_operation_binding()
-        ),
-        "receiveTaskReply": operation(
-            "receive", "taskReplies", "taskReply", "A service's outcome of a command."
-        ),
-        "receiveProgress": operation("receive", "progress", "progress", "A service's progress."),
-        "receiveHeartbeat": operation(
-            "receive", "heartbeats", "heartbeat", "A service instance's heartbeat."
-        ),
-        "receiveAdminRequest": operation(
-            "receive",
-            "admin",
-            "adminRequest",
-            "An operator's request, answered on its reply_to.",
-            reply={
-                "address": {
-                    "description": "The request's AMQP reply_to property.",
-                    "location": "$message.header#/reply_to",
-                },
-                "channel": _ref("#/channels/adminAnswers"),
-                "messages": [_ref("#/channels/adminAnswers/messages/adminAnswer")],
-            },
-        ),
-        "sendAnnouncement": operation(
-            "send",
-            "events",
-            "announcement",
-            "Announce a release's new state.",
-            bindings=_operation_binding(mandatory=False),
-        ),
-        "sendDeadLetter": operation(
-            "send",
-            "deadLetters",
-            "deadLetter",
-            "Refuse a message, with the reason.",
-            bindings=_operation_binding(),
-        ),
-    }
-
-    return operations
 
 
 def _messages() -> Json:
@@ -353,7 +179,7 @@ def _servers(vhost: str) -> Json:
             "protocolVersion": "0.9.1",
             "pathname": f"/{vhost}",
             "description": f"RabbitMQ, virtual host `{vhost}`; one broker user per process.",
-            "security": [_ref("#/components/securitySchemes/userPassword")],
+            "security": [ref("#/components/securitySchemes/userPassword")],
         }
     }
 

@@ -165,16 +165,45 @@ class ReleaseView(DocumentModel):
     rerun_of: ReleaseId | None = None
 
     @classmethod
-    def of(cls, release: Release, *, notes: bool = True) -> ReleaseView:
-        data = release.model_dump(exclude={"outbox", "revision", "seq", "next_note", "notes"})
-        return cls.model_validate(
-            {
-                **data,
-                "version": release.version,
-                "notes": [n.model_dump() for n in release.notes] if notes else [],
-                "note_count": len(release.notes),
-            }
-        )
+    def of(cls, release: Release) -> ReleaseView:
+        """The view of ``release``, its notes included."""
+        return cls._made(release, release.notes, len(release.notes))
+
+    @classmethod
+    def listed(cls, release: Release, note_count: int) -> ReleaseView:
+        """The view of ``release`` in a list page: its notes left out, ``note_count`` of them (a store
+        reads a listed release without its notes, and counts them)."""
+        return cls._made(release, (), note_count)
+
+    @classmethod
+    def _made(cls, release: Release, notes: tuple[Note, ...], note_count: int) -> ReleaseView:
+        """Every value comes from ``release``, a validated document whose fields have the very types and
+        checks of the view's (``_same_types``, at import): the view is built without validating them again
+        (no dump and re-validation of every task, note and version)."""
+        fields = {name: getattr(release, name) for name in _VIEW_FROM_RELEASE}
+        return cls.model_construct(**fields, version=release.version, notes=notes, note_count=note_count)
+
+
+#: The fields a view copies from its release as they are (all but ``version``, ``notes`` and ``note_count``).
+_VIEW_FROM_RELEASE = tuple(
+    name for name in ReleaseView.model_fields if name not in ("version", "notes", "note_count")
+)
+
+
+def _same_types(view: type[DocumentModel], document: type[DocumentModel], names: tuple[str, ...]) -> None:
+    """Refuse, at import, a view field that its document lacks, types otherwise, or checks less than the
+    view does (the view would take from the document values that the view's own checks refuse)."""
+    for name in names:
+        field, shown = document.model_fields.get(name), view.model_fields[name]
+        if (
+            field is None
+            or field.annotation != shown.annotation
+            or any(rule not in field.metadata for rule in shown.metadata)
+        ):
+            raise TypeError(f"{view.__name__}.{name} is not {document.__name__}.{name} (ReleaseView._made)")
+
+
+_same_types(ReleaseView, Release, _VIEW_FROM_RELEASE)
 
 
 class ReleaseBrief(DocumentModel):

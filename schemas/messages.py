@@ -11,7 +11,7 @@ import functools
 from datetime import datetime
 from typing import Annotated, Literal, TypeVar, Union
 
-from pydantic import Field, TypeAdapter, ValidationError, model_validator
+from pydantic import Field, SerializeAsAny, TypeAdapter, ValidationError, model_validator
 
 from schemas._base import (
     MessageId,
@@ -294,7 +294,9 @@ class AdminAnswer(Envelope):
     in_reply_to: MessageId
     ok: bool
     error: ShortText | None = None
-    result: AdminResult | None = None
+    #: Serialized by the result's own type (its ``result_type`` says which): the same JSON as through the
+    #: union, without the union serializer trying the page once more (twice the cost on a page of 50).
+    result: SerializeAsAny[AdminResult] | None = None
 
     @model_validator(mode="after")
     def _error_iff_refused(self) -> AdminAnswer:

@@ -23,27 +23,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
-import json
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 import urllib.parse
 import uuid
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from rich import box
-from rich.console import Console, Group, RenderableType
-from rich.live import Live
-from rich.table import Table
-from rich.text import Text
+# Modules next to this script: run as a script (``make demo``), its directory is on sys.path.
+from demo_processes import GRACE_SECONDS, ROOT, STOP_SIGNALS, Processes
+from demo_screen import Screen, final_table
+from rich.console import Console
 
 from coordinator.store import store_for
 from rc_cli import render
@@ -51,7 +45,7 @@ from rc_cli.client import AdminClient, AdminClientError, Refused, expect_ok
 from rc_cli.watch import watch_release
 from schemas.broker_url import broker_user, mask_url, split_urls
 from schemas.documents import ReleaseView
-from schemas.enums import ReleaseState, TaskState
+from schemas.enums import ReleaseState
 from schemas.messages import (
     CreateRelease,
     ListServices,
@@ -62,11 +56,8 @@ from schemas.messages import (
 )
 from schemas.topology import Topology
 
-ROOT = Path(__file__).resolve().parent.parent
-
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 STUDIES = ("SD_KIDS0001", "SD_KIDS0002")
-GRACE_SECONDS = 10.0
 EXIT_INTERRUPTED = 130
 
 
@@ -87,112 +78,6 @@ EXAMPLES = (
 
 class DemoError(Exception):
     """Something prevents the demo from going on; the text is one line for the operator."""
-
-
-# ---------------------------------------------------------------------- processes
-
-
-def _load_prctl() -> Any:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-
-_PRCTL = _load_prctl()
-_PR_SET_PDEATHSIG = 1
-_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
-
-
-def _in_child() -> None:
-    """Runs in each child between fork and exec: undo the blocked signals; die with the demo (Linux)."""
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
-    if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-
-
-@contextlib.contextmanager
-def _signals_blocked() -> Iterator[None]:
-    """Hold Ctrl-C and friends while a child is started and recorded: none can escape the record."""
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
-@dataclass
-class Processes:
-    """The demo's subprocesses, each the leader of its own process group, recorded in ``pids.json``."""
-
-    log_dir: Path
-    started: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
-
-    @property
-    def pid_file(self) -> Path:
-        return self.log_dir / "pids.json"
-
-    def log_of(self, name: str) -> Path:
-        return self.log_dir / f"{name}.log"
-
-    def start(self, name: str, argv: Sequence[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        with open(self.log_of(name), "wb") as log, _signals_blocked():
-            process = subprocess.Popen(
-                argv,
-                cwd=ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # Ctrl-C reaches the demo only; the demo stops its children
-                preexec_fn=_in_child,  # safe: the demo starts its children before any thread exists
-            )
-            self.started.append((name, process))
-            self._record()
-        return process
-
-    def _record(self) -> None:
-        data = {"processes": [{"name": name, "pid": p.pid, "pgid": p.pid} for name, p in self.started]}
-        self.pid_file.write_text(json.dumps(data, indent=2) + "\n")
-
-    def running(self) -> list[str]:
-        return [name for name, process in self.started if process.poll() is None]
-
-    def exited(self, name: str) -> int | None:
-        """The exit code of ``name`` if it has exited, else None."""
-        for started, process in self.started:
-            if started == name:
-                return process.poll()
-        return None
-
-    def stop(self, grace: float = GRACE_SECONDS) -> list[str]:
-        """SIGTERM every child, wait up to ``grace`` seconds, then SIGKILL each child's process group
-        (the child itself if it did not stop, and whatever it left behind); return the stragglers.
-
-        SIGTERM goes to the child alone, not its group, so that it stops its own helpers in order
-        (the coordinator's embedded store must outlive the coordinator's last write).
-        """
-        for _, process in self.started:
-            if process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        for _, process in self.started:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(max(0.0, deadline - time.monotonic()))
-        stragglers = [name for name, process in self.started if process.poll() is None]
-        for _, process in self.started:
-            _signal_group(process.pid, signal.SIGKILL)  # also whatever a child left in its group
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(5)
-        return stragglers
-
-
-def _signal_group(pgid: int, signum: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signum)
 
 
 # ---------------------------------------------------------------------- broker and settings
@@ -297,91 +182,6 @@ async def drop_mongodb_database(store_url: str, database: str) -> None:
 
 
 # ---------------------------------------------------------------------- the release
-
-
-def span(start: datetime | None, end: datetime | None) -> str:
-    """``end - start`` as ``1.2s``, or ``-`` when either is unknown."""
-    if start is None or end is None:
-        return "-"
-    return f"{(end - start).total_seconds():.1f}s"
-
-
-def final_table(view: ReleaseView) -> Table:
-    """Per service and for the release: how long each step took, and where it ended."""
-    table = Table(box=box.SIMPLE_HEAD, title=f"{view.id}  {view.name}", title_justify="left")
-    table.add_column("service", no_wrap=True)
-    for column in ("initialize", "process", "review", "publish", "total"):
-        table.add_column(column, justify="right", no_wrap=True)
-    table.add_column("state", no_wrap=True)
-    for task in render.ordered_tasks(view):
-        at = task.entered.get
-        begun = at(TaskState.WAITING, view.created_at)
-        ended = at(TaskState.PUBLISHED) or (task.updated_at if task.state.is_final else None)
-        table.add_row(
-            task.service,
-            span(begun, at(TaskState.INITIALIZED)),
-            span(at(TaskState.RUNNING), at(TaskState.STAGED)),
-            "",
-            span(at(TaskState.PUBLISHING), at(TaskState.PUBLISHED)),
-            span(begun, ended),
-            render.styled_state(task.state.value),
-        )
-    was = view.entered.get
-    table.add_section()
-    table.add_row(
-        Text("release", style="bold"),
-        span(was(ReleaseState.INITIALIZING), was(ReleaseState.RUNNING)),
-        span(was(ReleaseState.RUNNING), was(ReleaseState.STAGED)),
-        span(was(ReleaseState.STAGED), was(ReleaseState.PUBLISHING)),
-        span(was(ReleaseState.PUBLISHING), was(ReleaseState.PUBLISHED)),
-        span(view.created_at, was(view.state) if view.state.is_terminal else None),
-        render.styled_state(view.state.value),
-    )
-    return table
-
-
-class Screen:
-    """Live progress on a terminal; one line per change of a task's state or quarter of progress otherwise."""
-
-    def __init__(self, console: Console) -> None:
-        self.console = console
-        self.live: Live | None = None
-        self._printed: dict[str, tuple[str, int]] = {}
-        self._state: str | None = None
-        self._note: str | None = None
-
-    def __enter__(self) -> Screen:
-        if self.console.is_terminal:
-            self.live = Live(console=self.console, auto_refresh=False, transient=False)
-            self.live.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.live is not None:
-            self.live.__exit__(None, None, None)
-
-    def show(self, view: ReleaseView, note: str | None) -> None:
-        elapsed = (datetime.now(UTC) - view.created_at).total_seconds()
-        if self.live is not None:
-            footer = Text(f"{elapsed:5.1f}s" + (f"  {note}" if note else ""), style="dim")
-            parts: list[RenderableType] = [render.watch_view(view), footer]
-            self.live.update(Group(*parts), refresh=True)
-            return
-        if view.state.value != self._state:
-            self._state = view.state.value
-            self.console.print(f"{elapsed:5.1f}s  release {render.release_state_line(view)}", soft_wrap=True)
-        for task in render.ordered_tasks(view):
-            mark = (task.state.value, int(task.progress // 25))
-            if self._printed.get(task.service) != mark:
-                self._printed[task.service] = mark
-                self.console.print(
-                    f"{elapsed:5.1f}s    {task.service:<13} {task.state.value:<10} "
-                    f"{render.percent(task.progress):>4}  {task.last_message or ''}",
-                    soft_wrap=True,
-                )
-        if note and note != self._note:
-            self.console.print(f"{elapsed:5.1f}s  {note}", soft_wrap=True)
-        self._note = note
 
 
 async def wait_for_coordinator(client: AdminClient, processes: Processes, within: float) -> None:
@@ -548,7 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (AdminClientError, Refused) as error:
         print(f"demo: {error}", file=sys.stderr)
     finally:
-        for signum in _STOP_SIGNALS:  # a second Ctrl-C must not cut the cleanup short
+        for signum in STOP_SIGNALS:  # a second Ctrl-C must not cut the cleanup short
             signal.signal(signum, signal.SIG_IGN)
         stragglers = processes.stop()
         cleanup(amqp_url, namespace, configured_store())

@@ -36,10 +36,11 @@ from schemas.messages import Command, Heartbeat, Progress, ReleaseInfo, TaskRepl
 from schemas.topology import Topology
 from task_sdk._handler import TaskHandler, check_handler
 from task_sdk._memory import InMemoryTransport
-from task_sdk._runner import STARTED_NOTE, Runner
+from task_sdk._runner import Runner
 from task_sdk._settings import DEFAULT_COORDINATOR_USER, Settings
 from task_sdk._store import OutcomeStore
 from task_sdk._transport import Outgoing, Transport
+from task_sdk._work import STARTED_NOTE
 
 #: How long helpers wait for an answer unless told otherwise.
 DEFAULT_WAIT_SECONDS = 10.0

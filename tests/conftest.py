@@ -25,6 +25,7 @@ import pytest
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+from tests import _rc_client as rc_client
 from tests._harness import (
     DEFAULT_AMQP_URL,
     check_broker_blocking,
@@ -46,6 +47,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         names = getattr(item, "fixturenames", ())
         if "amqp_url" in names or "mongo_url" in names:
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def _rc_fork_server() -> AsyncIterator[None]:
+    """The pre-loaded ``rc`` that the tests' ``rc`` commands are forked from stops with the session."""
+    yield
+    await rc_client.close()
 
 
 @pytest.fixture(scope="session")

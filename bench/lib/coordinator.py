@@ -10,7 +10,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,8 +18,10 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.lib.basics import database_of, free_port, now
+from bench.lib.broker import delete_namespace
 from bench.lib.procs import STORE_THREADS, Child, Children, Measured
 from coordinator.store import HeartbeatRecord, Store, default_store_url, store_for
+from rc_cli.client import AdminClient
 
 # ---------------------------------------------------------------------- the store
 
@@ -80,6 +82,18 @@ async def close_store(store: Store) -> None:
         await store.drop()
     else:
         await store.close()
+
+
+async def end_run(
+    url: str, namespace: str, services: Sequence[str], client: AdminClient | None, store: Store | None
+) -> None:
+    """The end of a run, whatever happened: close the operator client and the store (see
+    :func:`close_store`), delete the namespace's queues."""
+    if client is not None:
+        await client.close()
+    if store is not None:
+        await close_store(store)
+    await delete_namespace(url, namespace, services)
 
 
 async def register_services(store: Store, names: Iterable[str]) -> None:

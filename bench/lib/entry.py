@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import aio_pika
@@ -94,14 +94,7 @@ async def run_host(url: str, namespace: str, services: Sequence[str], mode: str,
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    lines: asyncio.Queue[str | None] = asyncio.Queue()
-
-    def read_stdin() -> None:
-        for line in sys.stdin:
-            loop.call_soon_threadsafe(lines.put_nowait, line.strip())
-        loop.call_soon_threadsafe(lines.put_nowait, None)
-
-    threading.Thread(target=read_stdin, name="stdin", daemon=True).start()
+    lines = _stdin_lines(loop)
     connection = await aio_pika.connect(url, timeout=30, client_properties={"connection_name": "bench-host"})
     user = "guest" if connection.url.user is None else str(connection.url.user)
     publisher = await connection.channel(publisher_confirms=True)
@@ -134,23 +127,42 @@ async def run_host(url: str, namespace: str, services: Sequence[str], mode: str,
         await queue_.bind(topology.commands_exchange, routing_key=topology.task_binding(name))
         await queue_.consume(on_command, consumer_tag=f"bench-{name}")
     print("READY", flush=True)
-
-    async def control() -> None:
-        while (line := await lines.get()) is not None:
-            if line == "count":
-                print(f"HELD {len(held)}", flush=True)
-            elif line == "answer":
-                pending, held[:] = list(held), []
-                for start in range(0, len(pending), 500):
-                    await asyncio.gather(*(reply_to(c) for c in pending[start : start + 500]))
-                print(f"ANSWERED {len(pending)}", flush=True)
-        stop.set()
-
-    controller = asyncio.create_task(control())
+    controller = asyncio.create_task(_control(lines, held, reply_to, stop))
     await stop.wait()
     controller.cancel()
     await asyncio.gather(controller, return_exceptions=True)
     await connection.close()
+
+
+def _stdin_lines(loop: asyncio.AbstractEventLoop) -> asyncio.Queue[str | None]:
+    """The lines of stdin, stripped, read by a thread; ``None`` at EOF."""
+    lines: asyncio.Queue[str | None] = asyncio.Queue()
+
+    def read_stdin() -> None:
+        for line in sys.stdin:
+            loop.call_soon_threadsafe(lines.put_nowait, line.strip())
+        loop.call_soon_threadsafe(lines.put_nowait, None)
+
+    threading.Thread(target=read_stdin, name="stdin", daemon=True).start()
+    return lines
+
+
+async def _control(
+    lines: asyncio.Queue[str | None],
+    held: list[Command],
+    reply_to: Callable[[Command], Awaitable[None]],
+    stop: asyncio.Event,
+) -> None:
+    """A hold-mode host's stdin: ``count`` prints ``HELD n``, ``answer`` answers the held commands."""
+    while (line := await lines.get()) is not None:
+        if line == "count":
+            print(f"HELD {len(held)}", flush=True)
+        elif line == "answer":
+            pending, held[:] = list(held), []
+            for start in range(0, len(pending), 500):
+                await asyncio.gather(*(reply_to(c) for c in pending[start : start + 500]))
+            print(f"ANSWERED {len(pending)}", flush=True)
+    stop.set()
 
 
 def main(argv: list[str] | None = None) -> int:

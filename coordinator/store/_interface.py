@@ -22,7 +22,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, Protocol, TypeVar
 
-from schemas.documents import AuditEvent, Note, Release, ReleaseBrief, ServiceRecord, StudySummary
+from schemas.documents import (
+    AuditEvent,
+    Note,
+    Release,
+    ReleaseBrief,
+    ReleaseView,
+    ServiceRecord,
+    StudySummary,
+)
 from schemas.enums import EventKind, ReleaseState
 
 T = TypeVar("T")
@@ -132,7 +140,10 @@ class ReleaseReader(Protocol):
         state: ReleaseState | None = None,
         study: str | None = None,
         since: datetime | None = None,
-    ) -> Page[Release]: ...
+    ) -> Page[ReleaseView]:
+        """Releases newest first (by creation), as a list shows them: each view without its notes, with
+        their count. An engine reads the releases without their notes and outbox (up to 128 KB of notes
+        each that a list never shows)."""
 
     async def event_page(
         self,

@@ -9,7 +9,7 @@ from pymongo import ASCENDING, DESCENDING
 
 from coordinator.store._common import bad_cursor
 from coordinator.versioning import sort_key
-from schemas.documents import AuditEvent, Release, ReleaseBrief, ServiceRecord
+from schemas.documents import AuditEvent, Release, ReleaseBrief, ReleaseView, ServiceRecord
 from schemas.enums import ReleaseState
 
 Doc = dict[str, Any]
@@ -141,6 +141,13 @@ def to_doc(release: Release) -> Doc:
 def from_doc(doc: Doc) -> Release:
     data = {k: v for k, v in doc.items() if k not in ("_id", "final_sort", "open", "journal")}
     return Release.model_validate({**data, "id": doc["_id"]})
+
+
+def listed_from_doc(doc: Doc) -> ReleaseView:
+    """A release as ``list_releases`` reads it (no notes, outbox or journal; a ``note_count``), as a list
+    shows it."""
+    release = from_doc({k: v for k, v in doc.items() if k != "note_count"})
+    return ReleaseView.listed(release, int(doc["note_count"]))
 
 
 def journal_of(doc: Doc) -> list[AuditEvent]:

@@ -20,13 +20,19 @@ from coordinator.store._mongo_docs import (
     encode_event_cursor,
     event_from_doc,
     from_doc,
+    listed_from_doc,
     service_from_doc,
 )
-from schemas.documents import AuditEvent, Note, Release, ReleaseBrief, ServiceRecord, StudySummary
+from schemas.documents import AuditEvent, Note, ReleaseBrief, ReleaseView, ServiceRecord, StudySummary
 from schemas.enums import EventKind, ReleaseState
 
-#: What a listed release is read without: nobody reading a list needs its outbox or journal.
+#: What a release is read without when its notes are wanted: its outbox and journal.
 _LISTED = {"outbox": 0, "journal": 0}
+#: A release in a list: how many notes it has, then the document without them, its outbox and journal.
+_LISTED_VIEW: list[Doc] = [
+    {"$addFields": {"note_count": {"$size": {"$ifNull": ["$notes", []]}}}},
+    {"$project": {"notes": 0, "outbox": 0, "journal": 0}},
+]
 
 
 class MongoReads:
@@ -51,7 +57,8 @@ class MongoReads:
         state: ReleaseState | None = None,
         study: str | None = None,
         since: datetime | None = None,
-    ) -> Page[Release]:
+    ) -> Page[ReleaseView]:
+        """The page is read by an aggregation: the server counts each release's notes and leaves them out."""
         before = seq_cursor(cursor)
         query: Doc = {}
         if state is not None:
@@ -62,10 +69,14 @@ class MongoReads:
             query["created_at"] = {"$gte": since}
         if before is not None:
             query["seq"] = {"$lt": before}
-        found = self.releases.find(query, sort=[("seq", DESCENDING)], limit=limit + 1, projection=_LISTED)
-        docs = await timed("list_releases", found.to_list())
-        page = [from_doc(d) for d in docs[:limit]]
-        return Page(page, str(page[-1].seq) if len(docs) > limit else None)
+        pipeline: list[Doc] = [{"$match": query}, {"$sort": {"seq": -1}}, {"$limit": limit + 1}]
+
+        async def read() -> list[Doc]:
+            return await (await self.releases.aggregate([*pipeline, *_LISTED_VIEW])).to_list()
+
+        docs = await timed("list_releases", read())
+        page = [listed_from_doc(d) for d in docs[:limit]]
+        return Page(page, str(int(docs[limit - 1]["seq"])) if len(docs) > limit else None)
 
     async def event_page(
         self,

@@ -13,7 +13,15 @@ from coordinator.store import _sqlite_rows as rows
 from coordinator.store._common import note_page, timed
 from coordinator.store._interface import Page, StoreCounts
 from coordinator.store._sqlite_thread import Db, SqliteThread
-from schemas.documents import AuditEvent, Note, Release, ReleaseBrief, ServiceRecord, StudySummary
+from schemas.documents import (
+    AuditEvent,
+    Note,
+    Release,
+    ReleaseBrief,
+    ReleaseView,
+    ServiceRecord,
+    StudySummary,
+)
 from schemas.enums import EventKind, ReleaseState
 
 
@@ -41,7 +49,7 @@ class SqliteReads:
         state: ReleaseState | None = None,
         study: str | None = None,
         since: datetime | None = None,
-    ) -> Page[Release]:
+    ) -> Page[ReleaseView]:
         return await timed(
             "list_releases",
             self._reader.call(lambda db: rows.list_releases(db, limit, cursor, state, study, since)),

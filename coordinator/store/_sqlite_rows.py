@@ -10,7 +10,15 @@ from typing import Any
 from coordinator.store._common import bad_cursor, seq_cursor
 from coordinator.store._interface import Page
 from coordinator.versioning import sort_key
-from schemas.documents import AuditEvent, OutboxEntry, Release, ReleaseBrief, ServiceRecord, StudySummary
+from schemas.documents import (
+    AuditEvent,
+    OutboxEntry,
+    Release,
+    ReleaseBrief,
+    ReleaseView,
+    ServiceRecord,
+    StudySummary,
+)
 from schemas.enums import TERMINAL_RELEASE_STATES, EventKind, ReleaseState
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -21,6 +29,8 @@ BRIEF_COLUMNS = (
     "r.id, r.name, r.state, r.tentative_version, r.final_version, r.is_major, r.created_at, r.published_at"
 )
 TERMINAL = tuple(s.value for s in TERMINAL_RELEASE_STATES)
+#: A listed release: its document without the notes (the outbox is never in it), and how many notes it has.
+LISTED_COLUMNS = "json_remove(r.doc, '$.notes'), coalesce(json_array_length(r.doc, '$.notes'), 0)"
 
 
 def micros(moment: datetime) -> int:
@@ -102,23 +112,25 @@ def list_releases(
     state: ReleaseState | None,
     study: str | None,
     since: datetime | None,
-) -> Page[Release]:
-    """A page of releases, their outbox left out (nobody reading a list needs it)."""
+) -> Page[ReleaseView]:
+    """A page of releases as a list shows them: SQLite leaves the notes out of the documents it returns
+    (and counts them), so Python parses and validates only what the list shows."""
     before = seq_cursor(cursor)
     if study is None:
         where, args = _filters("r", state, since, before)
-        query = f"SELECT r.seq, r.doc FROM releases r {where} ORDER BY r.seq DESC LIMIT ?"
+        query = f"SELECT r.seq, {LISTED_COLUMNS} FROM releases r {where} ORDER BY r.seq DESC LIMIT ?"
     else:
         where, args = _filters("s", state, since, before)
         where = f"{where} AND s.study = ?" if where else "WHERE s.study = ?"
         args.append(study)
         query = (
-            "SELECT s.seq, r.doc FROM release_studies s JOIN releases r ON r.id = s.release_id "
+            f"SELECT s.seq, {LISTED_COLUMNS} FROM release_studies s JOIN releases r ON r.id = s.release_id "
             f"{where} ORDER BY s.seq DESC LIMIT ?"
         )
     rows = db.execute(query, [*args, limit + 1]).fetchall()
     page = rows[:limit]
-    return Page([to_release(doc) for _, doc in page], str(page[-1][0]) if len(rows) > limit else None)
+    views = [ReleaseView.listed(to_release(doc), notes) for _, doc, notes in page]
+    return Page(views, str(page[-1][0]) if len(rows) > limit else None)
 
 
 def study_releases(

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -13,6 +11,7 @@ from typing import Any, Protocol
 
 import pytest
 
+from tests import _rc_client as rc_client
 from tests.cli.fake_coordinator import FakeCoordinator
 
 
@@ -31,30 +30,29 @@ class Outcome:
 
 
 class Rc(Protocol):
-    async def __call__(self, *args: str, env: dict[str, str] | None = None, limit: float = 30) -> Outcome: ...
+    async def __call__(
+        self, *args: str, env: dict[str, str] | None = None, limit: float = 30, fresh: bool = False
+    ) -> Outcome: ...
 
 
-async def run_rc(*args: str, env: dict[str, str], limit: float = 30) -> Outcome:
-    """Run ``python -m rc_cli ARGS`` (the real entry point) and collect its output."""
+def in_new_interpreters(rc: Rc) -> Rc:
+    """``rc`` with every command in a new interpreter (not forked from the pre-loaded one)."""
+
+    async def call(
+        *args: str, env: dict[str, str] | None = None, limit: float = 60, fresh: bool = True
+    ) -> Outcome:
+        return await rc(*args, env=env, limit=limit, fresh=True)
+
+    return call
+
+
+async def run_rc(*args: str, env: dict[str, str], limit: float = 30, fresh: bool = False) -> Outcome:
+    """Run the real entry point, ``rc ARGS``, in a process of its own and collect its output: forked from
+    a pre-loaded ``rc`` (``tests/_rc_fork.py``), or a new interpreter with ``fresh`` (or
+    ``RC_TESTS_FRESH_RC=1``)."""
     started = time.monotonic()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "rc_cli",
-        *args,
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), limit)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise
-    assert process.returncode is not None
-    return Outcome(process.returncode, out.decode(), err.decode(), time.monotonic() - started)
+    done = await rc_client.run(args, env, limit, fresh=fresh)
+    return Outcome(done.code, done.stdout, done.stderr, time.monotonic() - started)
 
 
 def rc_env(amqp_url: str, namespace: str) -> dict[str, str]:
@@ -70,8 +68,10 @@ def rc(amqp_url: str, namespace: str) -> Rc:
     """``await rc("release", "list", "--json")``: the command line against this test's namespace."""
     base = rc_env(amqp_url, namespace)
 
-    async def call(*args: str, env: dict[str, str] | None = None, limit: float = 30) -> Outcome:
-        return await run_rc(*args, env={**base, **(env or {})}, limit=limit)
+    async def call(
+        *args: str, env: dict[str, str] | None = None, limit: float = 30, fresh: bool = False
+    ) -> Outcome:
+        return await run_rc(*args, env={**base, **(env or {})}, limit=limit, fresh=fresh)
 
     return call
 

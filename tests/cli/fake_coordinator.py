@@ -12,6 +12,7 @@ import asyncio
 import secrets
 import string
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -287,90 +288,113 @@ class FakeCoordinator:
 
     async def handle(self, request: AdminRequest) -> AdminResult:
         operation = request.operation
+        handlers: dict[type, Callable[[Any, AdminRequest], Awaitable[AdminResult]]] = {
+            CreateRelease: self._create,
+            ListReleases: self._list,
+            ShowRelease: self._show,
+            HoldRelease: self._hold,
+            UnholdRelease: self._hold,
+            PublishRelease: self._publish,
+            CancelRelease: self._cancel,
+            ListServices: self._list_services,
+            RequireService: self._require,
+            UnrequireService: self._require,
+        }
+        handler = handlers.get(type(operation))
+        if handler is None:
+            raise Refusal(f"unknown operation {operation.op}")
+        return await handler(operation, request)
+
+    async def _create(self, operation: CreateRelease, request: AdminRequest) -> AdminResult:
+        moment = now()
+        release_id = new_release_id()
+        version = self._next_version()
+        view = ReleaseView(
+            id=release_id,
+            name=operation.name,
+            description=operation.description,
+            studies=operation.studies,
+            tags=operation.tags,
+            author=request.operator,
+            is_major=operation.is_major,
+            version=version,
+            tentative_version=version,
+            final_version=None,
+            state=ReleaseState.WAITING,
+            state_reason=None,
+            held=False,
+            tasks={
+                name: Task(service=name, entered={TaskState.WAITING: moment}, updated_at=moment)
+                for name, record in sorted(self.services.items())
+                if record.required
+            },
+            entered={ReleaseState.WAITING: moment},
+            created_at=moment,
+            updated_at=moment,
+        )
+        self.releases[release_id] = view
+        self._record(release_id, EventKind.CREATED, "created", actor=f"operator:{request.operator}")
+        return self._result(view)
+
+    async def _list(self, operation: ListReleases, request: AdminRequest) -> AdminResult:
+        views = [v for v in reversed(self.releases.values()) if operation.state in (None, v.state)]
+        start = int(operation.cursor or 0)
+        page = views[start : start + operation.limit]
+        more = start + operation.limit < len(views)
+        return ReleasePage(releases=tuple(page), next_cursor=str(start + operation.limit) if more else None)
+
+    async def _show(self, operation: ShowRelease, request: AdminRequest) -> AdminResult:
+        return self._result(self._release(operation.release_id), operation.events)
+
+    async def _hold(self, operation: HoldRelease | UnholdRelease, request: AdminRequest) -> AdminResult:
+        view = self._release(operation.release_id)
+        hold = isinstance(operation, HoldRelease)
+        if hold and view.state != ReleaseState.STAGED:
+            raise Refusal(f"only a staged release can be held; this one is {view.state.value}")
+        if view.held == hold:
+            raise Refusal("the release is already on hold" if hold else "the release is not on hold")
         actor = f"operator:{request.operator}"
-        if isinstance(operation, CreateRelease):
-            moment = now()
-            release_id = new_release_id()
-            version = self._next_version()
-            view = ReleaseView(
-                id=release_id,
-                name=operation.name,
-                description=operation.description,
-                studies=operation.studies,
-                tags=operation.tags,
-                author=request.operator,
-                is_major=operation.is_major,
-                version=version,
-                tentative_version=version,
-                final_version=None,
-                state=ReleaseState.WAITING,
-                state_reason=None,
-                held=False,
-                tasks={
-                    name: Task(service=name, entered={TaskState.WAITING: moment}, updated_at=moment)
-                    for name, record in sorted(self.services.items())
-                    if record.required
-                },
-                entered={ReleaseState.WAITING: moment},
-                created_at=moment,
-                updated_at=moment,
-            )
-            self.releases[release_id] = view
-            self._record(release_id, EventKind.CREATED, "created", actor=actor)
-            return self._result(view)
-        if isinstance(operation, ListReleases):
-            views = [v for v in reversed(self.releases.values()) if operation.state in (None, v.state)]
-            start = int(operation.cursor or 0)
-            page = views[start : start + operation.limit]
-            more = start + operation.limit < len(views)
-            return ReleasePage(
-                releases=tuple(page), next_cursor=str(start + operation.limit) if more else None
-            )
-        if isinstance(operation, ShowRelease):
-            return self._result(self._release(operation.release_id), operation.events)
-        if isinstance(operation, HoldRelease | UnholdRelease):
-            view = self._release(operation.release_id)
-            hold = isinstance(operation, HoldRelease)
-            if hold and view.state != ReleaseState.STAGED:
-                raise Refusal(f"only a staged release can be held; this one is {view.state.value}")
-            if view.held == hold:
-                raise Refusal("the release is already on hold" if hold else "the release is not on hold")
-            self._record(view.id, EventKind.OPERATOR, "hold" if hold else "unhold", actor=actor)
-            return self._result(await self.update(view.id, held=hold))
-        if isinstance(operation, PublishRelease):
-            view = self._release(operation.release_id)
-            if view.state != ReleaseState.STAGED:
-                raise Refusal(f"only a staged release can be published; this one is {view.state.value}")
-            if view.held:
-                raise Refusal("the release is on hold; unhold it before publishing")
-            major, minor, _ = (int(part) for part in view.tentative_version.split("."))
-            final = f"{major + 1}.0.0" if view.is_major else f"{major}.{minor + 1}.0"
-            updated = await self.update(
-                view.id,
-                state=ReleaseState.PUBLISHING,
-                task_state=TaskState.PUBLISHING,
-                final_version=final,
-                version=final,
-            )
-            return self._result(updated)
-        if isinstance(operation, CancelRelease):
-            view = self._release(operation.release_id)
-            if view.state.is_terminal:
-                raise Refusal(f"the release is already {view.state.value}")
-            if view.state == ReleaseState.PUBLISHING:
-                raise Refusal(CANNOT_CANCEL_PUBLISHING)
-            updated = await self.update(
-                view.id,
-                state=ReleaseState.CANCELED,
-                task_state=TaskState.CANCELED,
-                state_reason=operation.reason,
-            )
-            return self._result(updated)
-        if isinstance(operation, ListServices):
-            return ServiceList(services=tuple(self.services.values()))
-        if isinstance(operation, RequireService | UnrequireService):
-            required = isinstance(operation, RequireService)
-            record = self.services.get(operation.service) or ServiceRecord(name=operation.service)
-            self.services[operation.service] = record.model_copy(update={"required": required})
-            return ServiceList(services=tuple(self.services.values()))
-        raise Refusal(f"unknown operation {operation.op}")
+        self._record(view.id, EventKind.OPERATOR, "hold" if hold else "unhold", actor=actor)
+        return self._result(await self.update(view.id, held=hold))
+
+    async def _publish(self, operation: PublishRelease, request: AdminRequest) -> AdminResult:
+        view = self._release(operation.release_id)
+        if view.state != ReleaseState.STAGED:
+            raise Refusal(f"only a staged release can be published; this one is {view.state.value}")
+        if view.held:
+            raise Refusal("the release is on hold; unhold it before publishing")
+        major, minor, _ = (int(part) for part in view.tentative_version.split("."))
+        final = f"{major + 1}.0.0" if view.is_major else f"{major}.{minor + 1}.0"
+        updated = await self.update(
+            view.id,
+            state=ReleaseState.PUBLISHING,
+            task_state=TaskState.PUBLISHING,
+            final_version=final,
+            version=final,
+        )
+        return self._result(updated)
+
+    async def _cancel(self, operation: CancelRelease, request: AdminRequest) -> AdminResult:
+        view = self._release(operation.release_id)
+        if view.state.is_terminal:
+            raise Refusal(f"the release is already {view.state.value}")
+        if view.state == ReleaseState.PUBLISHING:
+            raise Refusal(CANNOT_CANCEL_PUBLISHING)
+        updated = await self.update(
+            view.id,
+            state=ReleaseState.CANCELED,
+            task_state=TaskState.CANCELED,
+            state_reason=operation.reason,
+        )
+        return self._result(updated)
+
+    async def _list_services(self, operation: ListServices, request: AdminRequest) -> AdminResult:
+        return ServiceList(services=tuple(self.services.values()))
+
+    async def _require(
+        self, operation: RequireService | UnrequireService, request: AdminRequest
+    ) -> AdminResult:
+        required = isinstance(operation, RequireService)
+        record = self.services.get(operation.service) or ServiceRecord(name=operation.service)
+        self.services[operation.service] = record.model_copy(update={"required": required})
+        return ServiceList(services=tuple(self.services.values()))

@@ -27,7 +27,7 @@ from coordinator.machine import Timeouts
 from coordinator.service import Coordinator
 from coordinator.store import store_for
 from schemas.broker_url import broker_user
-from tests.cli.conftest import Outcome, Rc
+from tests.cli.conftest import Outcome, Rc, in_new_interpreters
 from tests.coordinator.fixtures import SERVICES, Running, fast_settings
 
 TARGETS = {
@@ -46,8 +46,10 @@ StartServices = Callable[..., None]
 def rc(rc: Rc) -> Rc:
     """The ``rc`` of ``tests/cli/conftest.py`` with a patient default timeout (the broker may be busy)."""
 
-    async def call(*args: str, env: dict[str, str] | None = None, limit: float = 60) -> Outcome:
-        return await rc(*args, env={"RC_TIMEOUT": "20", **(env or {})}, limit=limit)
+    async def call(
+        *args: str, env: dict[str, str] | None = None, limit: float = 60, fresh: bool = False
+    ) -> Outcome:
+        return await rc(*args, env={"RC_TIMEOUT": "20", **(env or {})}, limit=limit, fresh=fresh)
 
     return call
 
@@ -176,6 +178,7 @@ async def create(rc: Rc, name: str = "Fall") -> dict[str, Any]:
 async def test_the_full_operator_path(
     rc: Rc, live_coordinator: Running, example_services: StartServices
 ) -> None:
+    rc = in_new_interpreters(rc)  # this path as an operator runs it: each command a new `python -m rc_cli`
     example_services(seconds=8)  # long enough for the watcher (a new interpreter) to see it running
     await require_all(rc)
 

@@ -255,39 +255,11 @@ async def test_malformed_spoofed_and_unknown_messages_are_dead_lettered_and_serv
     release_id = await create(admin)
     await wait_for_state(store, release_id, ReleaseState.RUNNING)
 
-    forged = TaskReply(
-        message_id=uuid.uuid4().hex,
-        sent_at=datetime.now(UTC),
-        release_id=release_id,
-        service="portal",
-        in_reply_to="x",
-        action=Action.START,
-        outcome=Outcome.FAILED,
-        reason="forged",
-        instance_id="evil",
-        sdk_version="evil",
-    )
-    mallory = f"mallory-{namespace}"
-    _rabbitmqctl("add_user", mallory, "secret")
-    try:
-        _rabbitmqctl("set_permissions", "-p", "/", mallory, ".*", ".*", ".*")
-        evil_url = amqp_url.replace("guest:guest", f"{mallory}:secret")
-        spoofer = SimulatedService(
-            lambda: AmqpPeer.connect(evil_url), namespace, "portal", heartbeat=None, consume=False
-        )
-        await spoofer.start()
-        await spoofer.send(forged, ReplyKind.REPLY)
-        await spoofer.stop()
-    finally:
-        _rabbitmqctl("delete_user", mallory)
-
+    forged = _forged_failure(release_id)
+    mallory = await _sent_by_another_user(amqp_url, namespace, forged)
     unknown = forged.model_copy(update={"release_id": "RE_00000000", "message_id": uuid.uuid4().hex})
     await portal.send(unknown, ReplyKind.REPLY)
-    async with await aio_pika.connect(amqp_url) as connection:
-        channel = await connection.channel()
-        replies = await channel.get_exchange(Topology(namespace).replies_exchange)
-        garbage = aio_pika.Message(b"{not json", message_id="garbage-1", user_id="guest")
-        await replies.publish(garbage, routing_key="reply.portal.reply")
+    await _publish_garbage(amqp_url, namespace)
 
     dead = await _dead_letters(amqp_url, namespace, 3)
     reasons = sorted(str((m.headers or {})[DEAD_REASON_HEADER]) for m in dead)
@@ -308,6 +280,49 @@ async def test_malformed_spoofed_and_unknown_messages_are_dead_lettered_and_serv
     await portal.answer(start, Outcome.STAGED)
     await wait_for_state(store, release_id, ReleaseState.STAGED)
     assert portal.actions(release_id) == [Action.INITIALIZE, Action.START]
+
+
+def _forged_failure(release_id: str) -> TaskReply:
+    """A ``failed`` reply to the release's start, in portal's name."""
+    return TaskReply(
+        message_id=uuid.uuid4().hex,
+        sent_at=datetime.now(UTC),
+        release_id=release_id,
+        service="portal",
+        in_reply_to="x",
+        action=Action.START,
+        outcome=Outcome.FAILED,
+        reason="forged",
+        instance_id="evil",
+        sdk_version="evil",
+    )
+
+
+async def _sent_by_another_user(amqp_url: str, namespace: str, reply: TaskReply) -> str:
+    """Send ``reply`` as portal's, logged in as a broker user of its own (deleted after); its name."""
+    mallory = f"mallory-{namespace}"
+    _rabbitmqctl("add_user", mallory, "secret")
+    try:
+        _rabbitmqctl("set_permissions", "-p", "/", mallory, ".*", ".*", ".*")
+        evil_url = amqp_url.replace("guest:guest", f"{mallory}:secret")
+        spoofer = SimulatedService(
+            lambda: AmqpPeer.connect(evil_url), namespace, "portal", heartbeat=None, consume=False
+        )
+        await spoofer.start()
+        await spoofer.send(reply, ReplyKind.REPLY)
+        await spoofer.stop()
+    finally:
+        _rabbitmqctl("delete_user", mallory)
+    return mallory
+
+
+async def _publish_garbage(amqp_url: str, namespace: str) -> None:
+    """A reply body that is not JSON, on portal's reply routing key."""
+    async with await aio_pika.connect(amqp_url) as connection:
+        channel = await connection.channel()
+        replies = await channel.get_exchange(Topology(namespace).replies_exchange)
+        garbage = aio_pika.Message(b"{not json", message_id="garbage-1", user_id="guest")
+        await replies.publish(garbage, routing_key="reply.portal.reply")
 
 
 def _rabbitmqctl(*args: str) -> None:

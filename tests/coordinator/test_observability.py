@@ -385,6 +385,29 @@ async def run(
 
 
 async def drive(run: Run, store_url: str, metrics_port: int) -> None:
+    await _start_coordinator(run, store_url, metrics_port)
+    _start_services(run)
+    await asyncio.gather(*(run.rc("service", "require", name, "--json") for name in run.services.values()))
+    await _release_published(run)
+    await run.rc("release", "show", run.release_id, "--json")
+    await run.rc("release", "list")
+    # An error path: the CLI names the broker URL in its message (with the password masked).
+    wrong_vhost = urllib.parse.urlsplit(run.urls["operator"])._replace(path=f"/{run.namespace}-nowhere")
+    await run.rc("release", "list", amqp_url=wrong_vhost.geturl(), fails=True)
+    await _send_malformed_reply(run)
+
+    def settled() -> str | None:
+        text = scrape(metrics_port)
+        parsed = samples(text)
+        dead = value(parsed, "rc_dead_lettered_total", reason="invalid")
+        outbox = value(parsed, "rc_outbox_messages")
+        return text if dead and outbox == 0 else None
+
+    run.metrics_text = await poll("dead-lettered reply in the metrics", settled)
+
+
+async def _start_coordinator(run: Run, store_url: str, metrics_port: int) -> None:
+    """Start the coordinator, and wait until it is active."""
     coordinator = run.spawn(
         "coordinator",
         [sys.executable, "-m", "coordinator"],
@@ -406,6 +429,10 @@ async def drive(run: Run, store_url: str, metrics_port: int) -> None:
         return any(event.get("event") == "active" for event in log_events(coordinator.text()))
 
     await poll("active coordinator", active)
+
+
+def _start_services(run: Run) -> None:
+    """Start the example services, each as its own broker user."""
     for example, (target, prefix) in EXAMPLES.items():
         service = run.services[example]
         run.spawn(
@@ -421,8 +448,10 @@ async def drive(run: Run, store_url: str, metrics_port: int) -> None:
                 f"{prefix}_SECONDS": "0.4",
             },
         )
-    await asyncio.gather(*(run.rc("service", "require", name, "--json") for name in run.services.values()))
 
+
+async def _release_published(run: Run) -> None:
+    """Once the services are healthy: create a release with ``rc``, and publish it once it is staged."""
     async with AdminClient(run.urls["operator"], run.namespace, timeout=10, operator="observer") as admin:
 
         async def ready() -> bool:
@@ -447,13 +476,10 @@ async def drive(run: Run, store_url: str, metrics_port: int) -> None:
         await poll("staged release", in_state(ReleaseState.STAGED))
         await run.rc("release", "publish", run.release_id, "--json")
         await poll("published release", in_state(ReleaseState.PUBLISHED))
-    await run.rc("release", "show", run.release_id, "--json")
-    await run.rc("release", "list")
-    # An error path: the CLI names the broker URL in its message (with the password masked).
-    wrong_vhost = urllib.parse.urlsplit(run.urls["operator"])._replace(path=f"/{run.namespace}-nowhere")
-    await run.rc("release", "list", amqp_url=wrong_vhost.geturl(), fails=True)
 
-    # One malformed reply, sent as a service (RabbitMQ vouches for the user_id): dead-lettered as invalid.
+
+async def _send_malformed_reply(run: Run) -> None:
+    """One malformed reply, sent as a service (RabbitMQ vouches for the user_id): dead-lettered as invalid."""
     portal = run.services["portal"]
     connection = await aio_pika.connect(run.urls[f"service {portal}"], timeout=10)
     async with connection:
@@ -464,15 +490,6 @@ async def drive(run: Run, store_url: str, metrics_port: int) -> None:
             routing_key=f"reply.{portal}.reply",
             timeout=10,
         )
-
-    def settled() -> str | None:
-        text = scrape(metrics_port)
-        parsed = samples(text)
-        dead = value(parsed, "rc_dead_lettered_total", reason="invalid")
-        outbox = value(parsed, "rc_outbox_messages")
-        return text if dead and outbox == 0 else None
-
-    run.metrics_text = await poll("dead-lettered reply in the metrics", settled)
 
 
 def _before(state: ReleaseState) -> set[ReleaseState]:

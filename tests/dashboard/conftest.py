@@ -165,8 +165,10 @@ def rc(amqp_url: str, namespace: str) -> Rc:
     """``await rc("release", "list", "--json")``: the real command line against this test's namespace."""
     base = rc_env(amqp_url, namespace) | {"RC_TIMEOUT": "20"}
 
-    async def call(*args: str, env: dict[str, str] | None = None, limit: float = 60) -> Outcome:
-        return await run_rc(*args, env={**base, **(env or {})}, limit=limit)
+    async def call(
+        *args: str, env: dict[str, str] | None = None, limit: float = 60, fresh: bool = False
+    ) -> Outcome:
+        return await run_rc(*args, env={**base, **(env or {})}, limit=limit, fresh=fresh)
 
     return call
 

@@ -57,14 +57,8 @@ async def publish(rc: Rc, store: Store, release_id: str) -> None:
     await wait_for_state(store, release_id, ReleaseState.PUBLISHED)
 
 
-# ---------------------------------------------------------------------- notes
-
-
-async def test_notes_add_list_edit_remove_and_announced_on_publication(
-    ready: list[SimulatedService], rc: Rc, store: Store, admin: AdminClient, tmp_path: Path
-) -> None:
-    release_id = await staged(rc, store, studies=(SD_A, SD_B))
-
+async def _add_notes(rc: Rc, release_id: str, tmp_path: Path) -> None:
+    """N1 on the whole release (--text), N2 on SD_B (--file)."""
     whole = ok(await rc("note", "add", release_id, "--text", "# Fall release\n\nEverything new.", "--json"))
     assert [(n["id"], n["study"]) for n in whole["notes"]] == [("N1", None)]
     assert whole["notes"][0]["author"] == "tester"
@@ -74,7 +68,9 @@ async def test_notes_add_list_edit_remove_and_announced_on_publication(
     assert [(n["id"], n["study"]) for n in on_study["notes"]] == [("N1", None), ("N2", SD_B)]
     assert on_study["notes"][1]["text"] == markdown.read_text(encoding="utf-8")
 
-    # refusals: a study that is not in the release; no text or both; oversize; unknown note
+
+async def _refused_notes(rc: Rc, release_id: str, tmp_path: Path) -> None:
+    """Refusals: a study that is not in the release; no text or both; oversize; unknown note."""
     refused(
         await rc("note", "add", release_id, "--study", SD_C, "--text", "x", "--json"),
         f"study {SD_C} is not part of {release_id}",
@@ -88,6 +84,9 @@ async def test_notes_add_list_edit_remove_and_announced_on_publication(
     )
     refused(await rc("note", "edit", release_id, "N9", "--text", "x", "--json"), "no note N9", "N1, N2")
 
+
+async def _list_notes(rc: Rc, release_id: str) -> None:
+    """N1 and N2 listed newest first, by study, by page and since a moment."""
     listed = ok(await rc("note", "list", release_id, "--json"))
     assert [n["id"] for n in listed["notes"]] == ["N2", "N1"]  # newest first
     assert listed["next_cursor"] is None
@@ -104,6 +103,9 @@ async def test_notes_add_list_edit_remove_and_announced_on_publication(
     assert ok(await rc("note", "list", release_id, "--since", "1h", "--json"))["notes"]
     assert not ok(await rc("note", "list", release_id, "--since", "2999-01-01", "--json"))["notes"]
 
+
+async def _edit_and_remove_notes(rc: Rc, release_id: str) -> None:
+    """N1 revised, N2 removed, N3 added on SD_A (the id of N2 is not reused)."""
     edited = ok(await rc("note", "edit", release_id, "N1", "--text", "# Fall release\n\nRevised.", "--json"))
     assert edited["notes"][0]["text"].endswith("Revised.")
     assert edited["notes"][0]["updated_at"] > edited["notes"][0]["created_at"]
@@ -116,6 +118,9 @@ async def test_notes_add_list_edit_remove_and_announced_on_publication(
     assert human.code == 0
     assert "N3 on SD_AAAAAAAA by tester" in human.stdout
 
+
+async def _published(rc: Rc, store: Store, admin: AdminClient, release_id: str) -> Announcement:
+    """Publish the release: its ``release.published`` announcement."""
     announced: list[Announcement] = []
     await admin.subscribe_announcements(announced.append, "release.published")
     await publish(rc, store, release_id)
@@ -123,8 +128,24 @@ async def test_notes_add_list_edit_remove_and_announced_on_publication(
         if announced:
             break
         await asyncio.sleep(0.05)
-    assert [n.id for n in announced[0].release.notes] == ["N1", "N3"]
-    assert announced[0].release.notes[0].text.endswith("Revised.")
+    assert announced
+    return announced[0]
+
+
+# ---------------------------------------------------------------------- notes
+
+
+async def test_notes_add_list_edit_remove_and_announced_on_publication(
+    ready: list[SimulatedService], rc: Rc, store: Store, admin: AdminClient, tmp_path: Path
+) -> None:
+    release_id = await staged(rc, store, studies=(SD_A, SD_B))
+    await _add_notes(rc, release_id, tmp_path)
+    await _refused_notes(rc, release_id, tmp_path)
+    await _list_notes(rc, release_id)
+    await _edit_and_remove_notes(rc, release_id)
+    announced = await _published(rc, store, admin, release_id)
+    assert [n.id for n in announced.release.notes] == ["N1", "N3"]
+    assert announced.release.notes[0].text.endswith("Revised.")
 
     refused(
         await rc("note", "add", release_id, "--text", "too late", "--json"),
@@ -308,18 +329,11 @@ async def test_rerun_copies_the_release_and_links_it(
     refused(await rc("release", "rerun", "nope", "--json"), "invalid release id", code=2)
 
 
-# ---------------------------------------------------------------------- audit trail
-
-
-async def test_events_paged_newest_first_filtered_and_followed(
-    ready: list[SimulatedService], rc: Rc, store: Store, amqp_url: str, namespace: str
-) -> None:
-    release_id = await staged(rc, store)
-    ok(await rc("release", "hold", release_id, "--json"))
-    refused(await rc("release", "publish", release_id, "--json"), "on hold")
-    ok(await rc("release", "unhold", release_id, "--json"))
-
-    # --follow from before publication until the release is published
+async def _followed_until_published(
+    rc: Rc, store: Store, release_id: str, amqp_url: str, namespace: str
+) -> list[str]:
+    """``rc release events --follow`` from before publication until the release is published: the ids
+    of the events it printed."""
     follower = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "rc_cli", "release", "events", release_id, "--follow", "--json",
         "--limit", "3", "--interval", "0.2",
@@ -337,9 +351,13 @@ async def test_events_paged_newest_first_filtered_and_followed(
     assert [e["at"] for e in followed] == sorted(e["at"] for e in followed)  # oldest first
     assert followed[-1]["state_after"] == "published"
     assert any(e["state_after"] == "publishing" and e["kind"] == "transition" for e in followed)
+    return ids
 
+
+async def _all_events(rc: Rc, release_id: str) -> list[Any]:
+    """Every event of the published release, on one page, newest first, of every kind with its actor."""
     everything = ok(await rc("release", "events", release_id, "--limit", "500", "--json"))
-    events = everything["events"]
+    events: list[Any] = everything["events"]
     assert everything["release_state"] == "published"
     assert everything["next_cursor"] is None
     keys = [(e["at"], e["id"]) for e in events]
@@ -354,8 +372,11 @@ async def test_events_paged_newest_first_filtered_and_followed(
     assert accepted["service"] in {"file-service", "portal", "search-index"}
     assert accepted["actor"] == "guest"  # the broker user that sent the reply (a trusted one, here)
     assert accepted["message_id"]
-    assert set(ids) <= {e["id"] for e in events}
+    return events
 
+
+async def _paged_events(rc: Rc, release_id: str) -> list[Any]:
+    """Every event of the release, 4 a page, following the cursors."""
     pages: list[Any] = []
     cursor: str | None = None
     while True:
@@ -365,6 +386,24 @@ async def test_events_paged_newest_first_filtered_and_followed(
         cursor = page["next_cursor"]
         if cursor is None:
             break
+    return pages
+
+
+# ---------------------------------------------------------------------- audit trail
+
+
+async def test_events_paged_newest_first_filtered_and_followed(
+    ready: list[SimulatedService], rc: Rc, store: Store, amqp_url: str, namespace: str
+) -> None:
+    release_id = await staged(rc, store)
+    ok(await rc("release", "hold", release_id, "--json"))
+    refused(await rc("release", "publish", release_id, "--json"), "on hold")
+    ok(await rc("release", "unhold", release_id, "--json"))
+
+    ids = await _followed_until_published(rc, store, release_id, amqp_url, namespace)
+    events = await _all_events(rc, release_id)
+    assert set(ids) <= {e["id"] for e in events}
+    pages = await _paged_events(rc, release_id)
     assert [e["id"] for e in pages] == [e["id"] for e in events]  # paging neither skips nor repeats
 
     staged_only = ok(await rc("release", "events", release_id, "--state", "staged", "--json"))["events"]

@@ -10,8 +10,8 @@ import pytest
 from coordinator.machine import Cancel, ReplyReceived
 from coordinator.store import BadCursor, HeartbeatRecord, StaleRevision, Store, VersionTaken
 from coordinator.versioning import next_tentative
-from schemas.documents import AuditEvent, Release
-from schemas.enums import Action, EventKind, Outcome, ReleaseState
+from schemas.documents import AuditEvent, Release, ReleaseView, Task
+from schemas.enums import Action, EventKind, Outcome, ReleaseState, TaskState
 from schemas.messages import TaskReply
 from tests.sabotage.plugin import caught_by
 from tests.store.builders import T0, answer_all, begin, created_event, note, publish, release, step
@@ -271,21 +271,50 @@ async def test_release_pages_filter_and_neither_skip_nor_repeat_while_releases_a
         await insert(store, release(seq, studies=("SD_EVEN0000",) if seq % 2 == 0 else ("SD_ODD00000",)))
     seen: list[int] = []
     page = await store.list_releases(3)
-    seen += [r.seq for r in page.items]
+    seen += seqs(page.items)
     await insert(store, release(8))  # newer than every page still to come: not in them
     while page.next_cursor is not None:
         page = await store.list_releases(3, page.next_cursor)
-        seen += [r.seq for r in page.items]
+        seen += seqs(page.items)
     assert seen == [7, 6, 5, 4, 3, 2, 1]
     even = await store.list_releases(10, study="SD_EVEN0000")
-    assert [r.seq for r in even.items] == [6, 4, 2]
+    assert seqs(even.items) == [6, 4, 2]
     assert even.next_cursor is None
-    assert [r.seq for r in (await store.list_releases(10, state=ReleaseState.WAITING)).items][:2] == [8, 7]
+    assert seqs((await store.list_releases(10, state=ReleaseState.WAITING)).items)[:2] == [8, 7]
     assert (await store.list_releases(10, state=ReleaseState.STAGED)).items == []
     recent = await store.list_releases(10, since=T0 + timedelta(minutes=6))
-    assert [r.seq for r in recent.items] == [8, 7, 6]
+    assert seqs(recent.items) == [8, 7, 6]
     with pytest.raises(BadCursor):
         await store.list_releases(3, "not-a-cursor")
+
+
+def seqs(views: list[ReleaseView]) -> list[int]:
+    """The creation numbers of listed releases (``release(seq)`` is ``RE_<seq>``)."""
+    return [int(v.id.removeprefix("RE_")) for v in views]
+
+
+async def test_listed_releases_are_their_views_without_the_notes_but_with_their_count(store: Store) -> None:
+    big = "Données — 数据 ✓ \u2028 \\ " * 2000
+    notes = (note(1, big), note(2, "🧬 second", study="SD_BBBBBBBB"), note(3, "third"))
+    a = release(1, notes=notes, studies=("SD_AAAAAAAA", "SD_BBBBBBBB"), name="Ünïcödé 发布")
+    running = Task(
+        service="portal",
+        state=TaskState.RUNNING,
+        progress=100 / 3,
+        last_message='📦 1/3 "done"',
+        entered={TaskState.RUNNING: T0},
+    )
+    a = a.model_copy(update={"tasks": {**a.tasks, "portal": running}})
+    await insert(store, a)
+    b = await staged(store, 2)
+    published, event = publish(b, None)
+    await store.compare_and_set(b, published, [event])
+    listed = (await store.list_releases(10)).items
+    expected = [ReleaseView.of(r).model_copy(update={"notes": ()}) for r in (published, a)]
+    assert [v.model_dump_json() for v in listed] == [v.model_dump_json() for v in expected]
+    assert listed == expected
+    assert [v.note_count for v in listed] == [0, 3]
+    assert listed[1].tasks["portal"].progress == 100 / 3
 
 
 async def test_event_pages_are_newest_first_filtered_and_stable(store: Store) -> None:
