@@ -5,6 +5,10 @@ For a release and some inputs (replies, progress, a deadline, an operator's requ
 store the result with one compare-and-set (outbox and audit events in the same write; a lost race means
 read again and decide again), then publish the outbox. An input is done once its effect is stored: what
 the broker did not confirm is published again by the sweeper.
+
+Replies need not wait for the broker's confirmations of what they caused (``deliver_later``): their
+release's outbox is then published by a task of its own, and the next input of that release waits for
+that task before it is decided, so a release's publications and decisions never overlap.
 """
 
 from __future__ import annotations
@@ -89,22 +93,38 @@ class Releases:
         #: compare-and-set that finds the store moved on drops the entry: a stale copy costs a retry,
         #: never a wrong write.
         self._cache: dict[str, Release] = {}
+        #: Per release, the publication of its outbox still running after the inputs that caused it were
+        #: settled (``deliver_later``); at most one per release.
+        self._publishing: dict[str, asyncio.Task[None]] = {}
 
     def forget(self) -> None:
         """A new session: another coordinator may have led since this one last did."""
         self._cache.clear()
         self.deadlines.clear()
 
+    async def stop_publishing(self) -> None:
+        """The session ends: stop the publications still running (the outbox is stored; the next session
+        publishes it again)."""
+        tasks = list(self._publishing.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._publishing.clear()
+
     async def apply(self, release_id: str, cause: Input | Cause) -> Decision | None:
         """Decide and store one input for one release, then deliver what it caused. None: unknown release."""
         decisions = await self.apply_all(release_id, [cause if isinstance(cause, Cause) else Cause(cause)])
         return None if decisions is None else decisions[0]
 
-    async def apply_all(self, release_id: str, causes: Sequence[Cause]) -> list[Decision] | None:
+    async def apply_all(
+        self, release_id: str, causes: Sequence[Cause], *, deliver_later: bool = False
+    ) -> list[Decision] | None:
         """Decide inputs for one release in order and store them with one compare-and-set (deciding again
-        after a lost race), then deliver what they caused. None: unknown release."""
+        after a lost race), then deliver what they caused: before returning, or with ``deliver_later`` in
+        a task of its own that the release's next input waits for. None: unknown release."""
         await self.hooks.storing(release_id, [cause.input for cause in causes])
         async with self.locks.hold(release_id):
+            await self._published(release_id)
             for _ in range(_CAS_ATTEMPTS):
                 release = await self.load(release_id)
                 if release is None:
@@ -120,9 +140,13 @@ class Releases:
                 self._cache[release_id] = fold.release
                 for before, decision, cause in fold.applied:
                     self._observe(before, decision, cause)
+                _log_stored(release, fold)
                 self.arm(fold.release)  # once per write: finding the next deadline reads every task
                 await self.hooks.stored(fold.release)
-                await self._deliver_or_leave(fold.release)
+                if deliver_later and fold.release.outbox:
+                    self._publish_later(fold.release)
+                else:
+                    await self._deliver_or_leave(fold.release)
                 return fold.decisions
         raise RuntimeError(f"{release_id}: gave up after {_CAS_ATTEMPTS} lost races")
 
@@ -184,6 +208,24 @@ class Releases:
         elif self._cache.get(release.id) is release:
             self._cache[release.id] = release.model_copy(update={"outbox": left})
 
+    def _publish_later(self, release: Release) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self._deliver_or_leave(release), name=f"deliver:{release.id}"
+        )
+        self._publishing[release.id] = task
+
+        def done(_: asyncio.Task[None]) -> None:
+            if self._publishing.get(release.id) is task:
+                del self._publishing[release.id]
+
+        task.add_done_callback(done)
+
+    async def _published(self, release_id: str) -> None:
+        """Wait for the release's publication still running, if any. Under the release's lock."""
+        task = self._publishing.get(release_id)
+        if task is not None:
+            await asyncio.wait({task})  # whatever its end; a caller that gives up does not stop it
+
     async def _deliver_or_leave(self, release: Release) -> None:
         try:
             await self.deliver(release)
@@ -194,6 +236,7 @@ class Releases:
     async def redeliver(self, release_id: str) -> None:
         """Publish again what the broker has not confirmed yet."""
         async with self.locks.hold(release_id):
+            await self._published(release_id)
             release = await self.load(release_id)
             if release is not None:
                 await self.deliver(release)
@@ -216,7 +259,7 @@ class Releases:
                 metrics.STEP_SECONDS.labels(before.state.value).observe(
                     (self.clock() - entered).total_seconds()
                 )
-        log.info(
+        log.debug(  # one info line per stored write instead (_log_stored)
             "decision",
             release_id=after.id,
             verdict=decision.verdict.value,
@@ -227,3 +270,20 @@ class Releases:
             message_id=audit.message_id_of(cause),
             commands=len(decision.messages),
         )
+
+
+def _log_stored(before: Release, fold: _Fold) -> None:
+    """One info line per stored write: what its inputs did to the release (each one is logged at debug
+    level, and recorded in the audit trail)."""
+    verdicts: dict[str, int] = {}
+    for decision in fold.decisions:
+        verdicts[decision.verdict.value] = verdicts.get(decision.verdict.value, 0) + 1
+    log.info(
+        "stored",
+        release_id=before.id,
+        state_before=before.state.value,
+        state_after=fold.release.state.value,
+        inputs=len(fold.decisions),
+        verdicts=verdicts,
+        commands=sum(len(decision.messages) for _, decision, _ in fold.applied),
+    )

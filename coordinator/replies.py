@@ -124,7 +124,8 @@ class Replies:
         causes = [
             Cause(_input_of(s.message, now), s.user) for s in sent if s.message.service in release.tasks
         ]
-        decided = await self.releases.apply_all(release_id, causes)
+        # Acknowledged once stored: the commands they caused are published meanwhile, in order.
+        decided = await self.releases.apply_all(release_id, causes, deliver_later=True)
         if decided is None:
             return unknown
         decisions = iter(decided)

@@ -159,6 +159,7 @@ class Coordinator:
                 task.cancel()
             await asyncio.gather(sweeper, lost, stopped, return_exceptions=True)
             await self.replies.close()
+            await self.releases.stop_publishing()
 
     async def _recover(self) -> None:
         """Replay what a previous run stored but may not have sent, re-arm deadlines, begin what waits."""

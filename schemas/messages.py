@@ -7,10 +7,11 @@ text says what is wrong.
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Literal, TypeVar, Union
 
-from pydantic import Field, SerializeAsAny, ValidationError, model_validator
+from pydantic import Field, SerializeAsAny, TypeAdapter, ValidationError, model_validator
 
 from schemas._base import (
     MessageId,
@@ -348,39 +349,61 @@ def decode(body: bytes, expected: type[M]) -> M:
     try:
         return expected.model_validate_json(body)
     except ValidationError as error:
-        raise MessageError(_describe(error, expected)) from None
+        raise MessageError(_describe(error, expected.__name__)) from None
 
 
 def decode_any(body: bytes, allowed: tuple[type[Envelope], ...]) -> Envelope:
-    """Parse ``body`` as whichever of ``allowed`` its ``kind`` names."""
+    """Parse ``body`` as whichever of ``allowed`` its ``kind`` names, in one pass over the body: the
+    ``kind`` picks the model as the JSON is read."""
     if len(body) > MAX_BODY_BYTES:
         raise MessageError(f"oversize: {len(body)} bytes, the limit is {MAX_BODY_BYTES}")
     try:
-        head = _KindOnly.model_validate_json(body)
+        return _union_of(allowed).validate_json(body)  # each model is strict itself
     except ValidationError as error:
-        raise MessageError(_describe(error, _KindOnly)) from None
-    target = MESSAGE_TYPES[head.kind]
-    if target not in allowed:
+        raise MessageError(_describe_any(error, allowed)) from None
+
+
+@functools.cache
+def _union_of(allowed: tuple[type[Envelope], ...]) -> TypeAdapter[Envelope]:
+    """One validator of the union of ``allowed``, discriminated by ``kind``."""
+    union = Union[allowed]  # type: ignore[valid-type]  # noqa: UP007 - the members are known only here
+    return TypeAdapter(Annotated[union, Field(discriminator="kind")])
+
+
+def _describe_any(error: ValidationError, allowed: tuple[type[Envelope], ...]) -> str:
+    """The reason :func:`decode_any` gives: the kind that is missing or wrong, or what is wrong in the
+    message of the kind it names."""
+    first = error.errors(include_url=False)[0]
+    if first["type"] == "union_tag_not_found":
+        return "invalid message: kind: Field required"
+    if first["type"] == "union_tag_invalid":
+        tag = str((first.get("ctx") or {}).get("tag"))
+        if tag not in _KIND_VALUES:
+            return "invalid message: kind: Input should be " + _KINDS_IN_WORDS
         names = ", ".join(t.__name__ for t in allowed)
-        raise MessageError(f"unexpected kind {head.kind.value!r} here (expected {names})")
-    return decode(body, target)
+        return f"unexpected kind {tag!r} here (expected {names})"
+    loc = first["loc"]
+    if not loc:  # no kind was read: invalid JSON, or not an object
+        return _describe(error, "message")
+    return _describe(error, MESSAGE_TYPES[MessageKind(str(loc[0]))].__name__, strip=1)
 
 
-class _KindOnly(StrictModel):
-    model_config = StrictModel.model_config | {"extra": "ignore"}
-    kind: MessageKind
+_KIND_VALUES = [kind.value for kind in MessageKind]
+_KINDS_IN_WORDS = ", ".join(repr(v) for v in _KIND_VALUES[:-1]) + f" or {_KIND_VALUES[-1]!r}"
 
 
 def encode(message: Envelope) -> bytes:
     return message.model_dump_json().encode()
 
 
-def _describe(error: ValidationError, model: type[object]) -> str:
+def _describe(error: ValidationError, name: str, *, strip: int = 0) -> str:
+    """One line: what is wrong where (the first five problems), in the model called ``name``; ``strip``
+    leading parts of each location are dropped (the tag a union adds)."""
     problems = []
     for item in error.errors(include_url=False)[:5]:
-        where = ".".join(str(part) for part in item["loc"]) or "body"
+        where = ".".join(str(part) for part in item["loc"][strip:]) or "body"
         problems.append(f"{where}: {item['msg']}")
     more = f" (+{error.error_count() - 5} more)" if error.error_count() > 5 else ""
     if error.errors()[0]["type"] == "json_invalid":
         return f"invalid JSON: {error.errors()[0]['msg']}"
-    return f"invalid {model.__name__}: " + "; ".join(problems) + more
+    return f"invalid {name}: " + "; ".join(problems) + more
