@@ -34,7 +34,7 @@ from coordinator.creation import Caller
 from coordinator.machine import rules, step
 from coordinator.store import _sqlite_schema
 from schemas.documents import Task
-from schemas.enums import Action, TaskState
+from schemas.enums import Action, ReleaseState, TaskState
 from schemas.messages import AdminRequest, AdminResult
 
 Level = Literal["machine", "coordinator"]
@@ -254,6 +254,19 @@ def skip_discard() -> Iterator[None]:
         return []  # nobody told: the services keep what they staged
 
     with patched(step._Step, "_send_cancel_to_active", cancel_silently):
+        yield
+
+
+@sabotage(
+    "ignore-stray-instance",
+    "progress from an instance still processing a release it was told to discard gets it no cancel",
+    "machine",
+)
+def ignore_stray_instance() -> Iterator[None]:
+    def never(release: ReleaseState, task: Task) -> bool:
+        return False
+
+    with patched(step, "told_to_discard", never):
         yield
 
 
