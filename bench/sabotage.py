@@ -11,7 +11,8 @@ description. Two ways to use one:
 
 ``python -m bench.sabotage`` alone lists the variants. A variant's ``level`` says what it breaks:
 ``machine`` (the pure state machine and the version rules, which the explorer drives) or
-``coordinator`` (the service around it: admission, outbox, recovery). To add one, write a
+``coordinator`` (the service around it: admission, outbox, recovery; and the machine's rules about
+progress reports, which the explorer does not model). To add one, write a
 generator that patches with :func:`patched` and yields once, and decorate it with
 :func:`sabotage`.
 
@@ -260,7 +261,7 @@ def skip_discard() -> Iterator[None]:
 @sabotage(
     "ignore-stray-instance",
     "progress from an instance still processing a release it was told to discard gets it no cancel",
-    "machine",
+    "coordinator",  # a rule of the machine, but about progress reports, which the explorer does not model
 )
 def ignore_stray_instance() -> Iterator[None]:
     def never(release: ReleaseState, task: Task) -> bool:
