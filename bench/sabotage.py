@@ -11,7 +11,8 @@ description. Two ways to use one:
 
 ``python -m bench.sabotage`` alone lists the variants. A variant's ``level`` says what it breaks:
 ``machine`` (the pure state machine and the version rules, which the explorer drives) or
-``coordinator`` (the service around it: admission, outbox, recovery). To add one, write a
+``coordinator`` (the service around it: admission, outbox, recovery; and the machine's rules about
+progress reports, which the explorer does not model). To add one, write a
 generator that patches with :func:`patched` and yields once, and decorate it with
 :func:`sabotage`.
 
@@ -34,7 +35,7 @@ from coordinator.creation import Caller
 from coordinator.machine import rules, step
 from coordinator.store import _sqlite_schema
 from schemas.documents import Task
-from schemas.enums import Action, TaskState
+from schemas.enums import Action, ReleaseState, TaskState
 from schemas.messages import AdminRequest, AdminResult
 
 Level = Literal["machine", "coordinator"]
@@ -254,6 +255,19 @@ def skip_discard() -> Iterator[None]:
         return []  # nobody told: the services keep what they staged
 
     with patched(step._Step, "_send_cancel_to_active", cancel_silently):
+        yield
+
+
+@sabotage(
+    "ignore-stray-instance",
+    "progress from an instance still processing a release it was told to discard gets it no cancel",
+    "coordinator",  # a rule of the machine, but about progress reports, which the explorer does not model
+)
+def ignore_stray_instance() -> Iterator[None]:
+    def never(release: ReleaseState, task: Task) -> bool:
+        return False
+
+    with patched(step, "told_to_discard", never):
         yield
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import string
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -151,6 +151,12 @@ class Creation:
             and now - record.last_heartbeat_at <= self.heartbeat_timeout
             and (record.health_detail or "").startswith(BUSY_DETAIL)
         )
+
+    async def busy(self, services: Collection[str]) -> frozenset[str]:
+        """The services whose live instances report every process slot busy."""
+        records = await self.store.services_named(list(services))
+        now = self.clock()
+        return frozenset(s for s in services if self._busy(records.get(s), now))
 
     async def unhealthy(self, services: list[str]) -> dict[str, str]:
         """Why each unhealthy service is: no consumer on its queue, or missed heartbeats."""

@@ -147,7 +147,9 @@ class Coordinator:
         self.active.set()
         metrics.IS_ACTIVE.set(1)
         log.info("active", namespace=self.settings.namespace, broker=self.broker.location)
-        sweeper = asyncio.create_task(sweep_forever(self.releases, self.outbox, self.instances, self.clock))
+        sweeper = asyncio.create_task(
+            sweep_forever(self.releases, self.outbox, self.instances, self.clock, self.creation.busy)
+        )
         lost = asyncio.create_task(session.closed())
         stopped = asyncio.create_task(stop.wait())
         try:

@@ -9,7 +9,7 @@ next round tries again, later each time while it lasts.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Collection
 from datetime import datetime
 
 import structlog
@@ -23,14 +23,26 @@ log = structlog.get_logger("coordinator")
 PERIOD_SECONDS = 0.25
 
 
+#: The services among those given whose instances all report every process slot busy.
+BusyServices = Callable[[Collection[str]], Awaitable[frozenset[str]]]
+
+
+async def _nobody_busy(services: Collection[str]) -> frozenset[str]:
+    return frozenset()
+
+
 async def sweep_forever(
-    releases: Releases, outbox: Outbox, instances: Instances, clock: Callable[[], datetime]
+    releases: Releases,
+    outbox: Outbox,
+    instances: Instances,
+    clock: Callable[[], datetime],
+    busy: BusyServices = _nobody_busy,
 ) -> None:
     failures = 0
     while True:
         await asyncio.sleep(PERIOD_SECONDS if not failures else backoff(failures))
         try:
-            await sweep(releases, outbox, instances, clock())
+            await sweep(releases, outbox, instances, clock(), busy)
         except Exception as error:
             failures += 1
             log.warning("sweep failed; trying again", error=repr(error), failures=failures)
@@ -38,10 +50,18 @@ async def sweep_forever(
             failures = 0
 
 
-async def sweep(releases: Releases, outbox: Outbox, instances: Instances, now: datetime) -> None:
+async def sweep(
+    releases: Releases,
+    outbox: Outbox,
+    instances: Instances,
+    now: datetime,
+    busy: BusyServices = _nobody_busy,
+) -> None:
     for release_id, deadline in list(releases.deadlines.items()):
         if deadline <= now:
-            await releases.apply(release_id, DeadlineCheck(now))
+            release = await releases.peek(release_id)
+            services = release.tasks if release is not None else ()
+            await releases.apply(release_id, DeadlineCheck(now, await busy(services)))
     for release_id, task in releases.processing():
         silent = instances.silent_for(task.service, task.instance or "", now)
         if silent is not None and task.instance is not None:

@@ -69,6 +69,9 @@ class InstanceLost:
 @dataclass(frozen=True, slots=True)
 class DeadlineCheck:
     now: datetime
+    #: Services whose live instances report every process slot busy: a ``start`` none has taken yet waits
+    #: in their queue for a free slot, and its deadline is moved on instead of failing the release.
+    busy: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

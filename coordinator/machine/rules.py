@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import heapq
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 
 from pydantic_core import to_json
@@ -271,3 +271,9 @@ def told_to_discard(release: ReleaseState, task: Task) -> bool:
     if release in (ReleaseState.CANCELING, ReleaseState.CANCELED):
         return True
     return release is ReleaseState.FAILED and task.state is TaskState.CANCELED
+
+
+def waiting_for_a_slot(tasks: Mapping[str, Task], services: Sequence[str], busy: Collection[str]) -> bool:
+    """No instance has taken the ``start`` of any of ``services`` (none reported progress), and each of
+    them is ``busy``: the start waits in its queue for a free process slot."""
+    return all(service in busy and tasks[service].instance is None for service in services)

@@ -41,6 +41,7 @@ from coordinator.machine.rules import (
     note_refusal,
     notes_size,
     told_to_discard,
+    waiting_for_a_slot,
     with_note_change,
 )
 from coordinator.versioning import next_final
@@ -201,6 +202,13 @@ class _Step(_Draft):
         if not silent:
             return self._unchanged(Verdict.STALE, "no deadline has passed")
         names, limits = _names(silent), self.timeouts
+        if state is ReleaseState.RUNNING and waiting_for_a_slot(self.tasks, silent, event.busy):
+            for service in silent:
+                self.tasks[service] = self.tasks[service].model_copy(
+                    update={"deadline_at": event.now + limits.process, "updated_at": event.now}
+                )
+            why = f"start still waiting in the queue of {names}: every instance is busy"
+            return self._changed(event.now, f"{why} (deadline moved on by {_seconds(limits.process)})")
         if state is ReleaseState.INITIALIZING:
             return self._cancel_everything(
                 event.now,

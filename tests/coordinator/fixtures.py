@@ -172,6 +172,16 @@ async def patient_coordinator(
     return await start_coordinator(dataclasses.replace(settings, timeouts=timeouts))
 
 
+@pytest.fixture
+async def impatient_coordinator(
+    settings: Settings, start_coordinator: Callable[[Settings], Awaitable[Running]]
+) -> Running:
+    """A coordinator whose processing deadline is 2 s: for tests of a deadline that must pass (a silent
+    service), which need not wait the usual 5 s."""
+    timeouts = dataclasses.replace(settings.timeouts, process=timedelta(seconds=2))
+    return await start_coordinator(dataclasses.replace(settings, timeouts=timeouts))
+
+
 class Asks(Protocol):
     """What tests ask the coordinator through: ``rc``'s own client, or :class:`AdminPeer` in memory."""
 

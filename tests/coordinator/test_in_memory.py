@@ -229,6 +229,7 @@ async def test_a_cancel_goes_to_the_instance_processing_the_release(
     assert Action.CANCEL not in portal.actions(release_id)  # the shared queue did not get it
 
 
+@caught_by("ignore-stray-instance")
 async def test_an_instance_still_processing_a_canceled_release_is_sent_the_cancel_itself(
     coordinator: Running,
     connect_peer: Callable[[], Awaitable[Peer]],

@@ -9,7 +9,9 @@ publishing into nothing.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 
 import aio_pika
 
@@ -67,10 +69,20 @@ async def test_a_queue_redeclared_with_other_arguments_harms_only_its_service(
 
 
 async def test_a_channel_closed_under_the_coordinator_starts_a_new_session(
-    coordinator: Running, admin: Asks, services: StartService, store: Store, amqp_url: str, namespace: str
+    settings: Settings,
+    start_coordinator: Callable[[Settings], Awaitable[Running]],
+    admin: Asks,
+    services: StartService,
+    store: Store,
+    amqp_url: str,
+    namespace: str,
 ) -> None:
     """Deleting the announcements exchange makes the next announcement close the publishing channel: the
-    session ends, a new one declares the topology again, and the release goes on."""
+    session ends, a new one declares the topology again, and the release goes on. (Portal holds its
+    publication: the publish deadline is a minute, so that a loaded machine does not fail the release
+    before the new session has sent the announcement.)"""
+    timeouts = dataclasses.replace(settings.timeouts, publish=timedelta(minutes=1))
+    coordinator = await start_coordinator(dataclasses.replace(settings, timeouts=timeouts))
     for name in ("portal", "search-index"):
         await services(name, behaviour={Action.PUBLISH: None} if name == "portal" else None)
         await admin.request(RequireService(service=name))

@@ -269,3 +269,32 @@ async def test_a_release_created_while_every_slot_is_busy_waits_for_one(
     second = await _create(broker_url, namespace)
     await wait_for_state(store, second, ReleaseState.STAGED, within=40)
     assert instance.events(second) == ["begin", "staged"]
+
+
+@pytest.fixture
+async def impatient_coordinator(
+    settings: Settings, start_coordinator: Callable[[Settings], Awaitable[Running]]
+) -> Running:
+    """Instances silent for 2 s are lost; 2 s without progress fails a release (unless waiting for a slot)."""
+    timeouts = dataclasses.replace(settings.timeouts, process=timedelta(seconds=2))
+    quick = dataclasses.replace(settings, heartbeat_timeout=timedelta(seconds=2), timeouts=timeouts)
+    return await start_coordinator(quick)
+
+
+async def test_a_start_waiting_behind_a_busy_instance_does_not_fail_its_release(
+    impatient_coordinator: Running, launch: Launch, store: Store, broker_url: str, namespace: str
+) -> None:
+    """Two releases initialized at once, one instance with one slot, processing longer than the 2 s
+    processing deadline: the second start waits in the queue while the instance says it is busy, and its
+    deadline is moved on (in the audit trail) instead of failing the release."""
+    instance = await launch(work_seconds=4)
+    first, second = await asyncio.gather(*(_create(broker_url, namespace) for _ in range(2)))
+    for release_id in (first, second):
+        await wait_for_state(store, release_id, ReleaseState.STAGED, within=40)
+    assert [instance.events(r) for r in (first, second)] == [["begin", "staged"]] * 2
+    trails = [(await store.event_page(r, 100)).items for r in (first, second)]
+    assert any(
+        e.reason.startswith(f"start still waiting in the queue of {SERVICE}: every instance is busy")
+        for trail in trails
+        for e in trail
+    )
