@@ -102,10 +102,13 @@ class Releases:
         self._cache.clear()
         self.deadlines.clear()
 
-    async def stop_publishing(self) -> None:
-        """The session ends: stop the publications still running (the outbox is stored; the next session
-        publishes it again)."""
+    async def stop_publishing(self, grace: float = 0) -> None:
+        """The session ends: let the publications still running finish for at most ``grace`` seconds (what
+        the broker confirmed is then recorded, and not sent again), then stop the rest (their outbox is
+        stored; the next session publishes it again)."""
         tasks = list(self._publishing.values())
+        if tasks and grace > 0:
+            await asyncio.wait(tasks, timeout=grace)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -161,7 +161,7 @@ class Coordinator:
                 task.cancel()
             await asyncio.gather(sweeper, lost, stopped, return_exceptions=True)
             await self.replies.close()
-            await self.releases.stop_publishing()
+            await self.releases.stop_publishing(grace=self.settings.broker_publish_timeout)
 
     async def _recover(self) -> None:
         """Replay what a previous run stored but may not have sent, re-arm deadlines, begin what waits."""

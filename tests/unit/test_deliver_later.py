@@ -119,3 +119,23 @@ async def test_stopping_the_session_stops_the_publications_and_leaves_the_outbox
     assert stored is not None
     assert len(stored.outbox) == 4
     assert "published" not in outbox.seen
+
+
+async def test_a_publication_that_ends_within_the_grace_is_recorded_before_the_session_stops(
+    store: SqliteStore,
+) -> None:
+    """A graceful stop lets the running publication finish: what the broker confirmed leaves the stored
+    outbox, so the next session does not send it again."""
+    outbox = HeldOutbox([])
+    releases = releases_over(store, outbox)
+    release = new_release()
+    await store.insert(release, [])
+    await releases.apply_all(release.id, [Cause(Begin(NOW))], deliver_later=True)
+    await asyncio.wait_for(outbox.publishing.wait(), 5)
+
+    asyncio.get_running_loop().call_later(0.1, outbox.go.set)  # the broker confirms during the stop
+    await releases.stop_publishing(grace=5)
+    stored = await store.get(release.id)
+    assert stored is not None
+    assert stored.outbox == ()
+    assert outbox.seen[-1] == "published"
