@@ -22,6 +22,7 @@ def test_a_start_waiting_behind_busy_instances_gets_its_deadline_moved_on() -> N
     moved = d.apply(DeadlineCheck(late, frozenset({"portal"})))
     assert (moved.verdict, d.release.state) == (Verdict.APPLIED, ReleaseState.RUNNING)
     assert d.release.tasks["portal"].deadline_at == late + TIMEOUTS.process
+    assert d.release.tasks["portal"].updated_at == d.release.updated_at == late
     assert moved.reason.startswith("start still waiting in the queue of portal: every instance is busy")
     assert moved.messages == ()  # the start already waits in the queue: nothing sent again
 
