@@ -44,6 +44,7 @@ from bench.lib import (
     Children,
     CoordinatorHandle,
     Measured,
+    Metrics,
     StoreHandle,
     admin_client,
     amqp_url,
@@ -196,16 +197,28 @@ async def drain(
     return run
 
 
+VERDICTS = ("applied", "duplicate", "stale", "refused")
+
+
+def applied_replies(metrics: Metrics) -> int:
+    return int(metrics.value("rc_messages_total", kind="reply", verdict="applied"))
+
+
 async def coordinator_figures(run: Drain, store: StoreHandle, total: int) -> tuple[dict[str, Any], float]:
     """The coordinator's rate and costs, once it counted every reply (or a minute passed)."""
     assert run.coordinator is not None
     depth, points = run.depth, run.points
     deadline = time.monotonic() + 60
     metrics = await run.coordinator.scrape()
-    while metrics.value("rc_messages_total", kind="reply") < total and time.monotonic() < deadline:
+    # Every reply applied once; a command the coordinator sent again after its restart (its confirm not
+    # yet stored when it stopped) may bring a duplicate reply too, which it counts apart.
+    while applied_replies(metrics) < total and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
         metrics = await run.coordinator.scrape()
-    applied = int(metrics.value("rc_messages_total", kind="reply", verdict="applied"))
+    applied = applied_replies(metrics)
+    if applied < total:
+        verdicts = {v: metrics.value("rc_messages_total", kind="reply", verdict=v) for v in VERDICTS}
+        say(f"only {applied} of {total} replies applied after a minute: {verdicts}")
     rate, t_start, t_end = window_rate([(p[0], p[1]) for p in points], depth)
     window = [p for p in points if t_start <= p[0] <= t_end]
     cpu: dict[str, float] = {}
@@ -221,6 +234,7 @@ async def coordinator_figures(run: Drain, store: StoreHandle, total: int) -> tup
     figures = {
         "replies": depth,
         "applied": applied,
+        "duplicates": int(metrics.value("rc_messages_total", kind="reply", verdict="duplicate")),
         "rate_per_s": round(rate, 1),
         "window_s": round(t_end - t_start, 3),
         "cpu_ms_per_reply": cpu,
