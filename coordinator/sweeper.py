@@ -27,16 +27,12 @@ PERIOD_SECONDS = 0.25
 BusyServices = Callable[[Collection[str]], Awaitable[frozenset[str]]]
 
 
-async def _nobody_busy(services: Collection[str]) -> frozenset[str]:
-    return frozenset()
-
-
 async def sweep_forever(
     releases: Releases,
     outbox: Outbox,
     instances: Instances,
     clock: Callable[[], datetime],
-    busy: BusyServices = _nobody_busy,
+    busy: BusyServices,
 ) -> None:
     failures = 0
     while True:
@@ -55,7 +51,7 @@ async def sweep(
     outbox: Outbox,
     instances: Instances,
     now: datetime,
-    busy: BusyServices = _nobody_busy,
+    busy: BusyServices,
 ) -> None:
     for release_id, deadline in list(releases.deadlines.items()):
         if deadline <= now:
