@@ -30,11 +30,11 @@ from aiormq.exceptions import ChannelAccessRefused, ChannelClosed, ChannelNotFou
 
 from schemas.broker_url import split_urls
 from schemas.enums import ReplyKind
-from schemas.messages import BUSY_DETAIL, SCHEMA_VERSION, encode
+from schemas.messages import SCHEMA_VERSION, encode
 from schemas.topology import SCHEMA_VERSION_HEADER, Topology
 from task_sdk._failover import connect_robust
 from task_sdk._settings import Settings, hostname
-from task_sdk._transport import DeliveryHandler, Health, Outgoing, PublishFailed
+from task_sdk._transport import BUSY, DeliveryHandler, Health, Outgoing, PublishFailed
 from task_sdk._version import APP_ID
 
 log = structlog.get_logger("task_sdk")
@@ -310,7 +310,7 @@ class AmqpTransport:
         if not self._consuming:
             return Health(False, "consumer cancelled")
         if self._wanted == 0 and self._window == 0:
-            return Health(True, f"{BUSY_DETAIL}: new commands wait in the queue for a free one")
+            return BUSY
         if self._consumer_tag is None:
             return Health(False, "not consuming the service's queue, trying again")
         if not self._consumer_registered():

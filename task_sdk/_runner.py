@@ -44,7 +44,7 @@ from task_sdk._sending import Sender
 from task_sdk._settings import Settings, hostname
 from task_sdk._slots import WorkSlots
 from task_sdk._store import MemoryOutcomeStore, OutcomeStore
-from task_sdk._transport import Delivery, Health, Transport
+from task_sdk._transport import BUSY, Delivery, Health, Transport
 from task_sdk._trust import DeadLetters, command_refusal, warn_about_identity
 from task_sdk._version import SDK_VERSION
 from task_sdk._work import Work
@@ -80,12 +80,13 @@ class Runner:
         store = store if store is not None else MemoryOutcomeStore()
         self._outcomes = Outcomes(store, self.service, self.instance_id, self._log)
         self._sender = Sender(transport, self.settings, self.service, self.instance_id, self._log)
-        slots = WorkSlots(self.settings.concurrency, transport.set_work_window)
+        slots = WorkSlots(self.settings.concurrency, self._set_work_window)
         self._work = Work(handler, self.settings, slots, self._outcomes, self._sender, self._log)
         saw = partial(saw_release, self._work.processing, store)
         self._control = ControlQueue(self._admitted, saw, self._dispatch, self._sender.settle, self._log)
         self._ticker: asyncio.Task[None] | None = None
         self._handler_health = HandlerHealth(handler, self.settings.heartbeat_seconds / 2, self._log)
+        self._handler_said = HealthStatus(True)  # what the handler's health() last answered
         self._stopping = False
         self.dead_letters = DeadLetters()
 
@@ -139,6 +140,14 @@ class Runner:
         return tuple(sorted(self._work.processing))
 
     # ------------------------------------------------------------------ heartbeats
+    async def _set_work_window(self, free_slots: int) -> None:
+        """The prefetch follows the free slots. Before the last one goes (and the consumer with it), a
+        heartbeat says so: the coordinator must never find the queue without consumer while the
+        instance's last word was "idle", or it cancels a release created meanwhile as unserved."""
+        if free_slots == 0 and self._ticker is not None:
+            await self._sender.best_effort(self._heartbeat(BUSY, self._handler_said))
+        await self._transport.set_work_window(free_slots)
+
     async def _heartbeat_loop(self) -> None:
         loop = asyncio.get_running_loop()
         next_beat = loop.time()
@@ -157,7 +166,8 @@ class Runner:
             self._log.warning("runner.not_consuming", detail=health.detail)
             with contextlib.suppress(Exception):
                 await self._transport.recover()
-        heartbeat = self._heartbeat(health, await self.handler_health())
+        self._handler_said = await self.handler_health()
+        heartbeat = self._heartbeat(health, self._handler_said)
         if self.settings.health_file is not None:
             try:
                 write_health_file(

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from schemas.messages import Heartbeat, Progress, TaskReply
+from schemas.messages import BUSY_DETAIL, Heartbeat, Progress, TaskReply
 
 #: What a task service sends: all go to the replies exchange, routed by their kind.
 Outgoing = TaskReply | Progress | Heartbeat
@@ -49,6 +49,10 @@ class Health:
 
     consuming: bool
     detail: str | None = None
+
+
+#: An instance whose every process slot is busy: healthy, though it consumes nothing until one frees.
+BUSY = Health(True, f"{BUSY_DETAIL}: new commands wait in the queue for a free one")
 
 
 class PublishFailed(Exception):

@@ -12,11 +12,12 @@ import pytest
 
 from schemas.broker_url import broker_user
 from schemas.enums import Action, Outcome
-from schemas.messages import ReleaseInfo, encode
+from schemas.messages import BUSY_DETAIL, Heartbeat, ReleaseInfo, encode
 from schemas.topology import Topology
 from task_sdk import ProgressReporter, Runner, StepCancelled
 from task_sdk._amqp import AmqpTransport
 from task_sdk._memory import InMemoryTransport, Settlement
+from task_sdk._transport import Outgoing
 from task_sdk.testing import Harness, InMemoryBackend, make_release
 from tests.sdk._rabbit import RabbitBackend
 from tests.sdk.conftest import FAST
@@ -65,6 +66,35 @@ async def test_a_start_takes_a_slot_and_the_prefetch_follows_the_free_slots() ->
     await harness.wait_for(lambda: len(harness.replies) == 2, "both staged")
     await harness.drain(0.1)
     assert memory.windows[-1] == 2
+    await harness.stop()
+
+
+async def test_an_instance_says_it_is_busy_before_its_consumer_goes() -> None:
+    """Otherwise the coordinator may find the queue without consumer while the instance's last heartbeat
+    said "idle", and cancel a release created in that moment as having no consumer (seen in CI)."""
+    harness, memory = memory_harness(Recorder(process_seconds=0.3))
+    journal: list[str] = []
+    publish, set_window = memory.publish, memory.set_work_window
+
+    async def journal_publish(message: Outgoing) -> None:
+        if isinstance(message, Heartbeat):
+            journal.append(f"heartbeat {message.detail}")
+        await publish(message)
+
+    async def journal_window(free_slots: int) -> None:
+        journal.append(f"window {free_slots}")
+        await set_window(free_slots)
+
+    memory.publish = journal_publish  # type: ignore[method-assign]
+    memory.set_work_window = journal_window  # type: ignore[method-assign]
+    await harness.start(heartbeats=True)
+    await harness.wait_for(lambda: bool(journal), "the first heartbeat")
+    await harness.send(harness.command(Action.START, make_release()))
+    await harness.wait_for(lambda: "window 0" in journal, "the window closed")
+    closed = journal.index("window 0")
+    assert journal[closed - 1].startswith(f"heartbeat {BUSY_DETAIL}")
+    busy = next(h for h in harness.heartbeats if h.detail and h.detail.startswith(BUSY_DETAIL))
+    assert busy.healthy
     await harness.stop()
 
 
