@@ -31,6 +31,7 @@ log = structlog.get_logger("coordinator")
 Clock = Callable[[], datetime]
 _ID_ALPHABET = string.ascii_uppercase + string.digits
 _CREATE_ATTEMPTS = 20
+_NO_CONSUMER = "no consumer on its queue"
 
 
 class Refused(Exception):
@@ -60,6 +61,8 @@ class Creation:
         self.queue_problems: dict[str, str] = {}
         #: Services whose heartbeats the coordinator refused, and why (cleared by one it accepts).
         self.refused_heartbeats: dict[str, str] = {}
+        #: How long a queue without consumer, whose instances last said "healthy", may take to say busy.
+        self.busy_grace = timedelta(seconds=2)
         self._lock = asyncio.Lock()
 
     async def declare_queue(self, service: str) -> str | None:
@@ -142,13 +145,20 @@ class Creation:
         unhealthy = await self.unhealthy(list(release.tasks))
         await self.releases.apply(release_id, Begin(self.clock(), unhealthy))
 
-    def _busy(self, record: ServiceRecord | None, now: datetime) -> bool:
-        """Its instances are alive and every process slot is busy: they consume again once one frees."""
+    def _alive(self, record: ServiceRecord | None, now: datetime) -> bool:
+        """Its instances sent a recent heartbeat that said healthy."""
         return (
             record is not None
             and record.healthy
             and record.last_heartbeat_at is not None
             and now - record.last_heartbeat_at <= self.heartbeat_timeout
+        )
+
+    def _busy(self, record: ServiceRecord | None, now: datetime) -> bool:
+        """Its instances are alive and every process slot is busy: they consume again once one frees."""
+        return (
+            self._alive(record, now)
+            and record is not None
             and (record.health_detail or "").startswith(BUSY_DETAIL)
         )
 
@@ -159,7 +169,28 @@ class Creation:
         return frozenset(s for s in services if self._busy(records.get(s), now))
 
     async def unhealthy(self, services: list[str]) -> dict[str, str]:
-        """Why each unhealthy service is: no consumer on its queue, or missed heartbeats."""
+        """Why each unhealthy service is: no consumer on its queue, or missed heartbeats.
+
+        A queue without consumer whose instances' last word was "healthy, idle" is asked again after
+        :attr:`busy_grace`: an instance says it is busy just before its consumer goes, and that heartbeat
+        may still wait in the coordinator's replies queue."""
+        verdicts, records = await self._check(services)
+        now = self.clock()
+        maybe_busy = [
+            service
+            for service, why in verdicts.items()
+            if why.startswith(_NO_CONSUMER) and self._alive(records.get(service), now)
+        ]
+        if maybe_busy:
+            await asyncio.sleep(self.busy_grace.total_seconds())
+            again, _ = await self._check(maybe_busy)
+            for service in maybe_busy:
+                verdicts.pop(service)
+                if service in again:
+                    verdicts[service] = again[service]
+        return verdicts
+
+    async def _check(self, services: list[str]) -> tuple[dict[str, str], dict[str, ServiceRecord]]:
         assert self.session is not None, "begin needs a broker session"
         verdicts: dict[str, str] = {}
         now = self.clock()
@@ -170,7 +201,7 @@ class Creation:
             if service in self.queue_problems and (problem := await self.declare_queue(service)):
                 verdicts[service] = problem
             elif not consumers[service] and not self._busy(record, now):
-                verdicts[service] = f"no consumer on its queue: start it, or rc service unrequire {service}"
+                verdicts[service] = f"{_NO_CONSUMER}: start it, or rc service unrequire {service}"
             elif service in self.refused_heartbeats:
                 verdicts[service] = self.refused_heartbeats[service]
             elif record is None or record.last_heartbeat_at is None:
@@ -182,4 +213,4 @@ class Creation:
                 )
             elif not record.healthy:
                 verdicts[service] = f"reports itself unhealthy: {record.health_detail or 'no detail'}"
-        return verdicts
+        return verdicts, records

@@ -84,8 +84,9 @@ class SimulatedService:
         if self._peer is not None:
             await self._peer.close()
 
-    async def beat(self, healthy: bool = True) -> None:
+    async def beat(self, healthy: bool = True, detail: str | None = None) -> None:
         beat = Heartbeat(
+            detail=detail,
             message_id=uuid.uuid4().hex,
             sent_at=datetime.now(UTC),
             service=self.name,

@@ -9,6 +9,7 @@ from coordinator.store import Store
 from schemas.documents import AuditEvent, OutboxEntry, Release
 from schemas.enums import Action, EventKind, Outcome, ReleaseState, TaskState
 from schemas.messages import (
+    BUSY_DETAIL,
     AdminOperation,
     CancelRelease,
     CreateRelease,
@@ -110,6 +111,39 @@ async def test_a_service_without_consumer_is_unhealthy_and_cancels(
     assert "search-index (no consumer on its queue: start it, or rc service unrequire search-index)" in (
         canceled.state_reason or ""
     )
+
+
+async def test_a_queue_left_by_an_instance_that_just_went_busy_is_asked_again_before_canceling(
+    coordinator: Running, admin: Asks, services: StartService, store: Store
+) -> None:
+    """An instance says it is busy just before its consumer goes, but that heartbeat may still wait in
+    the replies queue when a release is created: the coordinator asks again before it cancels."""
+    sims = await setup(admin, services, search_index={"consume": False, "heartbeat": None})
+    search_index = next(sim for sim in sims if sim.name == "search-index")
+    await search_index.beat()  # healthy and idle, as its last word before its slots filled
+    await _heartbeat_recorded(store, "search-index")
+    creating = asyncio.create_task(create(admin))
+    waiting = await _release_created(store)
+    await search_index.beat(detail=f"{BUSY_DETAIL}: new commands wait in the queue for a free one")
+    assert await creating == waiting.id
+    begun = await wait_until(store, waiting.id, lambda r: r.state is not ReleaseState.WAITING)
+    assert begun.state is ReleaseState.INITIALIZING, begun.state_reason
+
+
+async def _heartbeat_recorded(store: Store, service: str) -> None:
+    for _ in range(200):
+        if (record := (await store.services_named([service])).get(service)) and record.last_heartbeat_at:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no heartbeat of {service} recorded")
+
+
+async def _release_created(store: Store) -> Release:
+    for _ in range(500):
+        if (release := await store.last_created()) is not None:
+            return release
+        await asyncio.sleep(0.01)
+    raise AssertionError("no release created")
 
 
 async def test_a_failure_during_processing_fails_the_release(
