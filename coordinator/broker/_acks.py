@@ -10,6 +10,13 @@ others due are acknowledged one by one, at once, as before.
 Delivery tags of a channel are consecutive and handlers see their deliveries in that order (aiormq and
 aio-pika start one task per delivery, in order). Should a delivery ever be seen out of order, the channel
 falls back to one acknowledgement per delivery for good.
+
+Every frame that settles a delivery of the channel (a run's acknowledgements, a single one, a requeue)
+is written under one lock, and a run is chosen under it: aiormq's write queue is bounded, so queuing a
+frame can wait, and without the lock a later run's ``multiple`` could overtake an earlier run's single
+acknowledgement of a delivery it covers. RabbitMQ then refuses that acknowledgement (``PRECONDITION_FAILED
+- unknown delivery tag``) and closes the channel, which ends the session (seen in the throughput
+benchmark: a reconnection, and the replies not yet acknowledged delivered again).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ class CoalescedAcks:
         self._last_seen = 0
         self._in_order = True
         self._sending: asyncio.Task[None] | None = None
+        self._writing = asyncio.Lock()
         #: ``basic.ack`` frames sent, and deliveries they acknowledged (tests and benchmarks read them).
         self.frames = 0
         self.acknowledged = 0
@@ -44,25 +52,30 @@ class CoalescedAcks:
         """Acknowledge ``message``, with the others due in this turn of the event loop."""
         tag = message.delivery_tag
         if not self._in_order or tag is None or tag not in self._outstanding:
-            await self._send_one(message)
+            async with self._writing:
+                await self._send_one(message)
             return
         self._outstanding[tag] = message
         if self._sending is None:
             self._sending = asyncio.get_running_loop().create_task(self._send_due())
         await asyncio.shield(self._sending)
 
-    def settled(self, message: AbstractIncomingMessage) -> None:
-        """``message`` is settled another way (rejected, requeued): it no longer holds back a run."""
-        if message.delivery_tag is not None:
-            self._outstanding.pop(message.delivery_tag, None)
+    async def requeue(self, message: AbstractIncomingMessage) -> None:
+        """Give ``message`` back to the queue (``basic.nack`` with requeue): it no longer holds back a run."""
+        async with self._writing:
+            if message.delivery_tag is not None:
+                self._outstanding.pop(message.delivery_tag, None)
+            await message.nack(requeue=True)
 
     async def _send_due(self) -> None:
-        """Runs one turn after the first acknowledgement fell due: the others of that turn join it.
+        """Runs one turn after the first acknowledgement fell due: the others due by the time it holds
+        the writing lock join it; the last frame's write is awaited (back-pressure, as one
+        acknowledgement awaited it before)."""
+        async with self._writing:
+            self._sending = None
+            await self._send_run()
 
-        Every frame is queued on the connection's writer before anything is awaited, so a later run can
-        never overtake a single acknowledgement of this one; then the last frame's write is awaited
-        (back-pressure, as one acknowledgement awaited it before)."""
-        self._sending = None
+    async def _send_run(self) -> None:
         run: list[AbstractIncomingMessage] = []
         for message in self._outstanding.values():  # in tag order
             if message is None:
@@ -78,7 +91,7 @@ class CoalescedAcks:
         self.frames += len(frames)
         self.acknowledged += len(run) + len(alone)
         for message, multiple in frames[:-1]:
-            await _ack(message, multiple=multiple, wait=False)  # queued at once: no suspension
+            await _ack(message, multiple=multiple, wait=False)  # may wait for room in the write queue
         message, multiple = frames[-1]
         await _ack(message, multiple=multiple, wait=True)
 

@@ -130,8 +130,7 @@ class RabbitDelivery:
         await self.acks.ack(self.message)
 
     async def requeue(self) -> None:
-        self.acks.settled(self.message)
-        await self.message.nack(requeue=True)
+        await self.acks.requeue(self.message)
 
     async def dead_letter(self, reason: str) -> None:
         await self.session.dead_letter(self.message, reason)
