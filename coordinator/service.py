@@ -146,7 +146,12 @@ class Coordinator:
         await session.consume(self.topology.admin_queue, self.admin.on_delivery)
         self.active.set()
         metrics.IS_ACTIVE.set(1)
-        log.info("active", namespace=self.settings.namespace, broker=self.broker.location)
+        log.info(
+            "active",
+            namespace=self.settings.namespace,
+            broker=self.broker.location,
+            event_loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
+        )
         sweeper = asyncio.create_task(
             sweep_forever(self.releases, self.outbox, self.instances, self.clock, self.creation.busy)
         )
