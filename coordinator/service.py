@@ -29,7 +29,7 @@ from coordinator.instances import Instances
 from coordinator.outbox import Outbox
 from coordinator.releases import Releases
 from coordinator.replies import Replies
-from coordinator.settings import Settings
+from coordinator.settings import Settings, running_event_loop
 from coordinator.store import Store
 from coordinator.sweeper import backoff, sweep_forever
 from schemas.enums import ReleaseState
@@ -150,7 +150,7 @@ class Coordinator:
             "active",
             namespace=self.settings.namespace,
             broker=self.broker.location,
-            event_loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
+            event_loop=running_event_loop(),
         )
         sweeper = asyncio.create_task(
             sweep_forever(self.releases, self.outbox, self.instances, self.clock, self.creation.busy)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from collections.abc import Mapping
@@ -154,3 +155,8 @@ def event_loop(value: str) -> str:
     if name not in EVENT_LOOPS:
         raise ValueError(f"RC_EVENT_LOOP must be {' or '.join(EVENT_LOOPS)}, not {value!r}")
     return name
+
+
+def running_event_loop() -> str:
+    """The running event loop, named as ``RC_EVENT_LOOP`` names it (its class's top-level package)."""
+    return type(asyncio.get_running_loop()).__module__.split(".")[0]
