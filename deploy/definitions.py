@@ -118,7 +118,8 @@ class Installation:
         own commands. RabbitMQ 3.10 checks: ``basic.consume`` read on the queue; ``basic.publish`` write
         on the exchange; ``queue.bind`` write on the queue and read on the exchange.
 
-        Control queues ``<ns>.control.<service>.<instance>`` (exclusive, no dead-lettering): configure
+        Control queues ``<ns>.control.<service>.<instance>``, and ``.<n>`` after a reconnection while the
+        broker still holds the lost connection's (exclusive, no dead-lettering): configure
         (declare), write (bind, to ``task.<service>.*`` keys only by the topic permission) and read (consume).
         """
         t = self.topology

@@ -4,9 +4,12 @@ Three channels: one consumes the service's queue (prefetch = the free process sl
 every slot is busy, so the work waits for an idle instance), one consumes the instance's own control
 queue (exclusive, bound to ``task.<service>.cancel.<instance>``), one publishes with publisher confirms
 and ``on_return_raises`` so an unroutable reply is an error, not a silent drop.
-aio-pika's robust connection reconnects and restores the channels, the declarations (the control queue
-is declared and bound again), the prefetch and the consumers; it does not re-send publications that
-failed during an outage, which is why the runner retries replies until they are confirmed. With
+aio-pika's robust connection reconnects and restores the channels, the declarations, the prefetch and
+the consumers of the service's queue; it does not re-send publications that failed during an outage,
+which is why the runner retries replies until they are confirmed. The control queue is not part of that
+restore: after it, in the background, a new one is declared and consumed (the broker may still hold the
+lost connection's for a minute or more), so the control queue never keeps the service's queue waiting
+(:mod:`task_sdk._amqp_control`). With
 several broker URLs (a cluster's nodes), each reconnection goes to the next node (:mod:`task_sdk._failover`).
 """
 
@@ -32,6 +35,7 @@ from schemas.broker_url import split_urls
 from schemas.enums import ReplyKind
 from schemas.messages import SCHEMA_VERSION, encode
 from schemas.topology import SCHEMA_VERSION_HEADER, Topology
+from task_sdk._amqp_control import ControlConsumer
 from task_sdk._failover import connect_robust
 from task_sdk._settings import Settings, hostname
 from task_sdk._transport import BUSY, DeliveryHandler, Health, Outgoing, PublishFailed
@@ -90,7 +94,7 @@ class AmqpTransport:
         self._wanted = settings.concurrency
         self._window_lock = asyncio.Lock()
         self._reapplying: asyncio.Task[None] | None = None
-        self._control_channel: AbstractRobustChannel | None = None
+        self._control: ControlConsumer | None = None
 
     async def open(self, service: str, consumer_tag: str, on_delivery: DeliveryHandler) -> None:
         self._connection = await connect_robust(
@@ -124,20 +128,21 @@ class AmqpTransport:
         self._consuming = True
 
     async def open_control(self, service: str, instance_id: str, on_delivery: DeliveryHandler) -> None:
-        self._control_channel = await self._open_channel(publisher_confirms=False)
-        await self._control_channel.set_qos(prefetch_count=self._settings.concurrency)
-        queue = await self._control_channel.declare_queue(
-            self._topology.control_queue(service, instance_id),
-            exclusive=True,
-            arguments=self._topology.control_queue_arguments(),
+        assert self._connection is not None
+        self._control = ControlConsumer(
+            self._connection,
+            self._topology,
+            service,
+            instance_id,
+            prefetch=self._settings.concurrency,
+            retry_seconds=self._settings.reconnect_seconds,
+            attempt_timeout=self._settings.publish_timeout,
         )
-        key = self._topology.control_key(service, instance_id)
-        await queue.bind(self._topology.commands_exchange, routing_key=key)
 
         async def deliver(message: AbstractIncomingMessage) -> None:
             await on_delivery(AmqpDelivery(message))
 
-        await queue.consume(deliver)
+        await self._control.open(deliver)
 
     async def set_work_window(self, free_slots: int) -> None:
         async with self._window_lock:
@@ -146,8 +151,10 @@ class AmqpTransport:
 
     def _on_reconnected(self, *_: object) -> None:
         """The channels and the consumers that were on at the loss are restored: if the window changed
-        while the connection was down, apply it now."""
+        while the connection was down, apply it now; and consume the control queue again."""
         self._reapplying = asyncio.get_running_loop().create_task(self._reapply_window())
+        if self._control is not None:
+            self._control.reconnected()
 
     async def _reapply_window(self) -> None:
         async with self._window_lock:
@@ -299,6 +306,16 @@ class AmqpTransport:
             await self._publish_channel.ready()
 
     def health(self) -> Health:
+        """Whether the service's queue is consumed; a control queue not consumed yet does not change that
+        (the work goes on), it is only said."""
+        work = self._work_health()
+        control = self._control.detail() if self._control is not None else None
+        if not work.consuming or control is None:
+            return work
+        # The work's detail first: the coordinator recognizes a busy instance by how the detail begins.
+        return Health(True, "; ".join(detail for detail in (work.detail, control) if detail))
+
+    def _work_health(self) -> Health:
         if self._connection is None or self._consume_channel is None:
             return Health(False, "not connected yet")
         if self._connection.is_closed:
@@ -339,6 +356,8 @@ class AmqpTransport:
 
     async def close(self) -> None:
         self._consuming = False
+        if self._control is not None:
+            await self._control.close()
         if self._connection is not None:
             with contextlib.suppress(Exception):
                 await self._connection.close()

@@ -15,6 +15,7 @@ Tests that use ``amqp_url`` or ``mongo_url`` (directly or through another fixtur
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack
@@ -40,6 +41,14 @@ Document = dict[str, Any]
 #: The real coordinator, its store, brokers, simulated services and operators, for every directory's tests;
 #: and the sabotage matrix (``@caught_by``).
 pytest_plugins = ["tests.coordinator.fixtures", "tests.sabotage.plugin"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Started in the background by a shell without job control (``make test &``, a CI runner), the
+    suite inherits SIGINT ignored, and so would every process it starts: a Ctrl-C sent to them (the demo's
+    tests) would do nothing. Undo that here, so that they see SIGINT as from a terminal."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -285,6 +285,11 @@ async def test_service_instance_has_its_own_control_queue_and_no_other(deployed:
             await _publish(coordinator, t.commands_exchange, t.control_key(me, "host:42:abc"), _message())
         got = await _get_one(channel, name)
         assert got.routing_key == t.control_key(me, "host:42:abc")
+        # After a reconnection, while the broker still holds the lost connection's queue: a new name.
+        renamed = await channel.declare_queue(
+            f"{name}.1", exclusive=True, arguments=t.control_queue_arguments()
+        )
+        await renamed.bind(t.commands_exchange, t.control_key(me, "host:42:abc"))
         refusal = await _refused(connection, _bind, name, t.commands_exchange, t.control_key(other, "x"))
         assert refusal == ACCESS_REFUSED
 

@@ -59,6 +59,7 @@ def test_permission_regexes() -> None:
     assert not re.match(service.read, "rc.task.search-index-2")
     for granted in (service.configure, service.write, service.read):
         assert re.match(granted, "rc.control.search-index.vm-1234-abcdef")
+        assert re.match(granted, "rc.control.search-index.vm-1234-abcdef.2")  # declared after a reconnection
         for other in ("rc.control.search-index-2.vm-1", "rc.control.portal.vm-1", "rc.control.search-index."):
             assert not re.match(granted, other)
     assert not re.match(service.configure, "rc.task.search-index")
