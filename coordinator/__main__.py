@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import signal
 import sys
+from collections.abc import Callable
 
 import structlog
 
@@ -89,7 +90,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "store":
         database = args.database or settings.database
         return asyncio.run(_copy(args.source, args.target, database, max(1, args.batch)))
-    return asyncio.run(_serve(settings))
+    try:
+        factory = loop_factory(settings.event_loop)
+    except ImportError as error:
+        print(f"rc-coordinator: RC_EVENT_LOOP={settings.event_loop}: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(_serve(settings))
+
+
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The factory of the event loop ``RC_EVENT_LOOP`` names (None: asyncio's default)."""
+    if name == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError as error:
+        raise ImportError(
+            f"uvloop cannot be imported ({error}): install it (it comes with the 'coordinator' extra), "
+            "or set RC_EVENT_LOOP=asyncio"
+        ) from error
+    return uvloop.new_event_loop
 
 
 async def _serve(settings: Settings) -> int:

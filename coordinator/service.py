@@ -29,7 +29,7 @@ from coordinator.instances import Instances
 from coordinator.outbox import Outbox
 from coordinator.releases import Releases
 from coordinator.replies import Replies
-from coordinator.settings import Settings
+from coordinator.settings import Settings, running_event_loop
 from coordinator.store import Store
 from coordinator.sweeper import backoff, sweep_forever
 from schemas.enums import ReleaseState
@@ -146,7 +146,12 @@ class Coordinator:
         await session.consume(self.topology.admin_queue, self.admin.on_delivery)
         self.active.set()
         metrics.IS_ACTIVE.set(1)
-        log.info("active", namespace=self.settings.namespace, broker=self.broker.location)
+        log.info(
+            "active",
+            namespace=self.settings.namespace,
+            broker=self.broker.location,
+            event_loop=running_event_loop(),
+        )
         sweeper = asyncio.create_task(
             sweep_forever(self.releases, self.outbox, self.instances, self.clock, self.creation.busy)
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from collections.abc import Mapping
@@ -53,7 +54,11 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "Address the /metrics endpoint listens on (0.0.0.0: every interface, e.g. inside a container).",
     ),
     "RC_LOG_LEVEL": ("info", "debug, info, warning or error."),
+    "RC_EVENT_LOOP": ("asyncio", "The coordinator's event loop: asyncio (the standard library's) or uvloop."),
 }
+
+#: The values of ``RC_EVENT_LOOP``.
+EVENT_LOOPS = ("asyncio", "uvloop")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +78,7 @@ class Settings:
     metrics_port: int = 9464
     metrics_address: str = "127.0.0.1"
     log_level: str = "info"
+    event_loop: str = SETTINGS["RC_EVENT_LOOP"][0]
     instance: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
     @property
@@ -135,8 +141,22 @@ class Settings:
             metrics_port=integer("RC_METRICS_PORT"),
             metrics_address=get("RC_METRICS_ADDRESS") or SETTINGS["RC_METRICS_ADDRESS"][0],
             log_level=get("RC_LOG_LEVEL").lower(),
+            event_loop=event_loop(get("RC_EVENT_LOOP")),
         )
 
     def amqp_url_with_tls(self) -> str:
         """The broker URL (each of them) with the CA file passed to aio-pika (``amqps://...?cafile=``)."""
         return with_ca_file(self.amqp_url, self.amqp_ca_file)
+
+
+def event_loop(value: str) -> str:
+    """``RC_EVENT_LOOP``, checked: one of :data:`EVENT_LOOPS` (any case)."""
+    name = value.lower() or SETTINGS["RC_EVENT_LOOP"][0]
+    if name not in EVENT_LOOPS:
+        raise ValueError(f"RC_EVENT_LOOP must be {' or '.join(EVENT_LOOPS)}, not {value!r}")
+    return name
+
+
+def running_event_loop() -> str:
+    """The running event loop, named as ``RC_EVENT_LOOP`` names it (its class's top-level package)."""
+    return type(asyncio.get_running_loop()).__module__.split(".")[0]

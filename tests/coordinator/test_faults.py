@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -208,18 +209,31 @@ async def test_killed_between_receiving_and_storing_a_reply_loses_nothing(
         assert sim.actions(release_id) == [Action.INITIALIZE, Action.START]  # nothing had to be redone
 
 
+def active_line(log: str) -> dict[str, object]:
+    """The coordinator's ``active`` log line."""
+    for line in log.splitlines():
+        with contextlib.suppress(ValueError):
+            event = json.loads(line)
+            if isinstance(event, dict) and event.get("event") == "active":
+                return event
+    raise AssertionError(f"no active line in:\n{log[-2000:]}")
+
+
 async def test_a_second_coordinator_stands_by_then_takes_over(
     settings: Settings, spawn: Callable[..., subprocess.Popen[bytes]], admin: AdminClient, tmp_path: Path
 ) -> None:
-    first = spawn(log="first.log")
+    """Each replica on one event loop (RC_EVENT_LOOP): its ``active`` line names the one it ran."""
+    first = spawn(log="first.log", env={"RC_EVENT_LOOP": "asyncio"})
     await answers_within(admin, 30)
-    second = spawn(log="second.log")
+    second = spawn(log="second.log", env={"RC_EVENT_LOOP": "uvloop"})
     second_log = await logged(tmp_path / "second.log", '"standby"', within=60)
     assert '"active"' not in second_log
+    assert active_line((tmp_path / "first.log").read_text())["event_loop"] == "asyncio"
     first.send_signal(signal.SIGKILL)
     first.wait(10)
     await answers_within(admin, 30)
-    await logged(tmp_path / "second.log", '"active"', within=10)
+    second_log = await logged(tmp_path / "second.log", '"active"', within=10)
+    assert active_line(second_log)["event_loop"] == "uvloop"
     assert second.poll() is None
 
 
