@@ -87,6 +87,7 @@ class AmqpTransport:
         self._queue: AbstractRobustQueue | None = None
         self._tag = ""
         self._consumer_tag: str | None = None
+        self._resubscribed = 0
         self._consuming = False
         self._deliver: Callable[[AbstractIncomingMessage], Awaitable[None]] | None = None
         #: The work consumer's prefetch: the free process slots (0: not consuming, every slot busy).
@@ -174,7 +175,11 @@ class AmqpTransport:
             self._window = self._wanted
             if self._wanted > 0 and self._consume_channel is not None:
                 await self._consume_channel.set_qos(prefetch_count=self._wanted)
-                self._consumer_tag = await self._queue.consume(self._deliver, consumer_tag=self._tag)
+                self._resubscribed += 1  # a new tag each time (RabbitMQ 3.10 <= 3.10.8, quorum queues:
+                # a consume that reuses a cancelled consumer's tag while its deliveries are in flight crashes
+                # the channel, and the connection with it: rabbitmq-server issue 5927, seen in a chaos run)
+                tag = f"{self._tag}.{self._resubscribed}"
+                self._consumer_tag = await self._queue.consume(self._deliver, consumer_tag=tag)
         except Exception as error:
             reason = f"{type(error).__name__}: {error}"
             log.warning("work_window.not_applied", wanted=self._wanted, error=reason)

@@ -229,6 +229,30 @@ async def test_a_busy_instance_leaves_new_work_for_an_idle_one(amqp_url: str, na
 
 
 @pytest.mark.integration
+async def test_each_reopening_of_the_work_window_consumes_under_a_new_tag(
+    amqp_url: str, namespace: str
+) -> None:
+    """RabbitMQ 3.10 up to 3.10.8 crashes the channel (and closes the connection: INTERNAL_ERROR) when a
+    quorum queue's consumer is cancelled and a new one takes the same tag while deliveries of the first are
+    in flight (rabbitmq-server issue 5927; seen in a chaos run as a service cut off for 20 s)."""
+    settings = FAST.replace(amqp_url=amqp_url, namespace=namespace, concurrency=1)
+    transport = AmqpTransport(settings)
+    runner = Runner(Recorder(), transport, settings)
+    await runner.start(heartbeats=False)
+    try:
+        tags = [transport._consumer_tag]
+        for _ in range(3):
+            await transport.set_work_window(0)
+            await transport.set_work_window(1)
+            tags.append(transport._consumer_tag)
+        assert None not in tags
+        assert len(set(tags)) == len(tags)
+        assert transport.health().consuming
+    finally:
+        await runner.stop()
+
+
+@pytest.mark.integration
 async def test_a_cancel_sent_to_the_instance_key_stops_its_processing_first(
     amqp_url: str, namespace: str
 ) -> None:
