@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import aio_pika
 import structlog
@@ -36,6 +35,7 @@ from schemas.enums import ReplyKind
 from schemas.messages import SCHEMA_VERSION, encode
 from schemas.topology import SCHEMA_VERSION_HEADER, Topology
 from task_sdk._amqp_control import ControlConsumer
+from task_sdk._amqp_probes import connection_lost, consumer_registered
 from task_sdk._failover import connect_robust
 from task_sdk._settings import Settings, hostname
 from task_sdk._transport import BUSY, DeliveryHandler, Health, Outgoing, PublishFailed
@@ -340,14 +340,11 @@ class AmqpTransport:
         return Health(True)
 
     def _lost(self) -> bool:
-        transport: Any = getattr(self._connection, "transport", None)
-        return transport is None
+        return connection_lost(self._connection)
 
     def _consumer_registered(self) -> bool:
-        """Whether the open consumer channel still has our consumer (aio-pika internals, checked softly)."""
-        underlay: Any = getattr(self._consume_channel, "_channel", None)
-        consumers = getattr(getattr(underlay, "channel", None), "consumers", None)
-        return consumers is None or self._consumer_tag in consumers
+        """Whether the open consumer channel still has our consumer."""
+        return consumer_registered(self._consume_channel, self._consumer_tag)
 
     async def recover(self) -> None:
         """Re-open a consumer channel the broker closed while the connection stayed up."""

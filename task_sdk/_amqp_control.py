@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import aio_pika
 import structlog
@@ -33,6 +32,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobus
 from aiormq.exceptions import ChannelLockedResource
 
 from schemas.topology import Topology
+from task_sdk._amqp_probes import connection_lost, consumer_registered
 
 log = structlog.get_logger("task_sdk")
 
@@ -91,9 +91,7 @@ class ControlConsumer:
         channel = self._channel
         if channel is None or channel.is_closed or self._tag is None:
             return False
-        underlay: Any = getattr(channel, "_channel", None)  # aio-pika internals, checked softly
-        consumers = getattr(getattr(underlay, "channel", None), "consumers", None)
-        return consumers is None or self._tag in consumers
+        return consumer_registered(channel, self._tag)
 
     async def close(self) -> None:
         if self._keeper is not None:
@@ -124,7 +122,7 @@ class ControlConsumer:
                 log.info("control_queue.consumed_again", queue=self.name)
 
     def _connected(self) -> bool:
-        return not self._connection.is_closed and getattr(self._connection, "transport", None) is not None
+        return not self._connection.is_closed and not connection_lost(self._connection)
 
     async def _consume_again(self, deliver: Deliver) -> None:
         """The last queue, else (the broker holds it for a lost connection) a new one."""
