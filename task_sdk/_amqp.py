@@ -347,12 +347,20 @@ class AmqpTransport:
         return consumer_registered(self._consume_channel, self._consumer_tag)
 
     async def recover(self) -> None:
-        """Re-open a consumer channel the broker closed while the connection stayed up."""
+        """Re-open a consumer channel the broker closed while the connection stayed up.
+
+        Through aio-pika's ``restore()``, never ``reopen()``: the heartbeat calls this whenever it finds the
+        channel closed, which it is too while aio-pika restores it after a reconnection. ``restore()`` waits
+        for that restore and does nothing once the channel is restored; ``reopen()`` ran alongside it, the
+        two consumed under one tag on one channel or closed each other's, and aio-pika's restore then
+        waited for ever on the closed channel's callback, which waited for the restore: the connection was
+        never restored again, and after the next loss every reply and heartbeat failed, for good.
+        """
         channel = self._consume_channel
         if self._connection is None or self._connection.is_closed or channel is None:
             return
         if channel.is_closed and not self._lost():
-            await channel.reopen()
+            await channel.restore()
         if not channel.is_closed:
             await self._reapply_window()
 

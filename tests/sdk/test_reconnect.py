@@ -8,6 +8,7 @@ transport to recover it. Whatever the SDK does then must not race with aio-pika'
 
 from __future__ import annotations
 
+import asyncio
 import urllib.parse
 from collections.abc import AsyncIterator
 
@@ -53,3 +54,18 @@ async def test_every_reconnection_is_restored_while_the_heartbeat_checks_the_con
     await harness.drain(0.5)
     assert len(harness.heartbeats) > beats
     assert proxy.connections_made > CUTS
+
+
+async def test_a_consumer_channel_the_broker_closes_is_consumed_again(make_harness: HarnessFactory) -> None:
+    """The connection stays up: the channel is restored (by aio-pika, or by the heartbeat's recovery)."""
+    harness = make_harness(Recorder())
+    await harness.start(heartbeats=True)
+    assert (await harness.step(Action.INITIALIZE, make_release())).outcome is Outcome.ACCEPTED
+    channel = harness.runner._transport._consume_channel  # type: ignore[attr-defined]
+    underlay = await channel.get_underlay_channel()
+    await underlay.basic_ack(delivery_tag=999_999)  # an unknown tag: the broker closes the channel (406)
+    async with asyncio.timeout(5):
+        await asyncio.wait({underlay.closing})
+    assert "PRECONDITION_FAILED" in str(underlay.closing.exception())
+    assert (await harness.step(Action.INITIALIZE, make_release(), within=10)).outcome is Outcome.ACCEPTED
+    assert harness.runner._transport.health().consuming
