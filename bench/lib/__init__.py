@@ -33,6 +33,7 @@ from bench.lib.basics import (
 )
 from bench.lib.broker import (
     Announcements,
+    TimedRelease,
     admin_client,
     amqp_message,
     command_body,
@@ -44,6 +45,7 @@ from bench.lib.broker import (
     new_release_id,
     queue_depth,
     start_hosts,
+    time_release,
 )
 from bench.lib.coordinator import (
     STORE_COMMANDS_METRIC,
@@ -103,6 +105,7 @@ __all__ = [
     "Measured",
     "Metrics",
     "StoreHandle",
+    "TimedRelease",
     "admin_client",
     "amqp_message",
     "amqp_url",
@@ -149,6 +152,7 @@ __all__ = [
     "success_reply",
     "summarize_profiles",
     "summary",
+    "time_release",
     "without_store_threads",
     "write_results",
 ]
