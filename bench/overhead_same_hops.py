@@ -4,7 +4,8 @@ release, made by this process with no logic and no store, and timed exactly as t
 The floor of :mod:`bench.overhead_baselines` is the reply pattern alone (per step: N commands published with
 confirms, N replies consumed). A coordinator's release has more hops; here they are, per release, in the
 order and grouping of the coordinator's outbox (each group published with confirms, all in flight together,
-on one channel with confirms, commands mandatory, announcements persistent on the events exchange):
+on one channel with confirms, commands mandatory, announcements persistent on the events exchange; each
+publication as the coordinator makes it, :func:`bench.lib.publish_confirmed`):
 
 * the operator's create request (a real :class:`rc_cli.client.AdminClient`, as in the coordinator's run) is
   consumed from the coordinator's admin queue; N ``initialize`` commands and the ``release.initializing``
@@ -37,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from bench.lib import (
     STEPS,
@@ -49,13 +50,14 @@ from bench.lib import (
     amqp_message,
     command_body,
     now,
+    publish_confirmed,
     rabbitmq_pid,
     say,
     summary,
     time_release,
 )
 from bench.overhead_baselines import FLOOR_PREFETCH, sample_release
-from bench.throughput_bare import broker_user
+from schemas.broker_url import broker_user
 from schemas.documents import ReleaseView
 from schemas.enums import Action, ReleaseState
 from schemas.messages import AdminAnswer, Announcement, ReleaseResult, encode
@@ -148,7 +150,7 @@ class BareCoordinator:
 
     def __init__(self, scripts: Sequence[Script], services: int, user: str) -> None:
         self.scripts, self.services, self.user = list(reversed(scripts)), services, user
-        self.exchanges: dict[str, AbstractExchange] = {}
+        self.channel: AbstractChannel | None = None  # the publisher's: confirms, returns raising
         self.script: Script | None = None
         self.actions: list[Action] = []
         self.seen = 0
@@ -166,7 +168,8 @@ class BareCoordinator:
         )
         answer = amqp_message(body, uuid.uuid4().hex, "admin_answer", message.correlation_id, self.user)
         answer.delivery_mode = aio_pika.DeliveryMode.NOT_PERSISTENT
-        await self.exchanges[""].publish(answer, routing_key=message.reply_to or "", timeout=60)
+        assert self.channel is not None
+        await publish_confirmed(self.channel, "", message.reply_to or "", answer, mandatory=False)
         await message.ack()
 
     async def on_reply(self, message: AbstractIncomingMessage) -> None:
@@ -180,13 +183,15 @@ class BareCoordinator:
             await self.publish(self.script.release_id, self.script.outboxes[action.value])
 
     async def publish(self, release_id: str, publications: Sequence[Publication]) -> None:
+        assert self.channel is not None
         await asyncio.gather(
             *(
-                self.exchanges[p.exchange].publish(
+                publish_confirmed(
+                    self.channel,
+                    p.exchange,
+                    p.routing_key,
                     amqp_message(p.body, p.message_id, p.kind, release_id, self.user),
-                    routing_key=p.routing_key,
                     mandatory=p.kind == "command",
-                    timeout=60,
                 )
                 for p in publications
             )
@@ -213,10 +218,7 @@ async def measure_same_hops(
     meter = CpuMeter(pids)
     connection = await aio_pika.connect(url, timeout=30)
     try:
-        publisher = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        for name in (topology.commands_exchange, topology.events_exchange):
-            bare.exchanges[name] = await publisher.get_exchange(name, ensure=False)
-        bare.exchanges[""] = publisher.default_exchange
+        bare.channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         for queue, handler in (
             (topology.replies_queue, bare.on_reply),
             (topology.admin_queue, bare.on_request),

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import urllib.parse
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -15,6 +14,7 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
 from bench.lib import amqp_message, new_release_id, now, ratio, say
+from schemas.broker_url import broker_user
 from schemas.enums import Action, Outcome
 from schemas.messages import TaskReply, encode
 from schemas.topology import Topology
@@ -32,11 +32,6 @@ def window_rate(points: Sequence[tuple[float, float]], total: int) -> tuple[floa
     if start is None or end is None or end[0] <= start[0]:
         return 0.0, 0.0, 0.0
     return (end[1] - start[1]) / (end[0] - start[0]), start[0], end[0]
-
-
-def broker_user(url: str) -> str:
-    """The broker user of ``url`` (the ``user_id`` its messages must carry)."""
-    return urllib.parse.unquote(urllib.parse.urlsplit(url).username or "guest")
 
 
 async def preload(

@@ -14,7 +14,8 @@ stored, before those publications are confirmed. This floor does the same broker
 2. They are consumed with the same prefetch, each acked at once. When a release id's S-th reply arrives, a
    task of its own publishes that release's S ``start`` commands and its announcement (bodies built
    beforehand, sizes like the coordinator's: the announcement carries a view of an S-task release) with
-   confirms, all in flight together, on one publisher channel (confirms, mandatory commands).
+   confirms, all in flight together, on one publisher channel (confirms, mandatory commands), each as the
+   coordinator publishes (:func:`bench.lib.publish_confirmed`).
 3. The S service queues are throwaway quorum queues of the sub-namespace ``<ns>.same`` with the task
    queues' arguments, bound to its own commands exchange (so that mandatory commands route); its events
    exchange has no queue bound, as the coordinator's has none in its run. All deleted afterwards. Nobody
@@ -37,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from bench.lib import (
     amqp_message,
@@ -46,6 +47,7 @@ from bench.lib import (
     delete_namespace,
     new_release_id,
     now,
+    publish_confirmed,
     rabbitmq_pid,
     ratio,
     say,
@@ -53,7 +55,8 @@ from bench.lib import (
     success_reply,
 )
 from bench.overhead_baselines import sample_release
-from bench.throughput_bare import PREFETCH, broker_user, preload, window_cpu, window_rate
+from bench.throughput_bare import PREFETCH, preload, window_cpu, window_rate
+from schemas.broker_url import broker_user
 from schemas.documents import ReleaseView
 from schemas.enums import Action, ReleaseState
 from schemas.messages import Announcement, Command, ReleaseInfo, encode
@@ -125,7 +128,7 @@ class SameWork:
 
     def __init__(self, outboxes: dict[str, list[Publication]], services: int, total: int, user: str) -> None:
         self.outboxes, self.services, self.total, self.user = outboxes, services, total, user
-        self.exchanges: dict[str, AbstractExchange] = {}
+        self.channel: AbstractChannel | None = None  # the publisher's: confirms, returns raising
         self.seen: Counter[str] = Counter()
         self.stamps: list[float] = []
         self.publishing: set[asyncio.Task[None]] = set()
@@ -143,13 +146,15 @@ class SameWork:
             self.done.set()
 
     async def publish(self, release_id: str, publications: Sequence[Publication]) -> None:
+        assert self.channel is not None
         await asyncio.gather(
             *(
-                self.exchanges[p.exchange].publish(
+                publish_confirmed(
+                    self.channel,
+                    p.exchange,
+                    p.routing_key,
                     amqp_message(p.body, p.message_id, p.kind, release_id, self.user),
-                    routing_key=p.routing_key,
                     mandatory=p.kind == "command",
-                    timeout=60,
                 )
                 for p in publications
             )
@@ -184,9 +189,7 @@ async def drain(url: str, same: Topology, work: SameWork, broker_pid: int | None
     """Consume the pre-loaded replies (publishing as they ask), then wait for every confirmation."""
     connection = await aio_pika.connect(url, timeout=30)
     try:
-        publisher = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        for name in (same.commands_exchange, same.events_exchange):
-            work.exchanges[name] = await publisher.get_exchange(name, ensure=False)
+        work.channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         consumer = await connection.channel()
         await consumer.set_qos(prefetch_count=PREFETCH)
         points: list[tuple[float, ...]] = []

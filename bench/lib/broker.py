@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import aio_pika
+import aiormq
+from pamqp.commands import Basic
 
 from bench.lib.basics import BAD_STATES, ms, now, split
 from bench.lib.procs import Child, Children
@@ -142,6 +144,33 @@ def amqp_message(
         headers={SCHEMA_VERSION_HEADER: SCHEMA_VERSION},
         user_id=user,
     )
+
+
+async def publish_confirmed(
+    channel: aio_pika.abc.AbstractChannel,
+    exchange: str,
+    routing_key: str,
+    message: aio_pika.Message,
+    *,
+    mandatory: bool,
+) -> None:
+    """Publish ``message`` as the coordinator does (``RabbitSession._send``: straight on the AMQP channel,
+    without waiting for each frame to be written) and wait for the broker's confirm, on a channel opened
+    with publisher confirms; a nack, or a return of a mandatory message (``on_return_raises``), raises."""
+    underlay = await channel.get_underlay_channel()
+    if not isinstance(underlay, aiormq.Channel):  # what aio-pika's channels are made of
+        raise TypeError(f"not an aiormq channel: {underlay!r}")
+    confirmation = await underlay.basic_publish(
+        message.body,
+        exchange=exchange,
+        routing_key=routing_key,
+        properties=message.properties,
+        mandatory=mandatory,
+        timeout=60,
+        wait=False,
+    )
+    if confirmation is not None and not isinstance(confirmation, Basic.Ack):
+        raise RuntimeError(f"{exchange} {routing_key}: not confirmed ({confirmation!r})")
 
 
 def command_body(release_id: str, service: str, action: Action) -> tuple[str, bytes]:
