@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import aio_pika
-import aiormq
-from pamqp.commands import Basic
 
 from bench.lib.basics import BAD_STATES, ms, now, split
 from bench.lib.procs import Child, Children
+from coordinator.broker.rabbitmq import send_confirmed
 from coordinator.store import Store
 from rc_cli.client import AdminClient, expect_ok
 from schemas.enums import Action, ReleaseState
@@ -154,23 +153,11 @@ async def publish_confirmed(
     *,
     mandatory: bool,
 ) -> None:
-    """Publish ``message`` as the coordinator does (``RabbitSession._send``: straight on the AMQP channel,
-    without waiting for each frame to be written) and wait for the broker's confirm, on a channel opened
-    with publisher confirms; a nack, or a return of a mandatory message (``on_return_raises``), raises."""
-    underlay = await channel.get_underlay_channel()
-    if not isinstance(underlay, aiormq.Channel):  # what aio-pika's channels are made of
-        raise TypeError(f"not an aiormq channel: {underlay!r}")
-    confirmation = await underlay.basic_publish(
-        message.body,
-        exchange=exchange,
-        routing_key=routing_key,
-        properties=message.properties,
-        mandatory=mandatory,
-        timeout=60,
-        wait=False,
-    )
-    if confirmation is not None and not isinstance(confirmation, Basic.Ack):
-        raise RuntimeError(f"{exchange} {routing_key}: not confirmed ({confirmation!r})")
+    """Publish ``message`` as the coordinator does (:func:`coordinator.broker.rabbitmq.send_confirmed`:
+    straight on the AMQP channel, without waiting for each frame to be written) and wait for the broker's
+    confirm, on a channel opened with publisher confirms; a nack or a returned message raises."""
+    body, properties = message.body, message.properties
+    await send_confirmed(channel, exchange, routing_key, body, properties, mandatory=mandatory, within=60)
 
 
 def command_body(release_id: str, service: str, action: Action) -> tuple[str, bytes]:

@@ -313,24 +313,9 @@ class RabbitSession:
     async def _send(
         self, exchange: str, routing_key: str, body: bytes, properties: Basic.Properties, *, mandatory: bool
     ) -> None:
-        """Publish and wait for the broker's confirm. Straight on the AMQP channel, without waiting for the
-        frame to be written before the next publication may queue behind it (aio-pika's ``publish`` waits):
-        the publications of a transition then go out back to back, their confirms in flight together.
-        A nack or a return raises; so does a channel or connection lost before the confirm came."""
-        channel = self._channel()
-        if channel.is_closed:
-            raise ChannelInvalidStateError(f"{channel!r} closed")
-        underlay = await channel.get_underlay_channel()
-        if not isinstance(underlay, aiormq.Channel):  # what aio-pika's channels are made of
-            raise TypeError(f"not an aiormq channel: {underlay!r}")
-        await underlay.basic_publish(
-            body,
-            exchange=exchange,
-            routing_key=routing_key,
-            properties=properties,
-            mandatory=mandatory,
-            timeout=self.broker.publish_timeout,
-            wait=False,
+        within = self.broker.publish_timeout
+        await send_confirmed(
+            self._channel(), exchange, routing_key, body, properties, mandatory=mandatory, within=within
         )
 
     def _properties(
@@ -357,3 +342,37 @@ def _reason(error: BaseException) -> str:
     """The broker's own words (``PRECONDITION_FAILED - inequivalent arg ...``), without the frame details."""
     text = str(error.args[0] if error.args else error)
     return text.split(", ", 1)[0] if text.startswith("(") else text
+
+
+async def send_confirmed(
+    channel: AbstractChannel,
+    exchange: str,
+    routing_key: str,
+    body: bytes,
+    properties: Basic.Properties,
+    *,
+    mandatory: bool,
+    within: float,
+) -> None:
+    """Publish on a channel opened with publisher confirms and wait for the broker's confirm: straight on
+    the AMQP channel, without waiting for the frame to be written before the next publication may queue
+    behind it (aio-pika's ``Exchange.publish`` waits), so that the publications of a transition go out back
+    to back, their confirms in flight together. A nack or a return raises (the channel is opened with
+    ``on_return_raises``, and where it is not, a returned message raises here); so does a channel or
+    connection lost before the confirm came, or no confirm ``within`` seconds."""
+    if channel.is_closed:
+        raise ChannelInvalidStateError(f"{channel!r} closed")
+    underlay = await channel.get_underlay_channel()
+    if not isinstance(underlay, aiormq.Channel):  # what aio-pika's channels are made of
+        raise TypeError(f"not an aiormq channel: {underlay!r}")
+    confirmation = await underlay.basic_publish(
+        body,
+        exchange=exchange,
+        routing_key=routing_key,
+        properties=properties,
+        mandatory=mandatory,
+        timeout=within,
+        wait=False,
+    )
+    if confirmation is not None and not isinstance(confirmation, Basic.Ack):
+        raise Unroutable(f"{exchange} {routing_key}: returned by the broker ({confirmation!r})")
