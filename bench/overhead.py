@@ -7,17 +7,24 @@ For each N (default 3, 30, 300) no-op task services, spread over a few host proc
    commands with confirms (all at once, as the coordinator's outbox delivery does) and waits until all N
    persistent replies from the hosts have been consumed and acked from the coordinator's own reply queue.
    Three steps (initialize, start, publish) per round, several rounds; figure: median ms per step.
+1b. **same-hops floor** (:mod:`bench.overhead_same_hops`): every broker hop of a coordinator's release
+   (the operator's requests and answers, the commands and replies, the five announcements, each group
+   published as the coordinator's outbox is) made by this process with no logic and no store, timed like
+   the coordinator's steps; as many releases as floor rounds; figure: median over releases of the mean of
+   a release's three steps, as the coordinator's.
 2. **the store alone**: ``get`` and a one-task ``compare_and_set`` of a release with N tasks, through the
    engine's interface (to separate the store's cost from the coordinator's).
 3. **coordinator**: the real coordinator in a child process with the store; releases driven by an operator
    client (``AdminClient``): create -> staged -> publish -> published. Per release, ms per step from the
-   store's ``entered`` times: initialize = create request sent -> ``running``; process = ``running`` ->
-   ``staged``; publish = publish request sent -> ``published``. Median and p95 over the releases.
+   arrivals of its announcements (:func:`bench.lib.time_release`; the store's ``entered`` times apart):
+   initialize = create request sent -> ``running``; process = ``running`` -> ``staged``; publish =
+   publish request sent -> ``published``. Median and p95 over the releases.
 
-Prints per N the floor and coordinator ms/step and the ratio coordinator / floor, then the CPU ms per
-step of each side (coordinator; store, on the default engine its threads inside the coordinator process;
-this process when it plays the floor's coordinator) next to the time the target allows; writes
-``bench/results/overhead.json``. Targets: ratio <= 1.3 at N = 300, <= 1.5 at N = 3.
+Prints per N the floor, coordinator and same-hops floor ms/step and the ratios coordinator / floor and
+coordinator / same-hops floor, then the CPU ms per step of each side (coordinator; store, on the default
+engine its threads inside the coordinator process; this process when it plays either floor's
+coordinator) next to the time the target allows; writes ``bench/results/overhead.json``. Targets: ratio
+<= 1.3 at N = 300, <= 1.5 at N = 3.
 
     python -m bench.overhead [--n 3,30,300] [--releases 10,10,5] [--profile]
 """
@@ -74,6 +81,7 @@ from bench.lib import (
     write_results,
 )
 from bench.overhead_baselines import FLOOR_ACTIONS, measure_floor, measure_store
+from bench.overhead_same_hops import same_hops_of
 from coordinator.store import Store
 from rc_cli.client import AdminClient
 
@@ -83,9 +91,14 @@ TARGETS = {3: 1.5, 300: 1.3}
 
 
 def cpu_per_step(
-    floor_cpu: dict[str, float], floor_steps: int, coordinator_cpu: dict[str, float], steps: int
+    floor_cpu: dict[str, float],
+    floor_steps: int,
+    coordinator_cpu: dict[str, float],
+    steps: int,
+    same_hops_cpu: dict[str, float],
+    same_hops_steps: int,
 ) -> dict[str, float | None]:
-    """CPU ms per step of the process in the coordinator's role (this process for the floor), of the
+    """CPU ms per step of the process in the coordinator's role (this process for the floors), of the
     store and of RabbitMQ: what each side costs, whatever the machine's other load does to wall time."""
 
     def per_step(cpu: dict[str, float], name: str, count: int) -> float | None:
@@ -95,6 +108,8 @@ def cpu_per_step(
     return {
         "floor_bench": per_step(floor_cpu, "bench", floor_steps),
         "floor_rabbitmq": per_step(floor_cpu, "rabbitmq", floor_steps),
+        "same_hops_bench": per_step(same_hops_cpu, "bench", same_hops_steps),
+        "same_hops_rabbitmq": per_step(same_hops_cpu, "rabbitmq", same_hops_steps),
         "coordinator": per_step(coordinator_cpu, "coordinator", steps),
         "store": per_step(coordinator_cpu, "store", steps),
         "rabbitmq": per_step(coordinator_cpu, "rabbitmq", steps),
@@ -128,6 +143,7 @@ async def measure_n(
             await declare_topology(url, namespace)
             hosts = await start_hosts(children, url, namespace, services, processes)
             floor = await floor_of(result, url, namespace, services, hosts, floor_rounds, warmup)
+            await same_hops_of(result, url, namespace, services, hosts, floor_rounds, warmup, release_timeout)
             result["store_round_trip_ms"] = await measure_store(
                 store.url, namespace, services, 50 if n <= 30 else 15
             )
@@ -157,7 +173,7 @@ async def measure_n(
             per_release = await drive_releases(n, releases, drive, release_timeout)
             result["coordinator_cpu_seconds"] = meter.stop()
             delta = await replies_counted(coordinator, before, releases * n * len(STEPS))
-            figures(result, delta, per_release, floor, store, releases, (warmup + floor_rounds))
+            figures(result, delta, per_release, floor, store, releases, (warmup + floor_rounds), floor_rounds)
             await stop_children(children, coordinator, hosts, store)
         finally:
             await clean_up(n, url, namespace, services, client, store_db)
@@ -215,8 +231,10 @@ def figures(
     store: StoreHandle,
     releases: int,
     floor_rounds: int,
+    same_hops_releases: int,
 ) -> None:
-    """Put the coordinator's figures, and their ratios to the floor's, in ``result``."""
+    """Put the coordinator's figures, and their ratios to the floor's and the same-hops floor's, in
+    ``result``."""
     replies = int(delta.value("rc_messages_total", kind="reply"))
     result["replies"] = replies
     result["store"] = store_figures(delta, replies, releases * len(STEPS))
@@ -230,12 +248,16 @@ def figures(
     floor_median = result["floor_ms_per_step"]["median"]
     result["ratio"] = ratio(result["coordinator_ms_per_step"]["median"], floor_median)
     result["ratio_p95"] = ratio(result["coordinator_ms_per_step"]["p95"], floor_median)
+    same_hops_median = result["same_hops_ms_per_step"]["median"]
+    result["ratio_same_hops"] = ratio(result["coordinator_ms_per_step"]["median"], same_hops_median)
     result["coordinator_cpu_seconds"] = without_store_threads(result["coordinator_cpu_seconds"], store)
     result["cpu_ms_per_step"] = cpu_per_step(
         result["floor_cpu_seconds"],
         floor_rounds * len(FLOOR_ACTIONS),
         result["coordinator_cpu_seconds"],
         releases * len(STEPS),
+        result["same_hops_cpu_seconds"],
+        same_hops_releases * len(STEPS),
     )
 
 
@@ -307,6 +329,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "host_processes": args.processes,
             "floor": "N persistent commands published with confirms at once, N persistent replies "
             "consumed+acked (prefetch 64), same hosts and queues, no coordinator, no store",
+            "same_hops": "per release, the coordinator's hops with no logic and no store: create request "
+            "and answer, N initialize commands + release.initializing, N replies, N start commands + "
+            "release.running, N replies, release.staged, publish request and answer, N publish commands + "
+            "release.publishing, N replies, release.published; timed like the coordinator's steps "
+            "(see bench/overhead_same_hops.py)",
             "coordinator_steps": "initialize: create sent -> release.running announced; process: "
             "release.running -> release.staged announced; publish: publish sent -> release.published "
             "announced (<step>_stored: from the store's entered times, see drive_release)",
@@ -363,22 +390,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     data = asyncio.run(run(args))
     path = write_results(NAME, data, args.results_dir)
-    print(f"{'N':>5} {'floor ms/step':>14} {'coord median':>13} {'coord p95':>10} {'ratio':>7}")
+    print(
+        f"{'N':>5} {'floor ms/step':>14} {'coord median':>13} {'coord p95':>10} {'ratio':>7} "
+        f"{'same-hops ms/step':>18} {'ratio to same hops':>19}"
+    )
     for r in data["results"]:
         print(
             f"{r['n']:>5} {r['floor_ms_per_step']['median']:>14.1f} "
             f"{r['coordinator_ms_per_step']['median']:>13.1f} "
-            f"{r['coordinator_ms_per_step']['p95']:>10.1f} {r['ratio']:>7.2f}"
+            f"{r['coordinator_ms_per_step']['p95']:>10.1f} {r['ratio']:>7.2f} "
+            f"{r['same_hops_ms_per_step']['median']:>18.1f} {r['ratio_same_hops']:>19.2f}"
         )
     print()
-    print("CPU ms per step (floor: this process in the coordinator's role; budget: target x floor ms/step)")
-    print(f"{'N':>5} {'floor':>8} {'coordinator':>12} {'store':>8} {'budget':>8}")
+    print(
+        "CPU ms per step (floor, same hops: this process in the coordinator's role, and for same hops also "
+        "the operator's client and listener; budget: target x floor ms/step)"
+    )
+    print(f"{'N':>5} {'floor':>8} {'same hops':>10} {'coordinator':>12} {'store':>8} {'budget':>8}")
     for r in data["results"]:
         cpu = r["cpu_ms_per_step"]
         target = TARGETS.get(r["n"])
         budget = f"{target * r['floor_ms_per_step']['median']:.1f}" if target else "-"
-        columns = (("floor_bench", 8), ("coordinator", 12), ("store", 8))
-        figures = [_figure(cpu[name], width) for name, width in columns]
+        columns = (("floor_bench", 8), ("same_hops_bench", 10), ("coordinator", 12), ("store", 8))
+        figures = [_figure(cpu.get(name), width) for name, width in columns]
         print(f"{r['n']:>5} {' '.join(figures)} {budget:>8}")
     _print_store_traffic(data["results"])
     print(f"figures written to {path.name} in {args.results_dir.name}/")

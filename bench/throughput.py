@@ -18,6 +18,10 @@ Method (pre-loaded replies, one coordinator process, many releases in flight):
    (``bench_store_commands_total``).
 6. Base: the same number of reply messages pre-loaded into a quorum queue with the same arguments, consumed
    with the same prefetch (64) and acked, by bare aio-pika in this process; same 90 %-10 % window.
+7. Same-work floor (:mod:`bench.throughput_same`): the same, plus the coordinator's publications (each
+   release's S-th reply: S persistent ``start`` commands into quorum queues and one announcement, with
+   confirms, in flight together), no logic, no store; its rate and CPU per reply, and the coordinator's
+   ratio to it (``ratio_same_work``) beside the ratio to the base.
 
 Target: >= 5,000 replies/s, or >= 0.8 x bare consume + ack, whichever is lower.
 
@@ -76,7 +80,8 @@ from bench.lib import (
 from bench.lib import (
     connect_store as _connect_store,
 )
-from bench.throughput_bare import PREFETCH, against_bare, window_rate
+from bench.throughput_bare import PREFETCH, against_bare, window_cpu, window_rate
+from bench.throughput_same import against_same_work
 from schemas.topology import Topology
 
 NAME = "throughput"
@@ -104,6 +109,8 @@ def method(args: argparse.Namespace, total: int, version: str | None) -> dict[st
             "preloaded": "replies published by the hosts while the coordinator was stopped",
             "rate_window": "10 % to 90 % of the replies consumed (queue depth polled every 20 ms)",
             "base": "bare aio-pika consume + ack of as many messages, same queue type and prefetch",
+            "same_work": "the base plus, on each release's last reply, its S start commands and its "
+            "announcement published with confirms in flight together (see bench/throughput_same.py)",
             "coordinator_prefetch": PREFETCH,
             "profiled": args.profile,
         },
@@ -220,14 +227,13 @@ async def coordinator_figures(run: Drain, store: StoreHandle, total: int) -> tup
         verdicts = {v: metrics.value("rc_messages_total", kind="reply", verdict=v) for v in VERDICTS}
         say(f"only {applied} of {total} replies applied after a minute: {verdicts}")
     rate, t_start, t_end = window_rate([(p[0], p[1]) for p in points], depth)
-    window = [p for p in points if t_start <= p[0] <= t_end]
+    per_reply = window_cpu(points, t_start, t_end) if rate else None
     cpu: dict[str, float] = {}
-    if len(window) >= 2 and rate:
-        consumed = window[-1][1] - window[0][1]
+    if per_reply is not None:
         measured = {"coordinator": True, "store": bool(run.store), "rabbitmq": bool(run.broker_pid)}
-        for index, name in ((2, "coordinator"), (3, "store"), (4, "rabbitmq")):
+        for name, ms_per_reply in zip(("coordinator", "store", "rabbitmq"), per_reply, strict=True):
             if measured[name]:  # a remote store or broker: its CPU is not ours to read
-                cpu[name] = round((window[-1][index] - window[0][index]) / consumed * 1000, 3)
+                cpu[name] = ms_per_reply
         cpu = without_store_threads(cpu, store)
     else:
         say(f"the queue drained between two polls: no rate measured; use more than {depth} replies")
@@ -273,6 +279,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             for host in hosts:
                 await children.stop(host)
             data.update(await against_bare(url, namespace, services[0], drained.depth, rate))
+            data.update(
+                await against_same_work(url, namespace, services, args.releases, args.processes, rate)
+            )
             if store.child is not None:
                 await children.stop(store.child)
         finally:
@@ -314,6 +323,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"coordinator: {coordinator['rate_per_s']:.1f} replies/s; "
         f"bare consume+ack: {bare['rate_per_s']:.1f} msg/s"
+    )
+    same = data["same_work"]
+    print(
+        f"consume + ack + same publications: {same['rate_per_s']:.1f} msg/s; "
+        f"ratio to the same-work floor: {data['ratio_same_work']}"
     )
     print(f"store writes per reply: {coordinator['store'].get('writes_per_reply')}")
     if coordinator["store"].get("commits_per_reply") is not None:

@@ -14,6 +14,7 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
 from bench.lib import amqp_message, new_release_id, now, ratio, say
+from schemas.broker_url import broker_user
 from schemas.enums import Action, Outcome
 from schemas.messages import TaskReply, encode
 from schemas.topology import Topology
@@ -33,6 +34,37 @@ def window_rate(points: Sequence[tuple[float, float]], total: int) -> tuple[floa
     return (end[1] - start[1]) / (end[0] - start[0]), start[0], end[0]
 
 
+async def preload(
+    channel: aio_pika.abc.AbstractChannel, name: str, replies: Sequence[tuple[bytes, str | None]], user: str
+) -> None:
+    """Publish ``(body, correlation id)`` replies into queue ``name`` as broker user ``user``, persistent
+    and confirmed, 500 at a time."""
+    for start in range(0, len(replies), 500):
+        await asyncio.gather(
+            *(
+                channel.default_exchange.publish(
+                    amqp_message(body, uuid.uuid4().hex, "reply", correlation_id, user),
+                    routing_key=name,
+                    timeout=60,
+                )
+                for body, correlation_id in replies[start : start + 500]
+            )
+        )
+
+
+def window_cpu(points: Sequence[Sequence[float]], t_start: float, t_end: float) -> list[float] | None:
+    """CPU ms per message of each process between ``t_start`` and ``t_end``, from ``(time, consumed, CPU
+    seconds of process 1, of process 2, ...)`` points; None without two points and a message between."""
+    window = [p for p in points if t_start <= p[0] <= t_end]
+    if len(window) < 2 or window[-1][1] <= window[0][1]:
+        return None
+    consumed = window[-1][1] - window[0][1]
+    return [
+        round((after - before) / consumed * 1000, 3)
+        for before, after in zip(window[0][2:], window[-1][2:], strict=True)
+    ]
+
+
 async def bare_consume(url: str, namespace: str, bodies: Sequence[bytes]) -> dict[str, Any]:
     """Pre-load ``bodies`` into a quorum queue like the coordinator's, then consume + ack them all."""
     topology = Topology(namespace)
@@ -41,17 +73,7 @@ async def bare_consume(url: str, namespace: str, bodies: Sequence[bytes]) -> dic
     try:
         channel = await connection.channel(publisher_confirms=True)
         await channel.declare_queue(name, durable=True, arguments=topology.coordinator_queue_arguments())
-        for start in range(0, len(bodies), 500):
-            await asyncio.gather(
-                *(
-                    channel.default_exchange.publish(
-                        amqp_message(body, uuid.uuid4().hex, "reply", None, "guest"),
-                        routing_key=name,
-                        timeout=60,
-                    )
-                    for body in bodies[start : start + 500]
-                )
-            )
+        await preload(channel, name, [(body, None) for body in bodies], broker_user(url))
         consumer = await connection.channel()
         await consumer.set_qos(prefetch_count=PREFETCH)
         stamps: list[float] = []

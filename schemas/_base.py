@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 from typing import Annotated
 
 import semver
@@ -20,7 +21,10 @@ class DocumentModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
+@functools.lru_cache(maxsize=4096)
 def _check_version(value: str) -> str:
+    """A valid semantic version, or ValueError. Cached: the same few versions are checked on every command
+    built and every document read (an invalid one raises and is not cached)."""
     semver.Version.parse(value)
     return value
 

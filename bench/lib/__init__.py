@@ -33,6 +33,7 @@ from bench.lib.basics import (
 )
 from bench.lib.broker import (
     Announcements,
+    TimedRelease,
     admin_client,
     amqp_message,
     command_body,
@@ -42,8 +43,10 @@ from bench.lib.broker import (
     drive_release,
     host_command,
     new_release_id,
+    publish_confirmed,
     queue_depth,
     start_hosts,
+    time_release,
 )
 from bench.lib.coordinator import (
     STORE_COMMANDS_METRIC,
@@ -103,6 +106,7 @@ __all__ = [
     "Measured",
     "Metrics",
     "StoreHandle",
+    "TimedRelease",
     "admin_client",
     "amqp_message",
     "amqp_url",
@@ -131,6 +135,7 @@ __all__ = [
     "now",
     "percentile",
     "profile_summary",
+    "publish_confirmed",
     "queue_depth",
     "rabbitmq_pid",
     "rabbitmq_version",
@@ -149,6 +154,7 @@ __all__ = [
     "success_reply",
     "summarize_profiles",
     "summary",
+    "time_release",
     "without_store_threads",
     "write_results",
 ]

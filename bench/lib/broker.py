@@ -8,11 +8,14 @@ import sys
 import time
 import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 
 import aio_pika
 
 from bench.lib.basics import BAD_STATES, ms, now, split
 from bench.lib.procs import Child, Children
+from coordinator.broker.rabbitmq import send_confirmed
 from coordinator.store import Store
 from rc_cli.client import AdminClient, expect_ok
 from schemas.enums import Action, ReleaseState
@@ -142,6 +145,21 @@ def amqp_message(
     )
 
 
+async def publish_confirmed(
+    channel: aio_pika.abc.AbstractChannel,
+    exchange: str,
+    routing_key: str,
+    message: aio_pika.Message,
+    *,
+    mandatory: bool,
+) -> None:
+    """Publish ``message`` as the coordinator does (:func:`coordinator.broker.rabbitmq.send_confirmed`:
+    straight on the AMQP channel, without waiting for each frame to be written) and wait for the broker's
+    confirm, on a channel opened with publisher confirms; a nack or a returned message raises."""
+    body, properties = message.body, message.properties
+    await send_confirmed(channel, exchange, routing_key, body, properties, mandatory=mandatory, within=60)
+
+
 def command_body(release_id: str, service: str, action: Action) -> tuple[str, bytes]:
     """A valid command (as the coordinator would send) for the bare-broker floor."""
     command = Command(
@@ -219,37 +237,61 @@ async def create_release(client: AdminClient, name: str, within: float) -> str:
     return result.release.id
 
 
-async def drive_release(
-    client: AdminClient, announcements: Announcements, store: Store, name: str, within: float
-) -> dict[str, float]:
-    """One release create -> staged -> publish -> published; ms per step.
+@dataclass(frozen=True)
+class TimedRelease:
+    """One release driven create -> staged -> publish -> published, timed from the announcements' arrivals."""
 
-    Step boundaries are the arrivals of the coordinator's announcements (published right after the
-    transition is stored): initialize = operator create sent -> ``release.running``; process =
-    ``release.running`` -> ``release.staged``; publish = operator publish sent -> ``release.published``.
-    ``<step>_stored`` are the same from the store's ``entered`` times, which are the moment the deciding
-    reply *arrived* (before it waited for the release's lock), so they move time from initialize to process.
-    """
+    release_id: str
+    #: ms per step: initialize, process, publish.
+    steps: dict[str, float]
+    created_at: datetime
+    publish_at: datetime
+
+
+async def time_release(
+    client: AdminClient, announcements: Announcements, name: str, within: float
+) -> TimedRelease:
+    """Drive one release and time its steps from the arrivals of its announcements: initialize = operator
+    create sent -> ``release.running``; process = ``release.running`` -> ``release.staged``; publish =
+    operator publish sent -> ``release.published``. Whoever answers the requests and announces (the
+    coordinator, or the overhead benchmark's same-hops floor) is timed alike."""
     created_at, created_mono = now(), time.monotonic()
     release_id = await create_release(client, name, within)
     await announcements.wait(release_id, ReleaseState.STAGED, within)
     publish_at, publish_mono = now(), time.monotonic()
     expect_ok(await client.request(PublishRelease(release_id=release_id), wait=within))
     await announcements.wait(release_id, ReleaseState.PUBLISHED, within)
-    release = await store.get(release_id)
-    assert release is not None
-    entered = release.entered
     arrived = {
         state: announcements.arrived[(release_id, state)]
         for state in ReleaseState
         if (release_id, state) in announcements.arrived
     }
     announcements.forget(release_id)
-    return {
+    steps = {
         "initialize": ms(arrived[ReleaseState.RUNNING] - created_mono),
         "process": ms(arrived[ReleaseState.STAGED] - arrived[ReleaseState.RUNNING]),
         "publish": ms(arrived[ReleaseState.PUBLISHED] - publish_mono),
-        "initialize_stored": ms((entered[ReleaseState.RUNNING] - created_at).total_seconds()),
+    }
+    return TimedRelease(release_id, steps, created_at, publish_at)
+
+
+async def drive_release(
+    client: AdminClient, announcements: Announcements, store: Store, name: str, within: float
+) -> dict[str, float]:
+    """One release create -> staged -> publish -> published through the coordinator; ms per step.
+
+    Step boundaries are the arrivals of the coordinator's announcements (published right after the
+    transition is stored; see :func:`time_release`). ``<step>_stored`` are the same from the store's
+    ``entered`` times, which are the moment the deciding reply *arrived* (before it waited for the
+    release's lock), so they move time from initialize to process.
+    """
+    timed = await time_release(client, announcements, name, within)
+    release = await store.get(timed.release_id)
+    assert release is not None
+    entered = release.entered
+    return {
+        **timed.steps,
+        "initialize_stored": ms((entered[ReleaseState.RUNNING] - timed.created_at).total_seconds()),
         "process_stored": ms((entered[ReleaseState.STAGED] - entered[ReleaseState.RUNNING]).total_seconds()),
-        "publish_stored": ms((entered[ReleaseState.PUBLISHED] - publish_at).total_seconds()),
+        "publish_stored": ms((entered[ReleaseState.PUBLISHED] - timed.publish_at).total_seconds()),
     }

@@ -21,16 +21,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
+import aiormq
 import structlog
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, AbstractIncomingMessage
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 from aiormq.exceptions import (
     AMQPConnectionError,
     ChannelAccessRefused,
+    ChannelInvalidStateError,
     ChannelLockedResource,
     ChannelNotFoundEntity,
     ChannelPreconditionFailed,
     PublishError,
 )
+from pamqp.commands import Basic
 
 from coordinator.broker._acks import CoalescedAcks
 from coordinator.broker._interface import BrokerUnreachable, Handler, NotLeader, QueueUnusable, Unroutable
@@ -149,7 +152,6 @@ class RabbitSession:
         self.user = broker_user(broker.url)
         self._connection = connection
         self._publish_channel: AbstractChannel | None = None
-        self._exchanges: dict[str, AbstractExchange] = {}
         self._closing = False
         self._closed_here = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -208,7 +210,7 @@ class RabbitSession:
         channel = self._channel()
         t = self.topology
         for name, kind in t.exchanges().items():
-            self._exchanges[name] = await channel.declare_exchange(name, kind, durable=True)
+            await channel.declare_exchange(name, kind, durable=True)
         for name, (arguments, exchange, key) in t.coordinator_queues().items():
             queue = await channel.declare_queue(name, durable=True, arguments=arguments)
             await queue.bind(exchange, routing_key=key)
@@ -275,23 +277,18 @@ class RabbitSession:
             "commands": self.topology.commands_exchange,
             "events": self.topology.events_exchange,
         }[entry.exchange]
-        message = self._message(entry.body.encode(), entry.message_id, entry.kind, correlation_id=release_id)
+        key = routing_key or entry.routing_key
+        properties = self._properties(entry.message_id, entry.kind, correlation_id=release_id)
         try:
-            await self._exchanges[exchange].publish(
-                message,
-                routing_key=routing_key or entry.routing_key,
-                mandatory=entry.exchange == "commands",
-                timeout=self.broker.publish_timeout,
-            )
+            mandatory = entry.exchange == "commands"
+            await self._send(exchange, key, entry.body.encode(), properties, mandatory=mandatory)
         except PublishError as error:  # returned: no queue is bound for that key
-            raise Unroutable(f"{routing_key or entry.routing_key}: {error}") from None
+            raise Unroutable(f"{key}: {error}") from None
 
     async def answer(self, reply_to: str, correlation_id: str | None, body: bytes, message_id: str) -> None:
-        message = self._message(body, message_id, MessageKind.ADMIN_ANSWER, correlation_id=correlation_id)
-        message.delivery_mode = aio_pika.DeliveryMode.NOT_PERSISTENT
-        await self._channel().default_exchange.publish(
-            message, routing_key=reply_to, mandatory=False, timeout=self.broker.publish_timeout
-        )
+        properties = self._properties(message_id, MessageKind.ADMIN_ANSWER, correlation_id=correlation_id)
+        properties.delivery_mode = aio_pika.DeliveryMode.NOT_PERSISTENT.value
+        await self._send("", reply_to, body, properties, mandatory=False)
 
     async def dead_letter(self, incoming: AbstractIncomingMessage, reason: str) -> None:
         """Copy a refused message to ``<ns>.dlx`` with the reason in its headers (the caller then acks)."""
@@ -310,20 +307,26 @@ class RabbitSession:
             correlation_id=incoming.correlation_id,
             type=incoming.type,
         )
-        await self._exchanges[self.topology.dead_letter_exchange].publish(
-            copy, routing_key=incoming.routing_key or "", timeout=self.broker.publish_timeout
+        exchange = self.topology.dead_letter_exchange
+        await self._send(exchange, incoming.routing_key or "", copy.body, copy.properties, mandatory=False)
+
+    async def _send(
+        self, exchange: str, routing_key: str, body: bytes, properties: Basic.Properties, *, mandatory: bool
+    ) -> None:
+        within = self.broker.publish_timeout
+        await send_confirmed(
+            self._channel(), exchange, routing_key, body, properties, mandatory=mandatory, within=within
         )
 
-    def _message(
-        self, body: bytes, message_id: str, kind: MessageKind, *, correlation_id: str | None
-    ) -> aio_pika.Message:
-        return aio_pika.Message(
-            body,
+    def _properties(
+        self, message_id: str, kind: MessageKind, *, correlation_id: str | None
+    ) -> Basic.Properties:
+        return Basic.Properties(
             content_type="application/json",
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT.value,
             message_id=message_id,
             correlation_id=correlation_id,
-            type=kind.value,
+            message_type=kind.value,
             headers={SCHEMA_VERSION_HEADER: SCHEMA_VERSION},
             user_id=self.user,
             app_id="rc-coordinator",
@@ -339,3 +342,37 @@ def _reason(error: BaseException) -> str:
     """The broker's own words (``PRECONDITION_FAILED - inequivalent arg ...``), without the frame details."""
     text = str(error.args[0] if error.args else error)
     return text.split(", ", 1)[0] if text.startswith("(") else text
+
+
+async def send_confirmed(
+    channel: AbstractChannel,
+    exchange: str,
+    routing_key: str,
+    body: bytes,
+    properties: Basic.Properties,
+    *,
+    mandatory: bool,
+    within: float,
+) -> None:
+    """Publish on a channel opened with publisher confirms and wait for the broker's confirm: straight on
+    the AMQP channel, without waiting for the frame to be written before the next publication may queue
+    behind it (aio-pika's ``Exchange.publish`` waits), so that the publications of a transition go out back
+    to back, their confirms in flight together. A nack or a return raises (the channel is opened with
+    ``on_return_raises``, and where it is not, a returned message raises here); so does a channel or
+    connection lost before the confirm came, or no confirm ``within`` seconds."""
+    if channel.is_closed:
+        raise ChannelInvalidStateError(f"{channel!r} closed")
+    underlay = await channel.get_underlay_channel()
+    if not isinstance(underlay, aiormq.Channel):  # what aio-pika's channels are made of
+        raise TypeError(f"not an aiormq channel: {underlay!r}")
+    confirmation = await underlay.basic_publish(
+        body,
+        exchange=exchange,
+        routing_key=routing_key,
+        properties=properties,
+        mandatory=mandatory,
+        timeout=within,
+        wait=False,
+    )
+    if confirmation is not None and not isinstance(confirmation, Basic.Ack):
+        raise Unroutable(f"{exchange} {routing_key}: returned by the broker ({confirmation!r})")

@@ -35,6 +35,7 @@ class _Draft:
     topology: Topology
     tasks: dict[str, Task] = field(init=False)
     outbox: list[OutboxEntry] = field(init=False, default_factory=list)
+    _infos: dict[str | None, ReleaseInfo] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.tasks = dict(self.original.tasks)
@@ -117,6 +118,13 @@ class _Draft:
         )
 
     def _release_info(self, final_version: str | None) -> ReleaseInfo:
+        """What the commands of this draft tell services about the release: built once per version."""
+        info = self._infos.get(final_version)
+        if info is None:
+            info = self._infos[final_version] = self._new_release_info(final_version)
+        return info
+
+    def _new_release_info(self, final_version: str | None) -> ReleaseInfo:
         r = self.original
         return ReleaseInfo(
             id=r.id,

@@ -51,6 +51,12 @@ def test_overhead(amqp_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert result["floor_ms_per_step"]["count"] == 3
     assert result["coordinator_ms_per_step"]["count"] == 1
     assert result["ratio"] > 0
+    assert result["same_hops_ms_per_step"]["count"] == 1
+    assert result["same_hops_ms_per_step"]["median"] > 0
+    for step in ("initialize", "process", "publish"):
+        assert result["same_hops_steps_ms"][step]["median"] > 0
+    assert result["ratio_same_hops"] > 0
+    assert result["cpu_ms_per_step"]["same_hops_bench"] > 0
 
 
 def test_throughput(amqp_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -67,6 +73,16 @@ def test_throughput(amqp_url: str, tmp_path: Path, capsys: pytest.CaptureFixture
     bare = data["bare"]
     assert isinstance(bare, dict)
     assert bare["messages"] == 200
+    same = data["same_work"]
+    assert isinstance(same, dict)
+    assert same["messages"] == 200
+    assert same["publications"] == 20 * 11
+    assert same["rate_per_s"] > 0
+    # 200 replies may drain between two polls of the CPU (every 20 ms): no CPU figure then, never a zero
+    assert all(ms > 0 for ms in same["cpu_ms_per_reply"].values())
+    ratio_same_work = data["ratio_same_work"]
+    assert isinstance(ratio_same_work, float)
+    assert ratio_same_work > 0
 
 
 def test_scale(amqp_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

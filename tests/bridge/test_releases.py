@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -177,13 +178,24 @@ async def test_an_operator_cancel_reaches_the_service(
     fake = await start_bridge(behaviour={"end_state": None})
     release_id = await create(admin)
     await wait_for_state(store, release_id, ReleaseState.RUNNING)
+    task_id = task_id_for(release_id, SERVICE)
+    # Canceled while the HTTP service works on the task: the bridge may get the start command and the
+    # cancel at once, and then (rightly) never starts the task, so wait until the service has it.
+    await wait_for_action(fake.actions, task_id, "start")
     answer = await admin.request(CancelRelease(release_id=release_id, reason="wrong studies"))
     assert answer.ok, answer.error
     canceled = await wait_for_state(store, release_id, ReleaseState.CANCELED)
     assert canceled.tasks[SERVICE].state is TaskState.CANCELED
-    task_id = task_id_for(release_id, SERVICE)
     assert fake.actions(task_id) == ["initialize", "start", "cancel"]
     assert fake.tasks[task_id].state == "canceled"
+
+
+async def wait_for_action(actions: Callable[[str], list[str]], task_id: str, action: str) -> None:
+    """Poll the fake HTTP service until it received ``action`` for the task."""
+    deadline = asyncio.get_running_loop().time() + 15
+    while action not in actions(task_id):
+        assert asyncio.get_running_loop().time() < deadline, f"{action} never reached {task_id}"
+        await asyncio.sleep(0.02)
 
 
 @pytest.mark.parametrize("token", [None, "wrong-token"], ids=["missing-token", "wrong-token"])
