@@ -29,7 +29,6 @@ process, not in the coordinator's): an upper bound of the bare coordinator's.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import statistics
 import uuid
@@ -46,11 +45,13 @@ from bench.lib import (
     Child,
     CpuMeter,
     Measured,
+    Publication,
     admin_client,
     amqp_message,
     command_body,
     now,
     publish_confirmed,
+    publish_outbox,
     rabbitmq_pid,
     say,
     summary,
@@ -73,15 +74,6 @@ ANNOUNCED = (
 )
 #: Stands for the request's id in an answer built beforehand.
 PLACEHOLDER = "in-reply-to-" + "x" * 20
-
-
-@dataclass(frozen=True)
-class Publication:
-    body: bytes
-    message_id: str
-    kind: str
-    exchange: str
-    routing_key: str
 
 
 @dataclass(frozen=True)
@@ -184,18 +176,7 @@ class BareCoordinator:
 
     async def publish(self, release_id: str, publications: Sequence[Publication]) -> None:
         assert self.channel is not None
-        await asyncio.gather(
-            *(
-                publish_confirmed(
-                    self.channel,
-                    p.exchange,
-                    p.routing_key,
-                    amqp_message(p.body, p.message_id, p.kind, release_id, self.user),
-                    mandatory=p.kind == "command",
-                )
-                for p in publications
-            )
-        )
+        await publish_outbox(self.channel, release_id, publications, self.user)
 
 
 async def measure_same_hops(

@@ -34,20 +34,19 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from bench.lib import (
-    amqp_message,
+    Publication,
     command_body,
     cpu_seconds,
     delete_namespace,
     new_release_id,
     now,
-    publish_confirmed,
+    publish_outbox,
     rabbitmq_pid,
     ratio,
     say,
@@ -61,17 +60,6 @@ from schemas.documents import ReleaseView
 from schemas.enums import Action, ReleaseState
 from schemas.messages import Announcement, Command, ReleaseInfo, encode
 from schemas.topology import Topology
-
-
-@dataclass(frozen=True)
-class Publication:
-    """One message of a release's outbox, built beforehand."""
-
-    body: bytes
-    message_id: str
-    kind: str
-    exchange: str
-    routing_key: str
 
 
 def reply_bodies(release_ids: Sequence[str], services: Sequence[str], hosts: int) -> list[tuple[bytes, str]]:
@@ -147,18 +135,7 @@ class SameWork:
 
     async def publish(self, release_id: str, publications: Sequence[Publication]) -> None:
         assert self.channel is not None
-        await asyncio.gather(
-            *(
-                publish_confirmed(
-                    self.channel,
-                    p.exchange,
-                    p.routing_key,
-                    amqp_message(p.body, p.message_id, p.kind, release_id, self.user),
-                    mandatory=p.kind == "command",
-                )
-                for p in publications
-            )
-        )
+        await publish_outbox(self.channel, release_id, publications, self.user)
 
 
 async def declare(channel: aio_pika.abc.AbstractChannel, same: Topology, services: Sequence[str]) -> None:

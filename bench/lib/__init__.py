@@ -33,6 +33,7 @@ from bench.lib.basics import (
 )
 from bench.lib.broker import (
     Announcements,
+    Publication,
     TimedRelease,
     admin_client,
     amqp_message,
@@ -44,6 +45,7 @@ from bench.lib.broker import (
     host_command,
     new_release_id,
     publish_confirmed,
+    publish_outbox,
     queue_depth,
     start_hosts,
     time_release,
@@ -105,6 +107,7 @@ __all__ = [
     "CpuMeter",
     "Measured",
     "Metrics",
+    "Publication",
     "StoreHandle",
     "TimedRelease",
     "admin_client",
@@ -136,6 +139,7 @@ __all__ = [
     "percentile",
     "profile_summary",
     "publish_confirmed",
+    "publish_outbox",
     "queue_depth",
     "rabbitmq_pid",
     "rabbitmq_version",

@@ -160,6 +160,36 @@ async def publish_confirmed(
     await send_confirmed(channel, exchange, routing_key, body, properties, mandatory=mandatory, within=60)
 
 
+@dataclass(frozen=True)
+class Publication:
+    """One message of a release's outbox, built beforehand (the benchmarks' floors publish it)."""
+
+    body: bytes
+    message_id: str
+    kind: str
+    exchange: str
+    routing_key: str
+
+
+async def publish_outbox(
+    channel: aio_pika.abc.AbstractChannel, release_id: str, publications: Sequence[Publication], user: str
+) -> None:
+    """Publish a release's outbox as the coordinator does: every message at once, confirms in flight
+    together, commands mandatory."""
+    await asyncio.gather(
+        *(
+            publish_confirmed(
+                channel,
+                p.exchange,
+                p.routing_key,
+                amqp_message(p.body, p.message_id, p.kind, release_id, user),
+                mandatory=p.kind == "command",
+            )
+            for p in publications
+        )
+    )
+
+
 def command_body(release_id: str, service: str, action: Action) -> tuple[str, bytes]:
     """A valid command (as the coordinator would send) for the bare-broker floor."""
     command = Command(
