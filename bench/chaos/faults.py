@@ -38,7 +38,8 @@ Captured = tuple[TaskReply, str]
 @dataclass
 class Target:
     """The release a fault hits. At its last attempt (``borrow``), a fault that copies replies may take them
-    from another release when this one has none (it ended before it answered): it notes which."""
+    from another release when this one has none (it ended before it answered), and a forged failure may hit
+    another release still processing when this one went past processing first: it notes which."""
 
     release_id: str
     borrow: bool = False
@@ -240,10 +241,12 @@ class Injector:
         coordinator believed it, the release would fail."""
         stored = {r["_id"]: r for r in (await self.chaos.stored())[0]}
         release_id = target.release_id
-        release: dict[str, Any] = stored.get(release_id, {})
-        if release.get("state") != ReleaseState.RUNNING.value:
-            return False
-        running = {s: t["progress"] for s, t in release["tasks"].items() if t["state"] == "running"}
+        running = _running_tasks(stored.get(release_id, {}))
+        if not running and target.borrow:  # its release went past processing before it could act
+            for other in reversed(list(stored)):
+                if other != release_id and (running := _running_tasks(stored[other])):
+                    release_id = target.copied_from = other
+                    break
         if not running:
             return False
         # The service furthest from staging: the forged failure must arrive while it still processes.
@@ -321,3 +324,10 @@ class Injector:
         for connection in self.connections.values():
             with contextlib.suppress(Exception):
                 await connection.close()
+
+
+def _running_tasks(release: dict[str, Any]) -> dict[str, float]:
+    """The progress of each task still processing, if the stored ``release`` is running."""
+    if release.get("state") != ReleaseState.RUNNING.value:
+        return {}
+    return {s: t["progress"] for s, t in release["tasks"].items() if t["state"] == "running"}
