@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from aio_pika.abc import AbstractChannel
@@ -19,7 +19,7 @@ from aiormq.exceptions import ChannelInvalidStateError
 from schemas.enums import Action, Outcome
 from schemas.messages import ReleaseInfo
 from task_sdk import ProgressReporter
-from task_sdk.testing import make_release
+from task_sdk.testing import Harness, make_release
 from tests._proxy import TcpProxy
 from tests.sdk.conftest import HarnessFactory
 from tests.sdk.handlers import Recorder
@@ -69,14 +69,11 @@ async def test_every_reconnection_is_restored_while_the_heartbeat_checks_the_con
     await harness.start(heartbeats=True)
     start = harness.command(Action.START, make_release())
     await harness.send(start)
-    for cut in range(CUTS):
-        try:
-            reply = await harness.step(Action.INITIALIZE, make_release(), within=10)
-        except TimeoutError:
-            pytest.fail(f"no reply within 10 s after {cut} cuts: the connection was not restored")
-        assert reply.outcome is Outcome.ACCEPTED
+
+    async def cut() -> None:
         proxy.cut()
-    assert (await harness.step(Action.INITIALIZE, make_release(), within=10)).outcome is Outcome.ACCEPTED
+
+    await _answers_after_each(harness, CUTS, cut, "cuts: the connection was not restored")
     beats = len(harness.heartbeats)
     await harness.drain(0.5)
     assert len(harness.heartbeats) > beats
@@ -92,15 +89,26 @@ async def test_a_consumer_channel_the_broker_closes_is_consumed_again(make_harne
     harness = make_harness(Recorder(), heartbeat_seconds=0.002)
     await harness.start(heartbeats=True)
     channel = harness.runner._transport._consume_channel  # type: ignore[attr-defined]
-    for close in range(CLOSES):
+
+    async def close() -> None:
+        await _closed_by_the_broker(channel)
+
+    await _answers_after_each(harness, CLOSES, close, "channel closes: the channel was not restored")
+    assert harness.runner._transport.health().consuming
+
+
+async def _answers_after_each(
+    harness: Harness, times: int, disrupt: Callable[[], Awaitable[None]], unrestored: str
+) -> None:
+    """A command answered, then ``disrupt``, ``times`` over; and a command answered after the last."""
+    for done in range(times + 1):
         try:
             reply = await harness.step(Action.INITIALIZE, make_release(), within=10)
         except TimeoutError:
-            pytest.fail(f"no reply within 10 s after {close} channel closes: the channel was not restored")
+            pytest.fail(f"no reply within 10 s after {done} {unrestored}")
         assert reply.outcome is Outcome.ACCEPTED
-        await _closed_by_the_broker(channel)
-    assert (await harness.step(Action.INITIALIZE, make_release(), within=10)).outcome is Outcome.ACCEPTED
-    assert harness.runner._transport.health().consuming
+        if done < times:
+            await disrupt()
 
 
 async def _closed_by_the_broker(channel: AbstractChannel) -> None:
