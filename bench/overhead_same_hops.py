@@ -48,7 +48,8 @@ from bench.lib import (
     Publication,
     admin_client,
     amqp_message,
-    command_body,
+    announcement_publication,
+    command_publications,
     now,
     publish_confirmed,
     publish_outbox,
@@ -61,7 +62,7 @@ from bench.overhead_baselines import FLOOR_PREFETCH, sample_release
 from schemas.broker_url import broker_user
 from schemas.documents import ReleaseView
 from schemas.enums import Action, ReleaseState
-from schemas.messages import AdminAnswer, Announcement, ReleaseResult, encode
+from schemas.messages import AdminAnswer, ReleaseResult, encode
 from schemas.topology import Topology
 
 #: The states a release goes through, each announced by the coordinator.
@@ -89,29 +90,11 @@ class Script:
 
 def build_script(services: Sequence[str], topology: Topology) -> Script:
     release = sample_release(services)
-    events: dict[ReleaseState, Publication] = {}
-    views: dict[ReleaseState, ReleaseView] = {}
-    for state in ANNOUNCED:
-        views[state] = ReleaseView.of(release.model_copy(update={"state": state}))
-        announcement = Announcement(
-            message_id=f"{release.id}.announce.{state}.r1",
-            sent_at=now(),
-            release_id=release.id,
-            state=state,
-            release=views[state],
-        )
-        key = topology.event_key(state.value)
-        events[state] = Publication(
-            encode(announcement), announcement.message_id, "announcement", topology.events_exchange, key
-        )
+    views = {state: ReleaseView.of(release.model_copy(update={"state": state})) for state in ANNOUNCED}
+    events = {state: announcement_publication(views[state], state, topology) for state in ANNOUNCED}
 
     def commands(action: Action) -> list[Publication]:
-        made = []
-        for service in services:
-            message_id, body = command_body(release.id, service, action)
-            key = topology.command_key(service, action)
-            made.append(Publication(body, message_id, "command", topology.commands_exchange, key))
-        return made
+        return command_publications(release.id, services, action, topology)
 
     def answer(state: ReleaseState) -> bytes:
         result = ReleaseResult(release=views[state])

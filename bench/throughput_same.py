@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-import uuid
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -41,11 +40,12 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from bench.lib import (
     Publication,
-    command_body,
+    announcement_publication,
+    bench_command,
+    command_publications,
     cpu_seconds,
     delete_namespace,
     new_release_id,
-    now,
     publish_outbox,
     rabbitmq_pid,
     ratio,
@@ -58,7 +58,7 @@ from bench.throughput_bare import PREFETCH, preload, window_cpu, window_rate
 from schemas.broker_url import broker_user
 from schemas.documents import ReleaseView
 from schemas.enums import Action, ReleaseState
-from schemas.messages import Announcement, Command, ReleaseInfo, encode
+from schemas.messages import encode
 from schemas.topology import Topology
 
 
@@ -69,16 +69,7 @@ def reply_bodies(release_ids: Sequence[str], services: Sequence[str], hosts: int
         stream = []
         for release_id in release_ids:
             for service in names:
-                command = Command(
-                    message_id=uuid.uuid4().hex,
-                    sent_at=now(),
-                    release_id=release_id,
-                    service=service,
-                    action=Action.INITIALIZE,
-                    release=ReleaseInfo(
-                        id=release_id, name="bench", studies=("SD_BENCH01",), tentative_version="0.0.1"
-                    ),
-                )
+                command = bench_command(release_id, service, Action.INITIALIZE)
                 stream.append((encode(success_reply(command)), release_id))
         streams.append(stream)
     longest = max(len(s) for s in streams)
@@ -88,25 +79,10 @@ def reply_bodies(release_ids: Sequence[str], services: Sequence[str], hosts: int
 def outbox(release_id: str, services: Sequence[str], topology: Topology) -> list[Publication]:
     """What a release's S-th reply makes the coordinator publish: S ``start`` commands and the
     ``release.running`` announcement (a view of a release of S tasks)."""
-    commands = []
-    for service in services:
-        message_id, body = command_body(release_id, service, Action.START)
-        key = topology.command_key(service, Action.START)
-        commands.append(Publication(body, message_id, "command", topology.commands_exchange, key))
-    release = sample_release(services).model_copy(update={"id": release_id})
-    announcement = Announcement(
-        message_id=f"{release_id}.announce.running.r1",
-        sent_at=now(),
-        release_id=release_id,
-        state=ReleaseState.RUNNING,
-        release=ReleaseView.of(release),
-    )
-    running = topology.event_key(ReleaseState.RUNNING.value)
+    view = ReleaseView.of(sample_release(services).model_copy(update={"id": release_id}))
     return [
-        *commands,
-        Publication(
-            encode(announcement), announcement.message_id, "announcement", topology.events_exchange, running
-        ),
+        *command_publications(release_id, services, Action.START, topology),
+        announcement_publication(view, ReleaseState.RUNNING, topology),
     ]
 
 

@@ -18,6 +18,7 @@ from bench.lib.procs import Child, Children
 from coordinator.broker.rabbitmq import send_confirmed
 from coordinator.store import Store
 from rc_cli.client import AdminClient, expect_ok
+from schemas.documents import ReleaseView
 from schemas.enums import Action, ReleaseState
 from schemas.messages import (
     SCHEMA_VERSION,
@@ -190,9 +191,9 @@ async def publish_outbox(
     )
 
 
-def command_body(release_id: str, service: str, action: Action) -> tuple[str, bytes]:
-    """A valid command (as the coordinator would send) for the bare-broker floor."""
-    command = Command(
+def bench_command(release_id: str, service: str, action: Action) -> Command:
+    """A valid command, as the coordinator would send it, for the benchmarks' floors."""
+    return Command(
         message_id=uuid.uuid4().hex,
         sent_at=now(),
         release_id=release_id,
@@ -200,7 +201,36 @@ def command_body(release_id: str, service: str, action: Action) -> tuple[str, by
         action=action,
         release=ReleaseInfo(id=release_id, name="bench", studies=("SD_BENCH01",), tentative_version="0.0.1"),
     )
+
+
+def command_body(release_id: str, service: str, action: Action) -> tuple[str, bytes]:
+    """A valid command (as the coordinator would send) for the bare-broker floor: its id and body."""
+    command = bench_command(release_id, service, action)
     return command.message_id, encode(command)
+
+
+def command_publications(
+    release_id: str, services: Sequence[str], action: Action, topology: Topology
+) -> list[Publication]:
+    """The commands of one step of a release, one to each service, as the coordinator's outbox holds them."""
+    made = []
+    for service in services:
+        message_id, body = command_body(release_id, service, action)
+        key = topology.command_key(service, action)
+        made.append(Publication(body, message_id, "command", topology.commands_exchange, key))
+    return made
+
+
+def announcement_publication(view: ReleaseView, state: ReleaseState, topology: Topology) -> Publication:
+    """The announcement of ``state`` carrying ``view``, as the coordinator's outbox holds it."""
+    message_id = f"{view.id}.announce.{state}.r1"
+    announcement = Announcement(
+        message_id=message_id, sent_at=now(), release_id=view.id, state=state, release=view
+    )
+    key = topology.event_key(state.value)
+    return Publication(
+        encode(announcement), announcement.message_id, "announcement", topology.events_exchange, key
+    )
 
 
 def new_release_id() -> str:
