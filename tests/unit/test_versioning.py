@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 import semver
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from coordinator.versioning import highest, next_final, next_tentative, sort_key
+from schemas.messages import ReleaseInfo
 
 
 def test_first_release_is_0_0_1() -> None:
@@ -54,3 +57,13 @@ def test_versions_stay_unique_and_final_versions_increase(script: list[tuple[str
     assert finals == sorted(finals, key=semver.Version.parse)
     assert len(set(finals)) == len(finals)
     assert set(finals).isdisjoint(tentatives)
+
+
+def test_a_version_that_is_not_semantic_is_refused_every_time_it_is_read() -> None:
+    """Versions are checked once and the answer cached: a bad one must still be refused every time (an
+    exception is never cached), and a good one accepted."""
+    for _ in range(3):
+        with pytest.raises(ValidationError, match="tentative_version"):
+            ReleaseInfo(id="RE_AAAAAAAA", name="x", studies=("SD_A",), tentative_version="1.2")
+        info = ReleaseInfo(id="RE_AAAAAAAA", name="x", studies=("SD_A",), tentative_version="1.2.3")
+        assert info.tentative_version == "1.2.3"
