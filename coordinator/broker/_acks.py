@@ -7,9 +7,9 @@ of the event loop (the replies of one stored batch) leave in one frame where the
 it is sent only for a run of due deliveries with no outstanding, not yet due, delivery before them; the
 others due are acknowledged one by one, at once, as before.
 
-Delivery tags of a channel are consecutive and handlers see their deliveries in that order (aiormq and
-aio-pika start one task per delivery, in order). Should a delivery ever be seen out of order, the channel
-falls back to one acknowledgement per delivery for good.
+Delivery tags of a channel are consecutive and handlers see their deliveries in that order (aiormq starts
+one task per delivery, in order). Should a delivery ever be seen out of order, the channel falls back to
+one acknowledgement per delivery for good.
 
 Every frame that settles a delivery of the channel (a run's acknowledgements, a single one, a requeue)
 is written under one lock, and a run is chosen under it: aiormq's write queue is bounded, so queuing a
@@ -22,14 +22,24 @@ benchmark: a reconnection, and the replies not yet acknowledged delivered again)
 from __future__ import annotations
 
 import asyncio
+from typing import Protocol
 
-from aio_pika.abc import AbstractIncomingMessage
+
+class AckChannel(Protocol):
+    """What settles deliveries: an AMQP channel (aiormq's)."""
+
+    async def basic_ack(self, delivery_tag: int, multiple: bool = False, wait: bool = True) -> None: ...
+
+    async def basic_nack(
+        self, delivery_tag: int, multiple: bool = False, requeue: bool = True, wait: bool = True
+    ) -> None: ...
 
 
 class CoalescedAcks:
-    def __init__(self) -> None:
-        #: Deliveries not yet settled, in tag order: the message once its acknowledgement is due, else None.
-        self._outstanding: dict[int, AbstractIncomingMessage | None] = {}
+    def __init__(self, channel: AckChannel) -> None:
+        self._channel = channel
+        #: Delivery tags not yet settled, in order: True once the acknowledgement is due.
+        self._outstanding: dict[int, bool] = {}
         self._last_seen = 0
         self._in_order = True
         self._sending: asyncio.Task[None] | None = None
@@ -38,34 +48,31 @@ class CoalescedAcks:
         self.frames = 0
         self.acknowledged = 0
 
-    def received(self, message: AbstractIncomingMessage) -> None:
+    def received(self, tag: int) -> None:
         """A delivery reached its handler (call before the handler runs)."""
-        tag = message.delivery_tag
-        if tag is None:
-            return
         if tag != self._last_seen + 1:
             self._in_order = False
         self._last_seen = max(self._last_seen, tag)
-        self._outstanding[tag] = None
+        self._outstanding[tag] = False
 
-    async def ack(self, message: AbstractIncomingMessage) -> None:
-        """Acknowledge ``message``, with the others due in this turn of the event loop."""
-        tag = message.delivery_tag
-        if not self._in_order or tag is None or tag not in self._outstanding:
+    async def ack(self, tag: int) -> None:
+        """Acknowledge delivery ``tag``, with the others due in this turn of the event loop."""
+        if not self._in_order or tag not in self._outstanding:
             async with self._writing:
-                await self._send_one(message)
+                self._outstanding.pop(tag, None)
+                await self._send([tag], multiple=False, wait=True)
             return
-        self._outstanding[tag] = message
+        self._outstanding[tag] = True
         if self._sending is None:
             self._sending = asyncio.get_running_loop().create_task(self._send_due())
         await asyncio.shield(self._sending)
 
-    async def requeue(self, message: AbstractIncomingMessage) -> None:
-        """Give ``message`` back to the queue (``basic.nack`` with requeue): it no longer holds back a run."""
+    async def requeue(self, tag: int) -> None:
+        """Give delivery ``tag`` back to the queue (``basic.nack`` with requeue): it no longer holds back a
+        run."""
         async with self._writing:
-            if message.delivery_tag is not None:
-                self._outstanding.pop(message.delivery_tag, None)
-            await message.nack(requeue=True)
+            self._outstanding.pop(tag, None)
+            await self._channel.basic_nack(tag, requeue=True)
 
     async def _send_due(self) -> None:
         """Runs one turn after the first acknowledgement fell due: the others due by the time it holds
@@ -76,31 +83,23 @@ class CoalescedAcks:
             await self._send_run()
 
     async def _send_run(self) -> None:
-        run: list[AbstractIncomingMessage] = []
-        for message in self._outstanding.values():  # in tag order
-            if message is None:
-                break
-            run.append(message)
-        alone = [m for m in list(self._outstanding.values())[len(run) :] if m is not None]
-        frames = [(run[-1], len(run) > 1)] if run else []
-        frames += [(message, False) for message in alone]
-        for message in (*run, *alone):
-            del self._outstanding[message.delivery_tag]  # type: ignore[arg-type]
-        if not frames:
-            return
-        self.frames += len(frames)
-        self.acknowledged += len(run) + len(alone)
-        for message, multiple in frames[:-1]:
-            await _ack(message, multiple=multiple, wait=False)  # may wait for room in the write queue
-        message, multiple = frames[-1]
-        await _ack(message, multiple=multiple, wait=True)
+        tags = list(self._outstanding)  # in order
+        run = 0
+        while run < len(tags) and self._outstanding[tags[run]]:
+            run += 1
+        alone = [tag for tag in tags[run:] if self._outstanding[tag]]
+        for tag in (*tags[:run], *alone):
+            del self._outstanding[tag]
+        if run:
+            await self._send([tags[run - 1]], multiple=run > 1, wait=not alone, counted=run)
+        if alone:
+            await self._send(alone, multiple=False, wait=True)
 
-    async def _send_one(self, message: AbstractIncomingMessage) -> None:
-        self.frames += 1
-        self.acknowledged += 1
-        await message.ack()
-
-
-async def _ack(message: AbstractIncomingMessage, *, multiple: bool, wait: bool) -> None:
-    assert message.delivery_tag is not None
-    await message.channel.basic_ack(message.delivery_tag, multiple=multiple, wait=wait)
+    async def _send(self, tags: list[int], *, multiple: bool, wait: bool, counted: int = 0) -> None:
+        """One ``basic.ack`` per tag (with ``multiple``: the one frame covers ``counted`` deliveries); only
+        the last frame's write is awaited if ``wait``; the others may wait for room in the write queue."""
+        self.frames += len(tags)
+        self.acknowledged += counted or len(tags)
+        for tag in tags[:-1]:
+            await self._channel.basic_ack(tag, multiple=multiple, wait=False)
+        await self._channel.basic_ack(tags[-1], multiple=multiple, wait=wait)

@@ -23,7 +23,8 @@ from typing import Any
 import aio_pika
 import aiormq
 import structlog
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
+from aio_pika.abc import AbstractChannel, AbstractConnection
+from aiormq.abc import DeliveredMessage
 from aiormq.exceptions import (
     AMQPConnectionError,
     ChannelAccessRefused,
@@ -95,11 +96,12 @@ class RabbitBroker:
 
 @dataclass
 class RabbitDelivery:
-    """A :class:`coordinator.broker.Delivery` over an aio-pika message."""
+    """A :class:`coordinator.broker.Delivery` over a message as aiormq delivers it, settled once."""
 
-    message: AbstractIncomingMessage
+    message: DeliveredMessage
     session: RabbitSession
     acks: CoalescedAcks
+    settled: bool = False
 
     @property
     def body(self) -> bytes:
@@ -111,33 +113,48 @@ class RabbitDelivery:
 
     @property
     def message_id(self) -> str | None:
-        return self.message.message_id
+        return self.message.header.properties.message_id
 
     @property
     def correlation_id(self) -> str | None:
-        return self.message.correlation_id
+        return self.message.header.properties.correlation_id
 
     @property
     def user_id(self) -> str | None:
-        return self.message.user_id
+        return self.message.header.properties.user_id
 
     @property
     def reply_to(self) -> str | None:
-        return self.message.reply_to
+        return self.message.header.properties.reply_to
 
     @property
     def redelivered(self) -> bool:
         return bool(self.message.redelivered)
 
     async def ack(self) -> None:
-        await self.acks.ack(self.message)
+        await self.acks.ack(self._settle())
 
     async def requeue(self) -> None:
-        await self.acks.requeue(self.message)
+        await self.acks.requeue(self._settle())
 
     async def dead_letter(self, reason: str) -> None:
         await self.session.dead_letter(self.message, reason)
-        await self.acks.ack(self.message)
+        await self.acks.ack(self._settle())
+
+    def _settle(self) -> int:
+        """The delivery tag, once: a second settlement of one delivery would make the broker close the
+        channel (``unknown delivery tag``), so it is refused here."""
+        if self.settled:
+            raise RuntimeError(f"delivery {self.message_id} is already settled")
+        self.settled = True
+        return _tag(self.message)
+
+
+def _tag(message: DeliveredMessage) -> int:
+    tag = message.delivery_tag
+    if tag is None:  # only messages got with basic.get or returned have none; consumers see neither
+        raise TypeError(f"not a consumed delivery: {message.delivery!r}")
+    return tag
 
 
 class RabbitSession:
@@ -258,17 +275,19 @@ class RabbitSession:
         return counts
 
     async def consume(self, queue: str, handler: Handler) -> None:
+        """Consume straight on the AMQP channel (aiormq's), as publishing does: aiormq starts one task per
+        delivery, in order, without aio-pika's message object and second task in between."""
         channel = await self._connection.channel()
         channel.close_callbacks.add(self._on_channel_closed)
         await channel.set_qos(prefetch_count=self.broker.prefetch)
-        found = await channel.get_queue(queue, ensure=False)
-        acks = self.acks[queue] = CoalescedAcks()
+        underlay = await _underlay(channel)
+        acks = self.acks[queue] = CoalescedAcks(underlay)
 
-        async def deliver(message: AbstractIncomingMessage) -> None:
-            acks.received(message)
+        async def deliver(message: DeliveredMessage) -> None:
+            acks.received(_tag(message))
             await handler(RabbitDelivery(message, self, acks))
 
-        await found.consume(deliver, consumer_tag=f"{self.name}:{queue}")
+        await underlay.basic_consume(queue, deliver, consumer_tag=f"{self.name}:{queue}")
 
     # ------------------------------------------------------------------ publishing
 
@@ -290,25 +309,25 @@ class RabbitSession:
         properties.delivery_mode = aio_pika.DeliveryMode.NOT_PERSISTENT.value
         await self._send("", reply_to, body, properties, mandatory=False)
 
-    async def dead_letter(self, incoming: AbstractIncomingMessage, reason: str) -> None:
+    async def dead_letter(self, incoming: DeliveredMessage, reason: str) -> None:
         """Copy a refused message to ``<ns>.dlx`` with the reason in its headers (the caller then acks)."""
-        headers: dict[str, Any] = dict(incoming.headers or {})
+        received = incoming.header.properties
+        headers: dict[str, Any] = dict(received.headers or {})
         headers[DEAD_REASON_HEADER] = reason[:1000]
         headers["x-rc-original-exchange"] = incoming.exchange or ""
         headers["x-rc-original-routing-key"] = incoming.routing_key or ""
-        if incoming.user_id:
-            headers["x-rc-original-user-id"] = incoming.user_id
-        copy = aio_pika.Message(
-            incoming.body,
+        if received.user_id:
+            headers["x-rc-original-user-id"] = received.user_id
+        properties = Basic.Properties(
+            content_type=received.content_type,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT.value,
             headers=headers,
-            content_type=incoming.content_type,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            message_id=incoming.message_id,
-            correlation_id=incoming.correlation_id,
-            type=incoming.type,
+            message_id=received.message_id,
+            correlation_id=received.correlation_id,
+            message_type=received.message_type,
         )
         exchange = self.topology.dead_letter_exchange
-        await self._send(exchange, incoming.routing_key or "", copy.body, copy.properties, mandatory=False)
+        await self._send(exchange, incoming.routing_key or "", incoming.body, properties, mandatory=False)
 
     async def _send(
         self, exchange: str, routing_key: str, body: bytes, properties: Basic.Properties, *, mandatory: bool
@@ -360,11 +379,7 @@ async def send_confirmed(
     to back, their confirms in flight together. A nack or a return raises (the channel is opened with
     ``on_return_raises``, and where it is not, a returned message raises here); so does a channel or
     connection lost before the confirm came, or no confirm ``within`` seconds."""
-    if channel.is_closed:
-        raise ChannelInvalidStateError(f"{channel!r} closed")
-    underlay = await channel.get_underlay_channel()
-    if not isinstance(underlay, aiormq.Channel):  # what aio-pika's channels are made of
-        raise TypeError(f"not an aiormq channel: {underlay!r}")
+    underlay = await _underlay(channel)
     confirmation = await underlay.basic_publish(
         body,
         exchange=exchange,
@@ -376,3 +391,13 @@ async def send_confirmed(
     )
     if confirmation is not None and not isinstance(confirmation, Basic.Ack):
         raise Unroutable(f"{exchange} {routing_key}: returned by the broker ({confirmation!r})")
+
+
+async def _underlay(channel: AbstractChannel) -> aiormq.Channel:
+    """The AMQP channel under an aio-pika channel (aiormq's), to publish and consume on it directly."""
+    if channel.is_closed:
+        raise ChannelInvalidStateError(f"{channel!r} closed")
+    underlay = await channel.get_underlay_channel()
+    if not isinstance(underlay, aiormq.Channel):  # what aio-pika's channels are made of
+        raise TypeError(f"not an aiormq channel: {underlay!r}")
+    return underlay

@@ -10,7 +10,7 @@ import pytest
 from coordinator.broker import Broker, Delivery, Unroutable
 from schemas.documents import OutboxEntry
 from schemas.enums import MessageKind
-from schemas.topology import Topology
+from schemas.topology import DEAD_REASON_HEADER, Topology
 from tests.coordinator.fixtures import BOTH_BROKERS
 from tests.coordinator.peers import Peer, Received
 
@@ -117,3 +117,68 @@ async def test_acknowledgements_go_together_and_never_for_a_delivery_still_at_wo
         await second.close()
         await peer.close()
     assert again == ["m2"]
+
+
+async def test_a_consumed_delivery_says_who_sent_it_and_is_settled_once(
+    coordinator_broker: Broker, connect_peer: Callable[[], Awaitable[Peer]], namespace: str
+) -> None:
+    """A delivery carries what admission checks (the broker-vouched user, the correlation id naming the
+    release, the reply-to of an operator); settled twice, it is refused and the session keeps consuming
+    (on RabbitMQ a second acknowledgement of one delivery would close the channel and end the session);
+    a requeued one comes back marked redelivered, a dead-lettered one reaches the dead letters with the
+    reason and where it was going."""
+    topology = Topology(namespace)
+    peer = await connect_peer()
+    session = await coordinator_broker.connect("rc-test")
+    seen: list[Delivery] = []
+    arrived = asyncio.Event()
+
+    async def keep(delivery: Delivery) -> None:
+        seen.append(delivery)
+        arrived.set()
+
+    async def next_delivery() -> Delivery:
+        await asyncio.wait_for(arrived.wait(), 30)
+        arrived.clear()
+        return seen[-1]
+
+    try:
+        await session.declare_topology()
+        await session.consume(topology.replies_queue, keep)
+        await peer.publish(
+            topology.replies_exchange,
+            "reply.portal.reply",
+            b'{"n": 1}',
+            message_id="m1",
+            correlation_id="RE_ABCDEFGH",
+            reply_to="operator-answers",
+        )
+        first = await next_delivery()
+        sent = (first.body, first.routing_key, first.message_id, first.correlation_id, first.reply_to)
+        assert sent == (b'{"n": 1}', "reply.portal.reply", "m1", "RE_ABCDEFGH", "operator-answers")
+        assert (first.user_id, first.redelivered) == (peer.user, False)
+        await first.requeue()
+        again = await next_delivery()
+        assert (again.message_id, again.redelivered) == ("m1", True)
+        await again.ack()
+        with pytest.raises(Exception, match="settled"):
+            await again.ack()
+        await peer.publish(topology.replies_exchange, "reply.portal.reply", b"{}", message_id="m2")
+        second = await next_delivery()
+        await second.dead_letter("invalid: a test")
+        dead = await _get_within(peer, topology.dead_letter_queue, 30)
+    finally:
+        await session.close()
+        await peer.close()
+    assert [d.message_id for d in seen] == ["m1", "m1", "m2"]
+    assert (dead.message_id, dead.headers[DEAD_REASON_HEADER]) == ("m2", "invalid: a test")
+    assert dead.headers["x-rc-original-routing-key"] == "reply.portal.reply"
+    assert dead.headers["x-rc-original-user-id"] == peer.user
+
+
+async def _get_within(peer: Peer, queue: str, seconds: float) -> Received:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while (got := await peer.get(queue)) is None:
+        assert asyncio.get_running_loop().time() < deadline, f"nothing reached {queue}"
+        await asyncio.sleep(0.05)
+    return got

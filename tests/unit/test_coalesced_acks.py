@@ -3,68 +3,57 @@
 from __future__ import annotations
 
 import asyncio
-from typing import cast
-
-from aio_pika.abc import AbstractIncomingMessage
 
 from coordinator.broker._acks import CoalescedAcks
 
+#: Frames as a channel saw them: ``(tag, multiple)``, or ``(tag, False, "nack")``.
+Sent = list[tuple[int, bool] | tuple[int, bool, str]]
+
 
 class FakeChannel:
-    def __init__(self, sent: list[tuple[int, bool]]) -> None:
-        self.sent = sent
+    def __init__(self) -> None:
+        self.sent: Sent = []
 
     async def basic_ack(self, delivery_tag: int, multiple: bool = False, wait: bool = True) -> None:
         self.sent.append((delivery_tag, multiple))
         if wait:
             await asyncio.sleep(0)  # the writer drains: other acknowledgements may fall due meanwhile
 
-
-class FakeMessage:
-    def __init__(self, tag: int, sent: list[tuple[int, bool]]) -> None:
-        self.delivery_tag = tag
-        self.channel = FakeChannel(sent)
-
-    async def ack(self, multiple: bool = False) -> None:
-        await self.channel.basic_ack(self.delivery_tag, multiple)
-
-    async def nack(self, requeue: bool = True) -> None:
-        self.channel.sent.append((self.delivery_tag, False, "nack"))  # type: ignore[arg-type]
+    async def basic_nack(
+        self, delivery_tag: int, multiple: bool = False, requeue: bool = True, wait: bool = True
+    ) -> None:
+        self.sent.append((delivery_tag, multiple, "nack"))
 
 
-Sent = list[tuple[int, bool]]
-
-
-def deliveries(acks: CoalescedAcks, count: int) -> tuple[list[AbstractIncomingMessage], Sent]:
-    sent: list[tuple[int, bool]] = []
-    messages = [cast(AbstractIncomingMessage, FakeMessage(tag, sent)) for tag in range(1, count + 1)]
-    for message in messages:
-        acks.received(message)
-    return messages, sent
+def deliveries(count: int) -> tuple[CoalescedAcks, list[int], Sent]:
+    channel = FakeChannel()
+    acks = CoalescedAcks(channel)
+    tags = list(range(1, count + 1))
+    for tag in tags:
+        acks.received(tag)
+    return acks, tags, channel.sent
 
 
 async def test_acknowledgements_due_in_one_turn_leave_in_one_frame() -> None:
-    acks = CoalescedAcks()
-    messages, sent = deliveries(acks, 5)
-    await asyncio.gather(*(acks.ack(m) for m in messages))
+    acks, tags, sent = deliveries(5)
+    await asyncio.gather(*(acks.ack(tag) for tag in tags))
     assert sent == [(5, True)]
     assert (acks.frames, acks.acknowledged) == (1, 5)
 
 
 async def test_a_delivery_not_yet_due_is_never_covered_by_a_multiple_ack() -> None:
-    acks = CoalescedAcks()
-    messages, sent = deliveries(acks, 5)
-    await asyncio.gather(*(acks.ack(messages[i]) for i in (0, 1, 3, 4)))  # the third one is still working
+    acks, tags, sent = deliveries(5)
+    await asyncio.gather(*(acks.ack(tags[i]) for i in (0, 1, 3, 4)))  # the third one is still working
     assert sent == [(2, True), (4, False), (5, False)]
-    await acks.ack(messages[2])
+    await acks.ack(tags[2])
     assert sent[3:] == [(3, False)]
+    assert (acks.frames, acks.acknowledged) == (4, 5)
 
 
 async def test_a_requeued_delivery_no_longer_holds_back_the_ones_after_it() -> None:
-    acks = CoalescedAcks()
-    messages, sent = deliveries(acks, 4)
-    await acks.requeue(messages[0])  # nacked for another try
-    await asyncio.gather(*(acks.ack(m) for m in messages[1:]))
+    acks, tags, sent = deliveries(4)
+    await acks.requeue(tags[0])  # nacked for another try
+    await asyncio.gather(*(acks.ack(tag) for tag in tags[1:]))
     assert sent == [(1, False, "nack"), (4, True)]
 
 
@@ -81,6 +70,11 @@ class Broker:
     async def basic_ack(self, delivery_tag: int, multiple: bool = False, wait: bool = True) -> None:
         await self.writes.put((delivery_tag, multiple))
 
+    async def basic_nack(
+        self, delivery_tag: int, multiple: bool = False, requeue: bool = True, wait: bool = True
+    ) -> None:
+        raise AssertionError("nothing is requeued here")
+
     async def serve(self) -> None:
         while True:
             tag, multiple = await self.writes.get()
@@ -92,15 +86,6 @@ class Broker:
             self.writes.task_done()
 
 
-class BrokerMessage:
-    def __init__(self, tag: int, broker: Broker) -> None:
-        self.delivery_tag = tag
-        self.channel = broker
-
-    async def ack(self, multiple: bool = False) -> None:
-        await self.channel.basic_ack(self.delivery_tag, multiple)
-
-
 async def test_a_later_run_never_overtakes_an_earlier_single_acknowledgement() -> None:
     """The first run is a ``multiple`` up to 2 and a single 4 (3 still working); 3 and 5 fall due while
     the write queue is full: their run (a ``multiple`` up to 5, covering 4) must not reach the broker
@@ -109,13 +94,12 @@ async def test_a_later_run_never_overtakes_an_earlier_single_acknowledgement() -
     serving = asyncio.create_task(broker.serve())
     await broker.writes.put((0, False))  # the queue is full: the next frame waits for room
     broker.outstanding.add(0)
-    acks = CoalescedAcks()
-    messages = [cast(AbstractIncomingMessage, BrokerMessage(tag, broker)) for tag in range(1, 6)]
-    for message in messages:
-        acks.received(message)
-    first = asyncio.gather(*(acks.ack(messages[i]) for i in (0, 1, 3)))
+    acks = CoalescedAcks(broker)
+    for tag in range(1, 6):
+        acks.received(tag)
+    first = asyncio.gather(*(acks.ack(tag) for tag in (1, 2, 4)))
     await asyncio.sleep(0)  # the first run is chosen and waits to queue its frames
-    await asyncio.gather(first, *(acks.ack(messages[i]) for i in (2, 4)))
+    await asyncio.gather(first, *(acks.ack(tag) for tag in (3, 5)))
     await broker.writes.join()
     serving.cancel()
     assert broker.unknown == []
@@ -123,10 +107,9 @@ async def test_a_later_run_never_overtakes_an_earlier_single_acknowledgement() -
 
 
 async def test_deliveries_seen_out_of_order_are_acknowledged_one_by_one() -> None:
-    acks = CoalescedAcks()
-    sent: list[tuple[int, bool]] = []
-    messages = [cast(AbstractIncomingMessage, FakeMessage(tag, sent)) for tag in (1, 3, 2)]
-    for message in messages:
-        acks.received(message)
-    await asyncio.gather(*(acks.ack(m) for m in messages))
-    assert sorted(sent) == [(1, False), (2, False), (3, False)]
+    channel = FakeChannel()
+    acks = CoalescedAcks(channel)
+    for tag in (1, 3, 2):
+        acks.received(tag)
+    await asyncio.gather(*(acks.ack(tag) for tag in (1, 3, 2)))
+    assert sorted(channel.sent) == [(1, False), (2, False), (3, False)]
