@@ -1,4 +1,5 @@
-"""The RabbitMQ broker of the coordinator (aio-pika).
+"""The RabbitMQ broker of the coordinator (aio-pika; publications and deliveries straight on its aiormq
+channels).
 
 One plain (non-robust) connection per session: if it drops, the session ends and the coordinator starts
 a new one, replaying its outbox from the store. That keeps reconnection simple and correct: nothing is
