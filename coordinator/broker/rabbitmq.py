@@ -33,6 +33,7 @@ from aiormq.exceptions import (
     ChannelLockedResource,
     ChannelNotFoundEntity,
     ChannelPreconditionFailed,
+    DeliveryError,
     PublishError,
 )
 from pamqp.commands import Basic
@@ -299,11 +300,8 @@ class RabbitSession:
         }[entry.exchange]
         key = routing_key or entry.routing_key
         properties = self._properties(entry.message_id, entry.kind, correlation_id=release_id)
-        try:
-            mandatory = entry.exchange == "commands"
-            await self._send(exchange, key, entry.body.encode(), properties, mandatory=mandatory)
-        except PublishError as error:  # returned: no queue is bound for that key
-            raise Unroutable(f"{key}: {error}") from None
+        mandatory = entry.exchange == "commands"
+        await self._send(exchange, key, entry.body.encode(), properties, mandatory=mandatory)
 
     async def answer(self, reply_to: str, correlation_id: str | None, body: bytes, message_id: str) -> None:
         properties = self._properties(message_id, MessageKind.ADMIN_ANSWER, correlation_id=correlation_id)
@@ -358,6 +356,11 @@ class RabbitSession:
         return self._publish_channel
 
 
+class Nacked(Exception):
+    """The broker refused a publication (``basic.nack``: a queue full and rejecting, say); it was not
+    delivered and may be sent again."""
+
+
 def _reason(error: BaseException) -> str:
     """The broker's own words (``PRECONDITION_FAILED - inequivalent arg ...``), without the frame details."""
     text = str(error.args[0] if error.args else error)
@@ -377,21 +380,27 @@ async def send_confirmed(
     """Publish on a channel opened with publisher confirms and wait for the broker's confirm: straight on
     the AMQP channel, without waiting for the frame to be written before the next publication may queue
     behind it (aio-pika's ``Exchange.publish`` waits), so that the publications of a transition go out back
-    to back, their confirms in flight together. A nack or a return raises (the channel is opened with
-    ``on_return_raises``, and where it is not, a returned message raises here); so does a channel or
-    connection lost before the confirm came, or no confirm ``within`` seconds."""
+    to back, their confirms in flight together. A message the broker returns (mandatory, and no queue took
+    it) raises :class:`Unroutable`, whether or not the channel was opened with ``on_return_raises``; a
+    nack raises :class:`Nacked`; so does a channel or connection lost before the confirm came (its own
+    error), or no confirm ``within`` seconds (TimeoutError)."""
     underlay = await _underlay(channel)
-    confirmation = await underlay.basic_publish(
-        body,
-        exchange=exchange,
-        routing_key=routing_key,
-        properties=properties,
-        mandatory=mandatory,
-        timeout=within,
-        wait=False,
-    )
-    if confirmation is not None and not isinstance(confirmation, Basic.Ack):
-        raise Unroutable(f"{exchange} {routing_key}: returned by the broker ({confirmation!r})")
+    try:
+        confirmation = await underlay.basic_publish(
+            body,
+            exchange=exchange,
+            routing_key=routing_key,
+            properties=properties,
+            mandatory=mandatory,
+            timeout=within,
+            wait=False,
+        )
+    except PublishError as error:  # returned, on a channel opened with on_return_raises
+        raise Unroutable(f"{routing_key}: {error}") from None
+    except DeliveryError:  # aiormq's error for a basic.nack
+        raise Nacked(f"{exchange} {routing_key}: refused by the broker (basic.nack)") from None
+    if confirmation is not None and not isinstance(confirmation, Basic.Ack):  # returned
+        raise Unroutable(f"{routing_key}: returned by the broker (no queue took it)")
 
 
 async def _underlay(channel: AbstractChannel) -> aiormq.Channel:
