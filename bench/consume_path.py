@@ -40,23 +40,35 @@ def body(index: int) -> bytes:
     return ('{"release_id": "RE_BENCH000", "n": ' + str(index) + ', "padding": "' + "x" * 250 + '"}').encode()
 
 
+class Acked:
+    """Acknowledgements counted down to the last of a block."""
+
+    def __init__(self, count: int) -> None:
+        self.left = count
+        self._done = asyncio.Event()
+
+    async def settle(self, ack: Callable[[], Awaitable[None]]) -> None:
+        await ack()
+        self.left -= 1
+        if not self.left:
+            self._done.set()
+
+    async def every(self) -> None:
+        await asyncio.wait_for(self._done.wait(), 300)
+
+
 def through_aio_pika(connection: aio_pika.abc.AbstractConnection) -> Drain:
     async def drain(queue: str, count: int) -> None:
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=PREFETCH)
-        done = asyncio.Event()
-        acked = 0
+        acked = Acked(count)
 
         async def on_message(message: AbstractIncomingMessage) -> None:
-            nonlocal acked
-            await message.ack()
-            acked += 1
-            if acked == count:
-                done.set()
+            await acked.settle(message.ack)
 
         found = await channel.get_queue(queue, ensure=False)
         await found.consume(on_message)
-        await asyncio.wait_for(done.wait(), 300)
+        await acked.every()
         await channel.close()
 
     return drain
@@ -65,19 +77,14 @@ def through_aio_pika(connection: aio_pika.abc.AbstractConnection) -> Drain:
 def through_session(broker: RabbitBroker, namespace: str) -> Drain:
     async def drain(queue: str, count: int) -> None:
         session = await broker.connect(f"{namespace}-bench-session")
-        done = asyncio.Event()
-        acked = 0
+        acked = Acked(count)
 
         async def handler(delivery: Delivery) -> None:
-            nonlocal acked
-            await delivery.ack()
-            acked += 1
-            if acked == count:
-                done.set()
+            await acked.settle(delivery.ack)
 
         try:
             await session.consume(queue, handler)
-            await asyncio.wait_for(done.wait(), 300)
+            await acked.every()
         finally:
             await session.close()
 
