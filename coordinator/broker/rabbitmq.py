@@ -192,6 +192,11 @@ class RabbitSession:
 
     def _on_channel_closed(self, _channel: object, error: BaseException | None = None) -> None:
         """A channel this session needs closed under it: end the session (a new one starts clean)."""
+        self._end(error)
+
+    def _end(self, error: BaseException | None) -> None:
+        """Close the connection under the session: the coordinator starts a new one, which declares the
+        topology again and replays the outbox."""
         if not self._closing and not self._connection.is_closed:
             self._closing = True
             task = asyncio.get_running_loop().create_task(self._connection.close(error or ConnectionError))
@@ -289,7 +294,17 @@ class RabbitSession:
             acks.received(_tag(message))
             await handler(RabbitDelivery(message, self, acks))
 
-        await underlay.basic_consume(queue, deliver, consumer_tag=f"{self.name}:{queue}")
+        tag = f"{self.name}:{queue}"
+
+        def cancelled(frame: Basic.Cancel) -> None:
+            """The broker stopped this consumer (its queue was deleted, say): a session that no longer
+            consumes must not go on as if it did."""
+            if frame.consumer_tag == tag:
+                log.warning("the broker cancelled a consumer; starting a new session", queue=queue)
+                self._end(ConnectionError(f"the broker cancelled the consumer of {queue}"))
+
+        underlay.on_consumer_cancel_callbacks.add(cancelled)
+        await underlay.basic_consume(queue, deliver, consumer_tag=tag)
 
     # ------------------------------------------------------------------ publishing
 

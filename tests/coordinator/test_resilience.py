@@ -100,6 +100,50 @@ async def test_a_channel_closed_under_the_coordinator_starts_a_new_session(
     assert coordinator.coordinator.active.is_set()
 
 
+async def test_a_consumer_the_broker_cancels_starts_a_new_session(
+    settings: Settings,
+    start_coordinator: Callable[[Settings], Awaitable[Running]],
+    admin: Asks,
+    services: StartService,
+    store: Store,
+    amqp_url: str,
+    namespace: str,
+) -> None:
+    """Deleting the coordinator's reply queue makes the broker cancel its consumer (the connection and the
+    channel stay open): the session ends, a new one declares the queue again and consumes it, and a
+    release's replies are taken. A session that went on without its consumer would never take a reply."""
+    topology = Topology(namespace)
+    coordinator = await start_coordinator(settings)
+    await services("portal")
+    await admin.request(RequireService(service="portal"))
+    async with await aio_pika.connect(amqp_url) as connection:
+        channel = await connection.channel()
+        await channel.queue_delete(topology.replies_queue, if_unused=False, if_empty=False)
+        await _eventually_consumed(connection, topology.replies_queue)
+    release_id = await create(admin)
+    await wait_for_state(store, release_id, ReleaseState.STAGED)
+    assert coordinator.coordinator.active.is_set()
+
+
+async def _eventually_consumed(connection: aio_pika.abc.AbstractConnection, queue: str) -> None:
+    """Until ``queue`` exists again with a consumer (a passive declare of a missing queue closes the
+    channel that asked: one channel per try)."""
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:
+        channel = await connection.channel()
+        try:
+            found = await channel.declare_queue(queue, passive=True)
+            if found.declaration_result.consumer_count:
+                return
+        except aio_pika.exceptions.ChannelNotFoundEntity:
+            pass
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+        assert asyncio.get_running_loop().time() < deadline, f"nobody consumes {queue} again"
+        await asyncio.sleep(0.2)
+
+
 async def _eventually_no_outbox(store: Store, release_id: str, within: float = 30) -> None:
     deadline = asyncio.get_running_loop().time() + within
     while True:
