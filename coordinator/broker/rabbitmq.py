@@ -22,24 +22,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
-import aiormq
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from aiormq.abc import DeliveredMessage
 from aiormq.exceptions import (
     AMQPConnectionError,
     ChannelAccessRefused,
-    ChannelInvalidStateError,
     ChannelLockedResource,
     ChannelNotFoundEntity,
     ChannelPreconditionFailed,
-    DeliveryError,
-    PublishError,
 )
 from pamqp.commands import Basic
 
 from coordinator.broker._acks import CoalescedAcks
-from coordinator.broker._interface import BrokerUnreachable, Handler, NotLeader, QueueUnusable, Unroutable
+from coordinator.broker._channel import Nacked, send_confirmed, underlay_of
+from coordinator.broker._interface import BrokerUnreachable, Handler, NotLeader, QueueUnusable
 from schemas.broker_url import Rotation, broker_user, mask_url, split_urls
 from schemas.documents import OutboxEntry
 from schemas.enums import MessageKind
@@ -287,7 +284,7 @@ class RabbitSession:
         channel = await self._connection.channel()
         channel.close_callbacks.add(self._on_channel_closed)
         await channel.set_qos(prefetch_count=self.broker.prefetch)
-        underlay = await _underlay(channel)
+        underlay = await underlay_of(channel)
         acks = self.acks[queue] = CoalescedAcks(underlay)
 
         async def deliver(message: DeliveredMessage) -> None:
@@ -371,58 +368,10 @@ class RabbitSession:
         return self._publish_channel
 
 
-class Nacked(Exception):
-    """The broker refused a publication (``basic.nack``: a queue full and rejecting, say); it was not
-    delivered and may be sent again."""
-
-
 def _reason(error: BaseException) -> str:
     """The broker's own words (``PRECONDITION_FAILED - inequivalent arg ...``), without the frame details."""
     text = str(error.args[0] if error.args else error)
     return text.split(", ", 1)[0] if text.startswith("(") else text
 
 
-async def send_confirmed(
-    channel: AbstractChannel,
-    exchange: str,
-    routing_key: str,
-    body: bytes,
-    properties: Basic.Properties,
-    *,
-    mandatory: bool,
-    within: float,
-) -> None:
-    """Publish on a channel opened with publisher confirms and wait for the broker's confirm: straight on
-    the AMQP channel, without waiting for the frame to be written before the next publication may queue
-    behind it (aio-pika's ``Exchange.publish`` waits), so that the publications of a transition go out back
-    to back, their confirms in flight together. A message the broker returns (mandatory, and no queue took
-    it) raises :class:`Unroutable`, whether or not the channel was opened with ``on_return_raises``; a
-    nack raises :class:`Nacked`; so does a channel or connection lost before the confirm came (its own
-    error), or no confirm ``within`` seconds (TimeoutError)."""
-    underlay = await _underlay(channel)
-    try:
-        confirmation = await underlay.basic_publish(
-            body,
-            exchange=exchange,
-            routing_key=routing_key,
-            properties=properties,
-            mandatory=mandatory,
-            timeout=within,
-            wait=False,
-        )
-    except PublishError as error:  # returned, on a channel opened with on_return_raises
-        raise Unroutable(f"{routing_key}: {error}") from None
-    except DeliveryError:  # aiormq's error for a basic.nack
-        raise Nacked(f"{exchange} {routing_key}: refused by the broker (basic.nack)") from None
-    if confirmation is not None and not isinstance(confirmation, Basic.Ack):  # returned
-        raise Unroutable(f"{routing_key}: returned by the broker (no queue took it)")
-
-
-async def _underlay(channel: AbstractChannel) -> aiormq.Channel:
-    """The AMQP channel under an aio-pika channel (aiormq's), to publish and consume on it directly."""
-    if channel.is_closed:
-        raise ChannelInvalidStateError(f"{channel!r} closed")
-    underlay = await channel.get_underlay_channel()
-    if not isinstance(underlay, aiormq.Channel):  # what aio-pika's channels are made of
-        raise TypeError(f"not an aiormq channel: {underlay!r}")
-    return underlay
+__all__ = ["Nacked", "RabbitBroker", "RabbitDelivery", "RabbitSession", "send_confirmed"]
