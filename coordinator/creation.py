@@ -194,8 +194,10 @@ class Creation:
         assert self.session is not None, "begin needs a broker session"
         verdicts: dict[str, str] = {}
         now = self.clock()
-        consumers = await self.session.consumer_counts(services)
-        records = await self.store.services_named(services)
+        # The broker's counts and the store's records are independent: their round trips overlap.
+        consumers, records = await asyncio.gather(
+            self.session.consumer_counts(services), self.store.services_named(services)
+        )
         for service in services:
             record = records.get(service)
             if service in self.queue_problems and (problem := await self.declare_queue(service)):
