@@ -80,6 +80,7 @@ from bench.lib import (
     without_store_threads,
     write_results,
 )
+from bench.lib.spans import SPANS_ENV, critical_path, print_critical_path, read_spans
 from bench.overhead_baselines import FLOOR_ACTIONS, measure_floor, measure_store
 from bench.overhead_same_hops import same_hops_of
 from coordinator.store import Store
@@ -129,6 +130,7 @@ async def measure_n(
     warmup: int,
     profile_dir: Path | None,
     release_timeout: float,
+    spans: Path | None = None,
 ) -> dict[str, Any]:
     check_file_handles(n + 10)
     namespace = new_namespace(f"n{n}")
@@ -157,6 +159,7 @@ async def measure_n(
                 namespace,
                 count_store_commands=True,
                 profile=profile_dir / f"{NAME}-n{n}-coordinator.speedscope.json" if profile_dir else None,
+                extra_env={SPANS_ENV: str(spans)} if spans else None,
             )
             announcements = Announcements()
             client = await admin_client(url, namespace, release_timeout, announcements)
@@ -175,6 +178,8 @@ async def measure_n(
             delta = await replies_counted(coordinator, before, releases * n * len(STEPS))
             figures(result, delta, per_release, floor, store, releases, (warmup + floor_rounds), floor_rounds)
             await stop_children(children, coordinator, hosts, store)
+            if spans:
+                result["critical_path"] = critical_path(read_spans(spans))
         finally:
             await clean_up(n, url, namespace, services, client, store_db)
     return result
@@ -310,6 +315,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--release-timeout", type=float, default=600.0, help="seconds one release may take")
     parser.add_argument("--time-limit", type=float, default=3600.0, help="seconds the whole run may take")
     parser.add_argument("--profile", action="store_true", help="run coordinator and store under py-spy")
+    parser.add_argument(
+        "--spans",
+        action="store_true",
+        help="record where each release waits for the coordinator (bench/lib/spans.py) and print it",
+    )
     parser.add_argument("--results-dir", type=Path, default=RESULTS, help="where the JSON goes")
     return parser.parse_args(argv)
 
@@ -355,6 +365,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 warmup=args.warmup,
                 profile_dir=profile_dir,
                 release_timeout=args.release_timeout,
+                spans=args.results_dir / f"{NAME}-n{n}-spans.json" if args.spans else None,
             )
             data["results"].append(result)
             say(
@@ -415,6 +426,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         figures = [_figure(cpu.get(name), width) for name, width in columns]
         print(f"{r['n']:>5} {' '.join(figures)} {budget:>8}")
     _print_store_traffic(data["results"])
+    for r in data["results"]:
+        if "critical_path" in r:
+            print_critical_path(r["n"], r["critical_path"])
     print(f"figures written to {path.name} in {args.results_dir.name}/")
     largest = data["results"][-1]
     print(

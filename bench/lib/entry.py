@@ -20,6 +20,8 @@ from bench.lib.basics import amqp_url, success_reply
 from bench.lib.broker import amqp_message
 from bench.lib.coordinator import WRITE_COMMANDS
 from bench.lib.profiles import profile_summary
+from bench.lib.spans import SPANS_ENV
+from bench.lib.spans import install as install_spans
 from schemas.enums import Action, ReplyKind
 from schemas.messages import (
     Command,
@@ -71,6 +73,8 @@ def run_coordinator(count_store_commands: bool) -> int:
                 pass
 
         monitoring.register(CommandCounter())
+    if spans := os.environ.get(SPANS_ENV):
+        install_spans(Path(spans))
     from coordinator.__main__ import main
 
     return main([])

@@ -40,7 +40,7 @@ def load(directory: Path, name: str) -> dict[str, object]:
 
 
 def test_overhead(amqp_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    line = run_main(overhead.main, [*TINY_OVERHEAD, "--results-dir", str(tmp_path)], capsys)
+    line = run_main(overhead.main, [*TINY_OVERHEAD, "--spans", "--results-dir", str(tmp_path)], capsys)
     assert line.startswith("overhead_n3: ")
     data = load(tmp_path, "overhead")
     results = data["results"]
@@ -57,6 +57,21 @@ def test_overhead(amqp_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[s
         assert result["same_hops_steps_ms"][step]["median"] > 0
     assert result["ratio_same_hops"] > 0
     assert result["cpu_ms_per_step"]["same_hops_bench"] > 0
+    # --spans: the coordinator's own part of the release's critical path, cut from what it recorded
+    critical = result["critical_path"]
+    assert critical["releases"] == 1
+    assert [(s["step"], s["side"]) for s in critical["segments"]] == [
+        ("initialize", "before"),
+        ("initialize", "after"),
+        ("process", "after"),
+        ("publish", "before"),
+        ("publish", "after"),
+    ]
+    for segment in critical["segments"]:
+        assert segment["total"] > 0
+        assert 0 <= segment["store"] <= segment["total"]
+    assert critical["segments"][0]["store"] > 0  # the insert of the release
+    assert critical["segments"][0]["health"] > 0
 
 
 def test_throughput(amqp_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
