@@ -20,13 +20,17 @@ For each N (default 3, 30, 300) no-op task services, spread over a few host proc
    initialize = create request sent -> ``running``; process = ``running`` -> ``staged``; publish =
    publish request sent -> ``published``. Median and p95 over the releases.
 
+With ``--spans`` the coordinator records spans of its work (:mod:`bench.lib.spans`), and the run prints
+per N where each release waited for the coordinator itself, and how much of that was store writes and the
+health check.
+
 Prints per N the floor, coordinator and same-hops floor ms/step and the ratios coordinator / floor and
 coordinator / same-hops floor, then the CPU ms per step of each side (coordinator; store, on the default
 engine its threads inside the coordinator process; this process when it plays either floor's
 coordinator) next to the time the target allows; writes ``bench/results/overhead.json``. Targets: ratio
 <= 1.3 at N = 300, <= 1.5 at N = 3.
 
-    python -m bench.overhead [--n 3,30,300] [--releases 10,10,5] [--profile]
+    python -m bench.overhead [--n 3,30,300] [--releases 10,10,5] [--profile] [--spans]
 """
 
 from __future__ import annotations
@@ -179,7 +183,7 @@ async def measure_n(
             figures(result, delta, per_release, floor, store, releases, (warmup + floor_rounds), floor_rounds)
             await stop_children(children, coordinator, hosts, store)
             if spans:
-                result["critical_path"] = critical_path(read_spans(spans))
+                result["critical_path"] = critical_path(read_spans(spans), skip=warmup)
         finally:
             await clean_up(n, url, namespace, services, client, store_db)
     return result

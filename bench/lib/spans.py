@@ -125,10 +125,11 @@ SEGMENTS = (
 _PARTS = ("total", "store", "health")
 
 
-def critical_path(spans: Sequence[Span]) -> dict[str, Any]:
-    """Per segment of :data:`SEGMENTS`: median ms over the releases, of which store writes and health
-    check; and the coordinator's own ms per step (the five segments' sum over three steps)."""
-    per_release = [r for window in _releases(spans) if (r := _segments(window)) is not None]
+def critical_path(spans: Sequence[Span], *, skip: int = 0) -> dict[str, Any]:
+    """Per segment of :data:`SEGMENTS`: median ms over the releases (the first ``skip`` left out: the
+    warm-up), of which store writes and health check; and the coordinator's own ms per step (the five
+    segments' sum over three steps)."""
+    per_release = [r for window in _releases(spans)[skip:] if (r := _segments(window)) is not None]
     if not per_release:
         return {"releases": 0}
     figures: dict[str, Any] = {"releases": len(per_release), "segments": []}

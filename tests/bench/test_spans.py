@@ -62,6 +62,13 @@ def test_each_segment_is_cut_where_the_release_waits_for_the_coordinator() -> No
     assert figures["store_per_step_ms"] == pytest.approx((1.1 + 0.9 + 0.5 + 0.4 + 0.5) / 3, abs=1e-3)
 
 
+def test_the_warm_up_releases_are_left_out() -> None:
+    slow_warm_up = [Span(s.what, s.start * 10, s.end * 10, s.detail) for s in release(0.0)]
+    figures = critical_path(slow_warm_up + release(1000.0), skip=1)
+    assert figures["releases"] == 1
+    assert figures["total_per_step_ms"] == pytest.approx((2.5 + 1.4 + 1.0 + 0.9 + 0.9) / 3, abs=1e-3)
+
+
 def test_a_release_cut_short_is_left_out() -> None:
     whole = release(0.0)
     unfinished = [s for s in release(100.0) if s.detail != "release.published"]
