@@ -51,8 +51,10 @@ def profile_summary(path: Path, top: int = 25) -> dict[str, Any]:
     """Where the event-loop thread of a py-spy speedscope profile spent its time.
 
     Samples whose innermost frame is the selector's ``select`` are *idle* (waiting for the broker, the store
-    or a timer); the others are *busy*. Returns the idle share, busy time by package bucket, the busy
-    functions with the most self time, and the inclusive share of the busiest project functions.
+    or a timer); samples inside an import are *start-up* (the modules loading, before the process serves
+    anything: most of a short run's samples); the others are *busy*. Returns the idle and start-up shares,
+    busy time by package bucket, the busy functions with the most self time, and the inclusive share of
+    the busiest project functions.
     """
     data = json.loads(path.read_text())
     frames = data["shared"]["frames"]
@@ -65,7 +67,8 @@ def profile_summary(path: Path, top: int = 25) -> dict[str, Any]:
     samples: list[list[int]] = profile["samples"]
     weights: list[float] = profile.get("weights") or [1.0] * len(samples)
     total = sum(weights)
-    idle = 0.0
+    importing = {i for i, f in enumerate(frames) if "importlib._bootstrap" in (f.get("file") or "")}
+    idle = startup = 0.0
     buckets: dict[str, float] = {}
     self_time: dict[str, float] = {}
     inclusive: dict[str, float] = {}
@@ -75,6 +78,9 @@ def profile_summary(path: Path, top: int = 25) -> dict[str, Any]:
         leaf = frames[stack[-1]]
         if leaf["name"].rsplit(".", 1)[-1] in ("select", "poll") and "selectors" in (leaf.get("file") or ""):
             idle += weight
+            continue
+        if importing.intersection(stack):
+            startup += weight
             continue
         bucket = _bucket(leaf.get("file") or "")
         buckets[bucket] = buckets.get(bucket, 0.0) + weight
@@ -89,7 +95,7 @@ def profile_summary(path: Path, top: int = 25) -> dict[str, Any]:
                 if key not in seen:
                     seen.add(key)
                     inclusive[key] = inclusive.get(key, 0.0) + weight
-    busy = total - idle
+    busy = total - idle - startup
 
     def shares(values: Mapping[str, float], limit: int) -> dict[str, float]:
         ordered = sorted(values.items(), key=lambda item: -item[1])[:limit]
@@ -100,6 +106,7 @@ def profile_summary(path: Path, top: int = 25) -> dict[str, Any]:
         "samples": len(samples),
         "sampled_seconds": round(total, 2),
         "idle_share": round(idle / total, 4) if total else None,
+        "startup_share": round(startup / total, 4) if total else None,
         "busy_share": round(busy / total, 4) if total else None,
         "busy_by_bucket": shares(buckets, 50),
         "busy_self_top": shares(self_time, top),

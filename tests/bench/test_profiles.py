@@ -27,3 +27,22 @@ def test_the_summary_reads_the_event_loop_thread_with_qualified_frame_names(tmp_
     assert summary["samples"] == 4
     assert summary["idle_share"] == 0.5
     assert summary["busy_by_bucket"] == {"coordinator code": 1.0}
+
+
+def test_the_modules_loading_at_start_up_are_not_counted_as_busy(tmp_path: Path) -> None:
+    """A short run's samples are mostly imports: they are start-up, not the coordinator's work."""
+    frames = [
+        {"name": "BaseEventLoop._run_once", "file": LOOP},
+        {"name": "EpollSelector.select", "file": "/usr/lib/python3.13/selectors.py"},
+        {"name": "decide", "file": "/repo/coordinator/machine/step.py"},
+        {"name": "_call_with_frames_removed", "file": "<frozen importlib._bootstrap>"},
+        {"name": "<module>", "file": "/repo/coordinator/settings.py"},
+    ]
+    samples = [[0, 1], [0, 2], [3, 4], [3, 4], [3, 4], [3, 4]]
+    path = tmp_path / "run.speedscope.json"
+    path.write_text(json.dumps({"shared": {"frames": frames}, "profiles": [{"samples": samples}]}))
+    summary = profile_summary(path)
+    assert summary["startup_share"] == round(4 / 6, 4)
+    assert summary["idle_share"] == round(1 / 6, 4)
+    assert summary["busy_share"] == round(1 / 6, 4)
+    assert summary["busy_by_bucket"] == {"coordinator code": 1.0}
