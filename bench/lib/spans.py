@@ -15,8 +15,10 @@ where the release waits for the coordinator and nothing else:
 * *publish, after*: the last reply -> ``release.published``;
 
 and says how much of each was a store write (insert or compare-and-set) and the health check. What is
-left of a step is the broker's and the services' (hops that the same-hops floor makes too). The wrappers
-cost a little CPU themselves: compare a ``--spans`` run with itself, not with a run without them.
+left of a step is the broker's and the services' (hops that the same-hops floor makes too). A segment
+starts when the handler starts: a message that waited before it (in the socket, or for a busy event loop)
+waited outside the segments. The wrappers cost a little CPU themselves: compare a ``--spans`` run with
+itself, not with a run without them.
 
 This patches the coordinator's private methods on purpose (a benchmark's probe, never the product); a
 method renamed away makes :func:`install` fail loudly, and ``tests/bench`` runs it.
