@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # Set PYTHON=/path/to/python to choose the interpreter the virtualenv is made with.
 PYTHON ?=
 
-.PHONY: venv lint test explore mutation demo schemas clean distclean
+.PHONY: venv lint test explore mutation bench chaos demo schemas clean distclean
 
 venv: $(STAMP)
 
@@ -59,6 +59,25 @@ explore: venv
 mutation: venv
 	$(VENV)/bin/mutmut run || true
 	$(PY) -m scripts.mutation_score
+
+# The performance benchmarks (bench/; README, Performance): the coordinator's overhead per step at N = 3, 30
+# and 300 services and its throughput, each against a baseline measured in the same run, then the costs of
+# the coordinator's own code and broker paths. Not part of `make test`: several minutes, and figures are
+# only worth reading on a machine that does nothing else. JSON in bench/results/.
+bench: venv
+	scripts/ensure-rabbitmq.sh
+	$(PY) -m bench.overhead $(BENCH_ARGS)
+	$(PY) -m bench.throughput
+	$(PY) -m bench.throughput_memory
+	$(PY) -m bench.publish_path
+	$(PY) -m bench.consume_path
+
+# The long chaos run (bench/chaos/): real processes and a real broker, seeded faults (kills, restarts, a
+# cut network, forged messages) on planned releases, every guarantee checked at the end. CHAOS_ARGS=... adds
+# options (--seed N to repeat a run, --broker-fault rabbitmqctl, --instances 2; python -m bench.chaos -h).
+chaos: venv
+	scripts/ensure-rabbitmq.sh
+	$(PY) -m bench.chaos $(CHAOS_ARGS)
 
 # One whole release, live, with the three example services (scripts/demo.py). RabbitMQ is started
 # if it is installed but stopped, unless RC_AMQP_URL names another broker.
