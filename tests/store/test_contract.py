@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection
 from datetime import timedelta
 
 import pytest
@@ -246,6 +247,101 @@ async def test_record_keeps_one_copy_of_an_event(store: Store) -> None:
     await store.record([])
     found = [e for e in (await store.event_page(r.id, 10)).items if e.id == "refusal-1"]
     assert found == [refused]
+
+
+# ---------------------------------------------------------------------- operators' requests
+
+
+def of_request(event: AuditEvent, request_id: str) -> AuditEvent:
+    """``event`` as an operator's request with message id ``request_id`` caused it."""
+    return event.model_copy(update={"message_id": request_id})
+
+
+def operator_event(event_id: str, release_id: str, request_id: str, kind: EventKind) -> AuditEvent:
+    return AuditEvent(
+        id=event_id,
+        release_id=release_id,
+        at=T0 + timedelta(hours=1),
+        kind=kind,
+        reason=f"{event_id} by the operator",
+        message_id=request_id,
+        actor="operator:tester",
+    )
+
+
+async def canceled_by(store: Store, request_id: str) -> tuple[Release, AuditEvent]:
+    """A release staged, canceled by the request ``request_id``, ended and its messages all delivered."""
+    r = await staged(store, 2)
+    canceled, event = step(r, _cancel(r))
+    event = of_request(event, request_id)
+    await store.compare_and_set(r, canceled, [event])
+    for service in canceled.tasks:
+        confirmed = reply(canceled, service, Action.CANCEL, Outcome.CANCELED)
+        canceled = await walk(store, canceled, [step(canceled, _received(canceled, confirmed))])
+    assert canceled.state is ReleaseState.CANCELED
+    await store.delivered(r.id, [e.message_id for e in canceled.outbox])
+    return canceled, event
+
+
+async def test_the_events_of_a_request_are_found_by_its_message_id_and_no_others(open_store: Opener) -> None:
+    """How a request the broker delivers again is recognized as done: every event it caused, whichever
+    write stored it (insert, compare-and-set, record) and on whichever release, and no event of another
+    request; a coordinator opening the store later (the first one closed) finds the same."""
+    store = await open_store()
+    created = release(1)
+    made = of_request(created_event(created), "req-create")
+    await store.insert(created, [made])
+    canceled, cancel = await canceled_by(store, "req-cancel")
+    rerun = release(3)
+    rerun_made = of_request(created_event(rerun), "req-rerun")
+    await store.insert(rerun, [rerun_made])
+    linked = operator_event("link-1", canceled.id, "req-rerun", EventKind.OPERATOR)
+    refused = operator_event("refusal-1", created.id, "req-refused", EventKind.REFUSED)
+    look_alikes = [  # other requests' ids that an engine matching loosely (case, prefix, pattern) would take
+        operator_event(f"other-{i}", created.id, other, EventKind.REFUSED)
+        for i, other in enumerate(("REQ-CANCEL", "req-cancel.2", "a-req-cancel"))
+    ]
+    await store.record([refused, linked, *look_alikes])
+    expected = {
+        "req-create": [made],
+        "req-cancel": [cancel],
+        "req-rerun": sorted([rerun_made, linked], key=lambda e: e.id),
+        "req-refused": [refused],
+        "req-cancel_2": [],  # "_" and "%" are patterns in SQL LIKE
+        "req-%": [],
+        "req-unknown": [],
+        "": [],  # the events no request caused have no message id
+    }
+    assert await requests(store, expected) == expected
+    await store.close()  # pending clean-ups (copied journals, confirmed messages) are written at close
+    assert await requests(await open_store(), expected) == expected
+
+
+async def requests(store: Store, request_ids: Collection[str]) -> dict[str, list[AuditEvent]]:
+    return {rid: sorted(await store.request_events(rid), key=lambda e: e.id) for rid in request_ids}
+
+
+async def test_a_write_refused_leaves_no_trace_of_its_request(store: Store) -> None:
+    """A create that lost the race for its version is tried again under the same request, and a transition
+    from a stale revision did nothing: a redelivery of either must not be taken for done."""
+    first = release(1)
+    await insert(store, first)
+    clash = release(2).model_copy(update={"tentative_version": first.tentative_version})
+    with pytest.raises(VersionTaken):
+        await store.insert(clash, [of_request(created_event(clash), "req-lost-race")])
+    initializing, event = begin(first)
+    await store.compare_and_set(first, initializing, [event])
+    late, late_event = step(first, _cancel(first))
+    with pytest.raises(StaleRevision):
+        await store.compare_and_set(first, late, [of_request(late_event, "req-stale")])
+    a, b = await staged(store, 3), await staged(store, 4)
+    a_published, a_event = publish(a, None)
+    await store.compare_and_set(a, a_published, [a_event])
+    b_same, b_event = publish(b, None)  # the same final version
+    with pytest.raises(VersionTaken):
+        await store.compare_and_set(b, b_same, [of_request(b_event, "req-publish-taken")])
+    for request_id in ("req-lost-race", "req-stale", "req-publish-taken"):
+        assert await store.request_events(request_id) == []
 
 
 # ---------------------------------------------------------------------- reads
