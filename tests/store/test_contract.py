@@ -432,7 +432,9 @@ async def test_an_imported_store_keeps_the_unique_rules_and_its_releases_carry_o
     ids = await installation(store)
     await copy_store(store, empty_store, batch=2)
     first, in_flight, _, fourth = [await empty_store.get(i) for i in ids]
-    assert first is not None and in_flight is not None and fourth is not None
+    assert first is not None
+    assert in_flight is not None
+    assert fourth is not None
     with pytest.raises(VersionTaken):
         await empty_store.import_batch([first.model_copy(update={"id": "RE_COPY0001"})], (), ())
     same_version = release(5).model_copy(update={"tentative_version": first.tentative_version})
