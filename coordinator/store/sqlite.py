@@ -1,7 +1,8 @@
 """The embedded store: one SQLite file per installation, for one machine.
 
 The file is in WAL mode with ``synchronous=FULL``: a transaction is on disk when its commit returns, so
-the coordinator acknowledges a reply only once its effect would survive a power cut. A transition is one
+the coordinator acknowledges a reply only once its effect would survive a power cut. Heartbeats alone commit
+with ``NORMAL`` (soft state, replaced by the next one; the README says why that is safe). A transition is one
 transaction: the guarded update of the release (``WHERE state = ? AND revision = ?``), its new outbox rows
 and its audit events. Unique indexes hold the creation sequence, the tentative and the final versions.
 
