@@ -310,7 +310,7 @@ class SqliteStore(SqliteReads):
         if not ids:
             return
         try:
-            await timed("settle", self._batches.write(lambda db: _drop_outbox(db, ids)))
+            await timed("drop_done", self._batches.write(lambda db: _drop_outbox(db, ids)))
         except BaseException:
             for rid, group in taken.items():
                 self._confirmed.add(rid, group)
