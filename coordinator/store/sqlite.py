@@ -315,7 +315,7 @@ class SqliteStore(SqliteReads):
             drop = self._writer.call(
                 lambda db: self._unsynced_transaction(db, lambda db: _drop_outbox(db, ids))
             )
-            await timed("settle", drop)
+            await timed("drop_done", drop)
         except BaseException:
             for rid, group in taken.items():
                 self._confirmed.add(rid, group)
