@@ -1,10 +1,10 @@
 """The embedded store: one SQLite file per installation, for one machine.
 
-The file is in WAL mode with ``synchronous=FULL``: a transaction is on disk when its commit returns, so
-the coordinator acknowledges a reply only once its effect would survive a power cut. Heartbeats alone commit
-with ``NORMAL`` (soft state, replaced by the next one; the README says why that is safe). A transition is one
-transaction: the guarded update of the release (``WHERE state = ? AND revision = ?``), its new outbox rows
-and its audit events. Unique indexes hold the creation sequence, the tentative and the final versions.
+The file is in WAL mode with ``synchronous=FULL``: a transaction is on disk when its commit returns, so the
+coordinator acknowledges a reply only once its effect would survive a power cut. Heartbeats and the dropping
+of confirmed outbox messages alone commit with ``NORMAL`` (the README says why that is safe). A transition
+is one transaction: the guarded update of the release (``WHERE state = ? AND revision = ?``), its new outbox
+rows and its audit events. Unique indexes hold the creation sequence, the tentative and the final versions.
 
 SQLite is called from two threads of its own, never from the event loop: a writer (every write and the
 reads of the hot path, in order) and a reader (operators' queries), each with its own connection; WAL lets
