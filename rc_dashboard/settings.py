@@ -12,6 +12,8 @@ variable                       option               meaning
 ``RC_DASHBOARD_POLL_SECONDS``  ``--poll-seconds``   how often open releases are re-read
 ``RC_DASHBOARD_PUBLIC_URL``    ``--public-url``     the URL browsers open (behind a TLS proxy): forms must
                                                     come from its origin; ``https``: Secure session cookie
+``RC_HEARTBEAT_TIMEOUT``       ``--heartbeat-       seconds without a heartbeat after which the services page
+                               timeout``            calls a service silent (the coordinator's setting)
 ``RC_RECONNECT_SECONDS``       (none)               seconds between attempts to reach the broker again
 ``RC_TRUSTED_USERS``           (none)               broker users whose progress reports for any service are
                                                     shown as they arrive (the coordinator's setting)
@@ -35,6 +37,8 @@ DEFAULT_LISTEN = "127.0.0.1:8780"
 DEFAULT_OPERATOR = "dashboard"
 DEFAULT_POLL_SECONDS = 1.0
 DEFAULT_RECONNECT_SECONDS = 2.0
+#: The coordinator's default ``RC_HEARTBEAT_TIMEOUT``.
+DEFAULT_HEARTBEAT_TIMEOUT = 30.0
 #: The shortest token accepted: a token is a password and must not be guessable.
 MIN_TOKEN_LENGTH = 16
 
@@ -47,6 +51,8 @@ ENVIRONMENT: dict[str, str] = {
     "RC_DASHBOARD_OPERATOR": f"operator name recorded for actions (default {DEFAULT_OPERATOR})",
     "RC_DASHBOARD_POLL_SECONDS": f"seconds between re-reads of open releases ({DEFAULT_POLL_SECONDS:g})",
     "RC_DASHBOARD_PUBLIC_URL": "the URL browsers open it at, behind a TLS proxy (e.g. https://dash.example.org)",
+    "RC_HEARTBEAT_TIMEOUT": "seconds without a heartbeat before a service shows as silent "
+    f"({DEFAULT_HEARTBEAT_TIMEOUT:g}; set it as for the coordinator)",
     "RC_RECONNECT_SECONDS": f"seconds between attempts to reach the broker ({DEFAULT_RECONNECT_SECONDS:g})",
     "RC_TRUSTED_USERS": "broker users that may report progress for any service (as the coordinator's)",
 }
@@ -112,6 +118,8 @@ class DashboardSettings:
     operator: str = DEFAULT_OPERATOR
     poll_seconds: float = DEFAULT_POLL_SECONDS
     reconnect_seconds: float = DEFAULT_RECONNECT_SECONDS
+    #: A service whose last heartbeat is older shows as silent (the coordinator's ``RC_HEARTBEAT_TIMEOUT``).
+    heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT
     #: Releases per page of the releases list, events per page of the audit trail.
     page_size: int = 25
     #: Broker users whose progress reports for any service are shown before the coordinator stored them.
@@ -130,7 +138,7 @@ class DashboardSettings:
             raise ValueError(f"RC_DASHBOARD_TOKEN must have at least {MIN_TOKEN_LENGTH} characters")
         if not 1 <= len(self.operator.strip()) <= 200:
             raise ValueError("the operator name must have 1 to 200 characters")
-        for name in ("timeout", "poll_seconds", "reconnect_seconds"):
+        for name in ("timeout", "poll_seconds", "reconnect_seconds", "heartbeat_timeout"):
             _positive(name, str(getattr(self, name)))
 
     @property
@@ -174,6 +182,7 @@ class DashboardSettings:
             ("timeout", "RC_TIMEOUT"),
             ("poll_seconds", "RC_DASHBOARD_POLL_SECONDS"),
             ("reconnect_seconds", "RC_RECONNECT_SECONDS"),
+            ("heartbeat_timeout", "RC_HEARTBEAT_TIMEOUT"),
         ):
             if (text := pick(field, variable)) is not None:
                 values[field] = _positive(variable, text)

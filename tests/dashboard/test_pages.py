@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import urllib.parse
 
-from playwright.async_api import Browser, BrowserContext, Page, expect
+from playwright.async_api import Browser, BrowserContext, Locator, Page, expect
 
 from rc_cli.client import AdminClient
 from schemas.enums import ReleaseState
@@ -19,9 +19,9 @@ from schemas.messages import (
     ReleaseResult,
     ShowRelease,
 )
-from tests.coordinator.fixtures import SERVICES
+from tests.coordinator.fixtures import SERVICES, Running
 from tests.coordinator.simulated import SimulatedService
-from tests.dashboard.conftest import StartDashboard, wait_for
+from tests.dashboard.conftest import StartDashboard, StartService, wait_for
 
 #: More pages than any test here has: a link to older ones past this is a pager going round in circles.
 MOST_PAGES = 10
@@ -195,6 +195,39 @@ async def test_services_and_studies(
     await study.get_by_role("link", name="SD_ONE").click()
     await expect(page.locator(f"#row-{release_id}")).to_be_visible()
     await expect(page.get_by_label("Study")).to_have_value("SD_ONE")
+
+
+async def test_a_service_is_silent_after_the_heartbeat_timeout(
+    context: BrowserContext,
+    start_dashboard: StartDashboard,
+    coordinator: Running,
+    services: StartService,
+) -> None:
+    """One service beats five times a second, the other once and then no more (it still consumes). With
+    ``RC_HEARTBEAT_TIMEOUT`` at 2 s the second is shown silent once its heartbeat is older than that,
+    while a dashboard with the default (30 s) still shows it healthy; the first stays healthy."""
+    await services("portal")
+    quiet = await services("search-index", heartbeat=None)
+    await quiet.beat()
+    strict = await start_dashboard(heartbeat_timeout=2)
+    default = await start_dashboard()
+    page = await context.new_page()
+
+    def health(name: str) -> Locator:
+        row = page.locator("table.services tbody tr").filter(has=page.get_by_role("rowheader", name=name))
+        return row.locator("[data-label=Health]")
+
+    async def silent() -> bool:
+        await page.goto(f"{strict.url}/services")
+        return await health("search-index").locator(".badge").inner_text() == "silent"
+
+    await wait_for(silent, 15, "search-index silent after 2 s without a heartbeat")
+    await expect(page.locator("#silent-after")).to_have_text("2 s")
+    await expect(health("search-index")).to_contain_text(re.compile(r"no heartbeat for [2-9]s"))
+    await expect(health("portal").locator(".badge")).to_have_text("healthy")
+    await page.goto(f"{default.url}/services")
+    await expect(page.locator("#silent-after")).to_have_text("30 s")
+    await expect(health("search-index").locator(".badge")).to_have_text("healthy")
 
 
 async def test_a_phone_and_the_keyboard(

@@ -304,11 +304,19 @@ def test_settings_from_the_environment() -> None:
     assert not settings.read_only
     assert DashboardSettings.from_env({}).listen == "127.0.0.1:8780"
     assert DashboardSettings.from_env({}).read_only
+    # The services page's silence threshold: the coordinator's variable, 30 s unless set.
+    assert DashboardSettings.from_env({}).heartbeat_timeout == 30
+    assert DashboardSettings.from_env({"RC_HEARTBEAT_TIMEOUT": "90"}).heartbeat_timeout == 90
+    assert (
+        DashboardSettings.from_env({"RC_HEARTBEAT_TIMEOUT": "90"}, heartbeat_timeout="5").heartbeat_timeout
+        == 5
+    )
     for environ, message in [
         ({"RC_DASHBOARD_TOKEN": "short"}, "at least 16"),
         ({"RC_DASHBOARD_LISTEN": "8780"}, "HOST:PORT"),
         ({"RC_TIMEOUT": "soon"}, "number of seconds"),
         ({"RC_DASHBOARD_POLL_SECONDS": "0"}, "positive"),
+        ({"RC_HEARTBEAT_TIMEOUT": "-1"}, "RC_HEARTBEAT_TIMEOUT must be a positive number"),
     ]:
         with pytest.raises(ValueError, match=message):
             DashboardSettings.from_env(environ)
