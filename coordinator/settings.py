@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import socket
 from collections.abc import Mapping
@@ -38,6 +39,11 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "Seconds services have to confirm a cancel before the release is canceled anyway.",
     ),
     "RC_HEARTBEAT_TIMEOUT": ("30", "A service whose last heartbeat is older than this is unhealthy."),
+    "RC_RETRY_BACKOFF": (
+        "5",
+        "Seconds before start is sent again when the instance processing it stopped; doubled at each "
+        "further attempt (0: at once).",
+    ),
     "RC_TRUSTED_USERS": (
         "",
         "Comma-separated broker users allowed to answer for any service (development only).",
@@ -97,14 +103,14 @@ class Settings:
         def get(name: str) -> str:
             return source.get(name, SETTINGS[name][0]).strip()
 
-        def seconds(name: str) -> timedelta:
+        def seconds(name: str, *, zero: bool = False) -> timedelta:
             value = get(name)
             try:
                 parsed = float(value)
             except ValueError:
                 raise ValueError(f"{name} must be a number of seconds, not {value!r}") from None
-            if parsed <= 0:
-                raise ValueError(f"{name} must be positive, not {value!r}")
+            if not math.isfinite(parsed) or parsed < 0 or (parsed == 0 and not zero):
+                raise ValueError(f"{name} must be {'0 or more' if zero else 'positive'}, not {value!r}")
             return timedelta(seconds=parsed)
 
         def integer(name: str) -> int:
@@ -133,6 +139,7 @@ class Settings:
                 process=seconds("RC_PROCESS_TIMEOUT"),
                 publish=seconds("RC_PUBLISH_TIMEOUT"),
                 cancel=seconds("RC_CANCEL_TIMEOUT"),
+                retry=seconds("RC_RETRY_BACKOFF", zero=True),
             ),
             heartbeat_timeout=seconds("RC_HEARTBEAT_TIMEOUT"),
             trusted_users=frozenset(u.strip() for u in get("RC_TRUSTED_USERS").split(",") if u.strip()),

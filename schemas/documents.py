@@ -33,6 +33,9 @@ class Task(DocumentModel):
     instance: str | None = Field(default=None, max_length=200)
     #: How many times ``start`` was sent (again when the instance processing it stopped).
     starts: int = Field(default=0, ge=0)
+    #: When ``start`` is to be sent again: the instance processing the task stopped, and the next attempt
+    #: waits for its backoff (``None`` when no attempt is waiting).
+    resend_at: datetime | None = None
     updated_at: datetime | None = None
 
 

@@ -76,6 +76,7 @@ class _Draft:
                 "updated_at": now,
                 "instance": None if starting else task.instance,
                 "starts": task.starts + 1 if starting else task.starts,
+                "resend_at": None,
             }
         )
         key = self.topology.command_key(service, action)
@@ -187,3 +188,24 @@ class _Draft:
 
     def _refuse(self, reason: str) -> Decision:
         return self._unchanged(Verdict.REFUSED, reason)
+
+    def _cancel_everything(self, now: datetime, reason: str) -> Decision:
+        """Tell every service still holding something to discard it; wait for their answers."""
+        told = self._send_cancel_to_active(now, reason)
+        if not told:
+            return self._transition(ReleaseState.CANCELED, now, reason)
+        return self._transition(ReleaseState.CANCELING, now, reason)
+
+    def _fail(self, now: datetime, reason: str) -> Decision:
+        """Fail the release. During processing the others are told to discard their staged data;
+        during publication nothing can be taken back, so nobody is told anything."""
+        if self.original.state is not ReleaseState.PUBLISHING:
+            for service in self._send_cancel_to_active(now, reason):
+                self._set_task(service, TaskState.CANCELED, now, reason)
+        return self._transition(ReleaseState.FAILED, now, reason)
+
+    def _send_cancel_to_active(self, now: datetime, reason: str) -> list[str]:
+        active = [t.service for t in self.tasks.values() if not t.state.is_final]
+        for service in active:
+            self._send(service, Action.CANCEL, now, self.timeouts.cancel, reason=reason, task_state=None)
+        return active

@@ -27,6 +27,13 @@ class Timeouts:
     process: timedelta = timedelta(minutes=10)
     publish: timedelta = timedelta(minutes=5)
     cancel: timedelta = timedelta(minutes=2)
+    #: The wait before ``start`` is sent again after the instance processing it stopped: doubled at each
+    #: further attempt (0: at once).
+    retry: timedelta = timedelta(seconds=5)
+
+    def retry_wait(self, starts: int) -> timedelta:
+        """The backoff before the next ``start`` of a task that was started ``starts`` times."""
+        return self.retry * float(2 ** max(0, starts - 1))
 
     def awaiting(self, action: Action) -> timedelta:
         """How long a service may take to answer ``action`` (for ``start``: between two progress reports)."""

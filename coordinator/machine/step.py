@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from coordinator.machine.decision import Decision, Verdict
-from coordinator.machine.draft import _Draft
 from coordinator.machine.inputs import (
     Begin,
     Cancel,
@@ -28,13 +26,10 @@ from coordinator.machine.inputs import (
 from coordinator.machine.rules import (
     _AWAITED_ACTION,
     _TASK_STATE_BY_OUTCOME,
-    MAX_STARTS,
-    _awaiting,
     _confirms_cancel,
     _describe_changes,
     _is_awaiting,
     _names,
-    _seconds,
     _some_names,
     _waiting_services,
     edit_changes,
@@ -42,9 +37,9 @@ from coordinator.machine.rules import (
     note_refusal,
     notes_size,
     told_to_discard,
-    waiting_for_a_slot,
     with_note_change,
 )
+from coordinator.machine.timing import _Timing
 from coordinator.versioning import next_final
 from schemas.documents import MAX_NOTES_TOTAL_BYTES, Release
 from schemas.enums import SUCCESS_BY_ACTION, Action, Outcome, ReleaseState, TaskState
@@ -77,7 +72,7 @@ def decide(release: Release, event: Input, timeouts: Timeouts, topology: Topolog
 
 
 @dataclass(slots=True)
-class _Step(_Draft):
+class _Step(_Timing):
     """One decision in the making: the rules of each input, on a :class:`_Draft`."""
 
     def begin(self, event: Begin) -> Decision:
@@ -149,30 +144,10 @@ class _Step(_Draft):
                 "last_message_id": progress.message_id,
                 "deadline_at": event.now + self.timeouts.process,
                 "updated_at": event.now,
+                "resend_at": None,  # an instance took it up again: no start to send
             }
         )
         return self._changed(event.now, f"{progress.service} at {progress.percent:g}%")
-
-    def instance_lost(self, event: InstanceLost) -> Decision:
-        """Send ``start`` again (to whichever instance takes it) when the one processing stopped; fail the
-        release once the service has lost :data:`MAX_STARTS` instances on it."""
-        task = self.tasks.get(event.service)
-        lost = f"instance {event.instance_id} of {event.service} {event.why}"
-        if (
-            task is None
-            or self.original.state is not ReleaseState.RUNNING
-            or task.state is not TaskState.RUNNING
-            or task.instance != event.instance_id
-        ):
-            return self._unchanged(Verdict.STALE, f"{lost}, but it is not processing this release")
-        if task.starts >= MAX_STARTS:
-            why = f"{event.service} lost {task.starts} instances while processing (the last: {lost})"
-            return self._fail(event.now, f"{why}: check its logs")
-        self._send(
-            event.service, Action.START, event.now, self.timeouts.process, task_state=TaskState.RUNNING
-        )
-        attempt = f"attempt {task.starts + 1} of {MAX_STARTS}"
-        return self._changed(event.now, f"start sent again to {event.service} ({attempt}): {lost}")
 
     def health(self, event: HealthVerdict) -> Decision:
         if self.original.state is not ReleaseState.INITIALIZING:
@@ -184,58 +159,6 @@ class _Step(_Draft):
             return self._unchanged(Verdict.STALE, "every service of the release is healthy")
         details = "; ".join(f"{s} ({why})" for s, why in sorted(unhealthy.items()))
         return self._cancel_everything(event.now, f"unhealthy at initialization: {details}")
-
-    def deadline(self, event: DeadlineCheck) -> Decision:
-        state = self.original.state
-        awaited = _AWAITED_ACTION.get(state)
-        if awaited is None:
-            return self._unchanged(Verdict.STALE, f"no deadline while the release is {state}")
-        silent = [
-            t.service
-            for t in _awaiting(self.original, awaited)
-            if t.deadline_at is not None and t.deadline_at <= event.now
-        ]
-        if not silent:
-            return self._unchanged(Verdict.STALE, "no deadline has passed")
-        names, limits = _names(silent), self.timeouts
-        if waiting_for_a_slot(state, self.tasks, silent, event.busy):
-            return self._wait_longer(silent, awaited, event.now)
-        if state is ReleaseState.INITIALIZING:
-            return self._cancel_everything(
-                event.now,
-                f"no answer to initialize within {_seconds(limits.initialize)} from: {names} (is it running "
-                "and consuming its queue? the limit is RC_INITIALIZE_TIMEOUT)",
-            )
-        if state is ReleaseState.RUNNING:
-            return self._fail(
-                event.now,
-                f"no progress during processing for {_seconds(limits.process)} from: {names} (a running task "
-                "reports progress by itself, so its process has probably stopped: check its logs; the limit "
-                "is RC_PROCESS_TIMEOUT)",
-            )
-        if state is ReleaseState.PUBLISHING:
-            return self._fail(
-                event.now,
-                f"no answer to publish within {_seconds(limits.publish)} from: {names} (the others may be "
-                "public already: fix it, then rc release rerun; the limit is RC_PUBLISH_TIMEOUT)",
-            )
-        return self._transition(
-            ReleaseState.CANCELED,
-            event.now,
-            f"canceled; no answer to cancel within {_seconds(limits.cancel)} from: {names} (they may still "
-            "hold staged data: check them)",
-        )
-
-    def _wait_longer(self, services: Sequence[str], awaited: Action, now: datetime) -> Decision:
-        """Move the deadline of ``services`` on by their step's limit: their ``awaited`` command waits in
-        the queue for an instance with a free process slot, nobody has had it yet."""
-        limit = self.timeouts.awaiting(awaited)
-        for service in services:
-            self.tasks[service] = self.tasks[service].model_copy(
-                update={"deadline_at": now + limit, "updated_at": now}
-            )
-        why = f"{awaited} still waiting in the queue of {_names(services)}: every instance is busy"
-        return self._changed(now, f"{why} (deadline moved on by {_seconds(limit)})")
 
     def operator(self, event: OperatorInput) -> Decision:
         state = self.original.state
@@ -325,27 +248,6 @@ class _Step(_Draft):
         if pending:
             return self._changed(now, f"waiting for cancel from: {_names(pending)}")
         return self._transition(ReleaseState.CANCELED, now, self.original.state_reason or "canceled")
-
-    def _cancel_everything(self, now: datetime, reason: str) -> Decision:
-        """Tell every service still holding something to discard it; wait for their answers."""
-        told = self._send_cancel_to_active(now, reason)
-        if not told:
-            return self._transition(ReleaseState.CANCELED, now, reason)
-        return self._transition(ReleaseState.CANCELING, now, reason)
-
-    def _fail(self, now: datetime, reason: str) -> Decision:
-        """Fail the release. During processing the others are told to discard their staged data;
-        during publication nothing can be taken back, so nobody is told anything."""
-        if self.original.state is not ReleaseState.PUBLISHING:
-            for service in self._send_cancel_to_active(now, reason):
-                self._set_task(service, TaskState.CANCELED, now, reason)
-        return self._transition(ReleaseState.FAILED, now, reason)
-
-    def _send_cancel_to_active(self, now: datetime, reason: str) -> list[str]:
-        active = [t.service for t in self.tasks.values() if not t.state.is_final]
-        for service in active:
-            self._send(service, Action.CANCEL, now, self.timeouts.cancel, reason=reason, task_state=None)
-        return active
 
     def _publish(self, event: Publish) -> Decision:
         state = self.original.state

@@ -42,6 +42,7 @@ def fast_settings(amqp_url: str, store_url: str, namespace: str, **overrides: ob
             process=timedelta(seconds=5),
             publish=timedelta(seconds=5),
             cancel=timedelta(seconds=3),
+            retry=timedelta(seconds=1),
         ),
         "heartbeat_timeout": timedelta(seconds=5),
         "trusted_users": frozenset({"guest"}),

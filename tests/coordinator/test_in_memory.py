@@ -193,12 +193,12 @@ async def test_work_whose_instance_stopped_heartbeating_is_started_again(
     staged = await wait_for_state(store, release_id, ReleaseState.STAGED)
     assert staged.tasks["portal"].starts == 2
     trail = (await store.event_page(release_id, 100)).items
-    assert any(
-        e.reason.startswith(
-            "start sent again to portal (attempt 2 of 3): instance portal-doomed of portal stopped"
-        )
-        for e in trail
+    reasons = [e.reason for e in trail]
+    waited = (
+        "start to be sent again to portal in 1s (attempt 2 of 3): instance portal-doomed of portal stopped"
     )
+    assert any(r.startswith(waited) for r in reasons), reasons
+    assert "start sent again to portal (attempt 2 of 3)" in reasons
 
 
 async def test_a_cancel_goes_to_the_instance_processing_the_release(

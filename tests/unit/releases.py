@@ -67,13 +67,14 @@ class Driver:
     release: Release = field(default_factory=new_release)
     now: datetime = T0
     decisions: list[Decision] = field(default_factory=list)
+    timeouts: Timeouts = TIMEOUTS
 
     def tick(self, seconds: float = 1) -> datetime:
         self.now += timedelta(seconds=seconds)
         return self.now
 
     def apply(self, event: Input) -> Decision:
-        decision = decide(self.release, event, TIMEOUTS)
+        decision = decide(self.release, event, self.timeouts)
         self.decisions.append(decision)
         self.release = decision.release
         return decision

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import timedelta
 
@@ -260,7 +261,7 @@ def test_message_ids_are_deterministic_so_a_replay_sends_the_same_ids() -> None:
     assert json.loads(a.messages[0].body)["message_id"] == a.messages[0].message_id
 
 
-def test_a_task_whose_instance_stopped_is_started_again_then_the_release_fails() -> None:
+def test_a_task_whose_instance_stopped_is_started_again_after_a_backoff_then_the_release_fails() -> None:
     d = Driver().to(ReleaseState.RUNNING)
     sent = {c.message_id for c in commands(d.decisions[-1].messages) if c.service == "portal"}
     assert len(sent) == 1  # the first start
@@ -270,23 +271,58 @@ def test_a_task_whose_instance_stopped_is_started_again_then_the_release_fails()
     assert d.release.tasks["portal"].instance == "test:1"  # the instance its progress came from
     other = d.apply(InstanceLost(d.tick(), "portal", "somebody-else", "stopped heartbeating"))
     assert other.verdict is Verdict.STALE  # not the instance processing it
-    for attempt in (2, 3):
-        again = d.apply(InstanceLost(d.tick(), "portal", "test:1", "stopped heartbeating (31s without one)"))
-        assert again.verdict is Verdict.APPLIED
-        assert again.reason == (
-            f"start sent again to portal (attempt {attempt} of {MAX_STARTS}): instance test:1 of portal "
-            "stopped heartbeating (31s without one)"
+    for attempt, wait in ((2, TIMEOUTS.retry), (3, TIMEOUTS.retry * 2)):  # the wait doubles
+        lost_at = d.tick()
+        lost = d.apply(InstanceLost(lost_at, "portal", "test:1", "stopped heartbeating (31s without one)"))
+        assert (lost.verdict, lost.messages) == (Verdict.APPLIED, ())  # nothing sent yet
+        assert lost.reason == (
+            f"start to be sent again to portal in {wait.total_seconds():g}s (attempt {attempt} of "
+            f"{MAX_STARTS}): instance test:1 of portal stopped heartbeating (31s without one)"
         )
+        task = d.release.tasks["portal"]
+        assert (task.resend_at, task.deadline_at, task.instance) == (lost_at + wait, lost_at + wait, None)
+        early = d.apply(DeadlineCheck(lost_at + wait - timedelta(seconds=1)))
+        assert (early.verdict, early.messages) == (Verdict.STALE, ())
+        again = d.apply(DeadlineCheck(lost_at + wait))
+        assert again.reason == f"start sent again to portal (attempt {attempt} of {MAX_STARTS})"
         [start] = commands(again.messages)
         assert (start.action, start.service) == (Action.START, "portal")
         assert start.message_id not in sent  # a new command, which any instance may take
         sent.add(start.message_id)
         task = d.release.tasks["portal"]
-        assert (task.starts, task.instance, task.state) == (attempt, None, TaskState.RUNNING)
+        assert (task.starts, task.instance, task.state, task.resend_at) == (
+            attempt,
+            None,
+            TaskState.RUNNING,
+            None,
+        )
+        assert task.deadline_at == lost_at + wait + TIMEOUTS.process
+        d.now = lost_at + wait
         d.apply(ProgressReceived(progress(d.release, "portal", 20), d.tick()))
     lost = d.apply(InstanceLost(d.tick(), "portal", "test:1", "stopped heartbeating"))
     assert d.release.state is ReleaseState.FAILED
     assert lost.reason.startswith("portal lost 3 instances while processing (the last: instance test:1")
+
+
+def test_a_start_waiting_for_its_backoff_is_not_sent_once_an_instance_reports_progress_on_it() -> None:
+    """The instance taken for lost was only cut off for a while: it processes the release still."""
+    d = Driver().to(ReleaseState.RUNNING)
+    d.apply(ProgressReceived(progress(d.release, "portal", 10), d.tick()))
+    d.apply(InstanceLost(d.tick(), "portal", "test:1", "stopped heartbeating"))
+    d.apply(ProgressReceived(progress(d.release, "portal", 30), d.tick()))
+    task = d.release.tasks["portal"]
+    assert (task.resend_at, task.instance, task.starts) == (None, "test:1", 1)
+    later = d.apply(DeadlineCheck(d.tick(TIMEOUTS.retry.total_seconds() * 4)))
+    assert [c for c in commands(later.messages) if c.action is Action.START] == []
+
+
+def test_with_no_backoff_the_start_is_sent_again_at_once() -> None:
+    d = Driver(timeouts=dataclasses.replace(TIMEOUTS, retry=timedelta(0))).to(ReleaseState.RUNNING)
+    d.apply(ProgressReceived(progress(d.release, "portal", 10), d.tick()))
+    lost = d.apply(InstanceLost(d.tick(), "portal", "test:1", "stopped heartbeating"))
+    assert lost.reason.startswith(f"start sent again to portal (attempt 2 of {MAX_STARTS}): instance test:1")
+    [start] = commands(lost.messages)
+    assert (start.action, d.release.tasks["portal"].starts) == (Action.START, 2)
 
 
 def test_an_instance_lost_after_its_task_staged_or_once_the_release_is_canceling_sends_no_start() -> None:
