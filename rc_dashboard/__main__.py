@@ -35,6 +35,16 @@ def parser() -> argparse.ArgumentParser:
     cli.add_argument(
         "--poll-seconds", help="seconds between re-reads of open releases [RC_DASHBOARD_POLL_SECONDS]"
     )
+    cli.add_argument(
+        "--heartbeat-timeout",
+        help="seconds without a heartbeat before a service shows as silent, as the coordinator's "
+        "[RC_HEARTBEAT_TIMEOUT]",
+    )
+    cli.add_argument(
+        "--public-url",
+        help="the URL browsers open it at, behind a TLS proxy (e.g. https://dash.example.org) "
+        "[RC_DASHBOARD_PUBLIC_URL]",
+    )
     cli.add_argument("--log-level", default="info", help="debug, info, warning or error (default info)")
     return cli
 
@@ -57,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             timeout=arguments.timeout,
             operator=arguments.operator,
             poll_seconds=arguments.poll_seconds,
+            public_url=arguments.public_url,
+            heartbeat_timeout=arguments.heartbeat_timeout,
         )
     except (TypeError, ValueError) as error:
         print(f"rc-dashboard: {error}", file=sys.stderr)

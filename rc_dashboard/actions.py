@@ -113,7 +113,7 @@ async def login_page(request: web.Request) -> web.Response:
     sessions = request.app[SESSIONS]
     session = sessions.of(request) or sessions.start()
     response = render(request, "login.html", session=session, next=local_path(request.query.get("next")))
-    set_session_cookie(request, response, session)
+    set_session_cookie(response, session, secure=sessions.cookie_secure(request))
     return response
 
 
@@ -130,7 +130,7 @@ async def login(request: web.Request) -> web.Response:
     signed_in = sessions.start(signed_in=True)
     log.info("dashboard.signed_in", remote=request.remote)
     response = web.HTTPSeeOther(target)
-    set_session_cookie(request, response, signed_in)
+    set_session_cookie(response, signed_in, secure=sessions.cookie_secure(request))
     raise response
 
 

@@ -157,7 +157,7 @@ def create_app(settings: DashboardSettings) -> web.Application:
         reconnect_seconds=settings.reconnect_seconds,
         trusted_users=settings.trusted_users,
     )
-    app[SESSIONS] = Sessions(settings.token)
+    app[SESSIONS] = Sessions(settings.token, public_origin=settings.public_origin)
     app.on_response_prepare.append(add_security_headers)
     app.on_shutdown.append(_end_streams)
     app.cleanup_ctx.append(_run_live_parts)
@@ -200,6 +200,7 @@ async def serve(
             "dashboard.serving",
             url=f"http://{host}:{bound}/",
             mode="read-only" if settings.read_only else "operator token set",
+            public_origin=settings.public_origin,
             operator=settings.operator,
         )
         if on_ready is not None:

@@ -22,8 +22,6 @@ from schemas.messages import EventPage, ListEvents, ListReleases, ListStudies, R
 from schemas.topology import Topology
 
 RELEASE_ID = re.compile(RELEASE_ID_PATTERN)
-#: A heartbeat older than this makes a service "silent" (the coordinator's default RC_HEARTBEAT_TIMEOUT).
-HEARTBEAT_STALE_SECONDS = 30
 #: How many of the newest releases the services page looks through for each service's last releases.
 RECENT_RELEASES = 200
 RECENT_PER_SERVICE = 5
@@ -205,12 +203,15 @@ class ServiceRow:
     recent: list[ReleaseView]
 
 
-def health_of(record: ServiceRecord, consumers: int | None, now: datetime) -> tuple[str, str | None]:
-    """A one-word health (never told by colour alone) and what it rests on."""
+def health_of(
+    record: ServiceRecord, consumers: int | None, now: datetime, *, silent_after: float
+) -> tuple[str, str | None]:
+    """A one-word health (never told by colour alone) and what it rests on; a service is silent after
+    ``silent_after`` seconds without a heartbeat (the coordinator's ``RC_HEARTBEAT_TIMEOUT``)."""
     if record.last_heartbeat_at is None:
         return "unknown", "never sent a heartbeat"
     silent = (now - record.last_heartbeat_at).total_seconds()
-    if silent > HEARTBEAT_STALE_SECONDS:
+    if silent > silent_after:
         return "silent", f"no heartbeat for {silent:.0f}s"
     if consumers == 0:
         return "down", "no consumer on its queue"
@@ -228,13 +229,21 @@ async def services_page(request: web.Request) -> web.Response:
     queues = {record.name: topology.task_queue(record.name) for record in services.services}
     counts = await request.app[FEED].consumers(queues.values())
     now = datetime.now(UTC)
+    silent_after = request.app[SETTINGS].heartbeat_timeout
     rows = []
     for record in sorted(services.services, key=lambda r: (not r.required, r.name)):
         consumers = counts.get(queues[record.name])
-        health, detail = health_of(record, consumers, now)
+        health, detail = health_of(record, consumers, now, silent_after=silent_after)
         took_part = [v for v in recent.releases if record.name in v.tasks][:RECENT_PER_SERVICE]
         rows.append(ServiceRow(record, consumers, health, detail, took_part))
-    return render(request, "services.html", section="services", rows=rows, scanned=len(recent.releases))
+    return render(
+        request,
+        "services.html",
+        section="services",
+        rows=rows,
+        scanned=len(recent.releases),
+        silent_after=silent_after,
+    )
 
 
 async def studies_page(request: web.Request) -> web.Response:

@@ -3,9 +3,13 @@
 The token model: without ``RC_DASHBOARD_TOKEN`` the dashboard is read-only, offers no action and refuses
 every POST. With it, an operator signs in by typing the token; the dashboard then keeps a session in
 memory, named by a random id in a cookie (HttpOnly, SameSite=Strict, Secure over HTTPS), and every form
-carries the session's CSRF token. A POST is refused unless it comes from this origin (when the browser says
-where it comes from), with a live session and that session's CSRF token. Sessions end after
+carries the session's CSRF token. A POST is refused unless it comes from the dashboard's origin (when the
+browser says where it comes from), with a live session and that session's CSRF token. Sessions end after
 ``SESSION_SECONDS``, on sign-out, and when the dashboard restarts.
+
+The dashboard's origin is the public URL's when one is set (``RC_DASHBOARD_PUBLIC_URL``: behind a
+TLS-terminating proxy the request itself says ``http``), else the request's own scheme and ``Host``.
+``X-Forwarded-*`` headers are never trusted: anyone who reaches the port could send them.
 """
 
 from __future__ import annotations
@@ -73,9 +77,19 @@ class Session:
 
 
 class Sessions:
-    def __init__(self, token: str | None) -> None:
+    def __init__(self, token: str | None, *, public_origin: str | None = None) -> None:
         self._token_digest = hashlib.sha256(token.encode()).digest() if token else None
         self._sessions: OrderedDict[str, Session] = OrderedDict()
+        #: The only origin forms may come from (the public URL's), or ``None``: the request's own.
+        self.public_origin = public_origin
+
+    def origin(self, request: web.Request) -> str:
+        """The dashboard's origin, as a browser names it in ``Origin``."""
+        return self.public_origin or f"{request.scheme}://{request.host}"
+
+    def cookie_secure(self, request: web.Request) -> bool:
+        """Whether the session cookie is sent over HTTPS only (HTTPS here, or a public ``https`` URL)."""
+        return request.secure or self.origin(request).startswith("https://")
 
     @property
     def read_only(self) -> bool:
@@ -119,7 +133,7 @@ class Sessions:
         if self.read_only:
             raise Forbidden("this dashboard is read-only: it was started without RC_DASHBOARD_TOKEN")
         origin = request.headers.get("Origin")
-        if origin is not None and origin != f"{request.scheme}://{request.host}":
+        if origin is not None and origin != self.origin(request):
             raise Forbidden("refused: the form was not sent from this dashboard")
         session = self.of(request)
         if session is None:
@@ -131,13 +145,13 @@ class Sessions:
         return session
 
 
-def set_session_cookie(request: web.Request, response: web.StreamResponse, session: Session) -> None:
+def set_session_cookie(response: web.StreamResponse, session: Session, *, secure: bool) -> None:
     response.set_cookie(
         SESSION_COOKIE,
         session.id,
         httponly=True,
         samesite="Strict",
-        secure=request.secure,
+        secure=secure,
         path="/",
         max_age=SESSION_SECONDS,
     )

@@ -8,12 +8,16 @@
         proxy.cut()           # close every current connection (both sides)
         proxy.pause()         # refuse new connections (accepted, then closed at once)
         proxy.resume()
+
+With ``ssl`` (a server-side :class:`ssl.SSLContext`) it terminates TLS, as a reverse proxy in front of a
+plain-HTTP server does; ``upstream`` may be set after the start (once the server's port is known).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl as tls
 from types import TracebackType
 from typing import Self
 
@@ -23,8 +27,9 @@ CHUNK = 64 * 1024
 class TcpProxy:
     """Forwards ``127.0.0.1:<port>`` to ``upstream_host:upstream_port``."""
 
-    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+    def __init__(self, upstream_host: str, upstream_port: int, *, ssl: tls.SSLContext | None = None) -> None:
         self.upstream = (upstream_host, upstream_port)
+        self.ssl = ssl
         self.port = 0
         #: How many client connections were accepted and forwarded so far.
         self.connections_made = 0
@@ -34,7 +39,7 @@ class TcpProxy:
         self._accepting = True
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._on_client, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._on_client, "127.0.0.1", 0, ssl=self.ssl)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:

@@ -314,8 +314,10 @@ class MongoStore(MongoReads):
                 await self.releases.insert_many([to_doc(r) for r in releases], ordered=True)
             if events:
                 await self.events.insert_many([event_doc(e) for e in events], ordered=True)
-        except DuplicateKeyError as error:
-            raise VersionTaken(str(error)) from error
+        except PyMongoError as error:  # insert_many reports a duplicate key as a BulkWriteError
+            if isinstance(error, DuplicateKeyError) or only_duplicates(error):
+                raise VersionTaken(str(error)) from error
+            raise
         for record in services:
             doc: dict[str, Any] = record.model_dump(mode="python")
             doc["_id"] = doc.pop("name")
@@ -366,7 +368,7 @@ class MongoStore(MongoReads):
             pulls["journal"] = {"id": {"$in": sorted(recorded)}}
         try:
             if pulls:
-                await timed("settle", self.releases.update_one({"_id": release_id}, {"$pull": pulls}))
+                await timed("drop_done", self.releases.update_one({"_id": release_id}, {"$pull": pulls}))
             if release_id in self._ended:
                 await self.releases.update_one(
                     {"_id": release_id, "outbox": {"$size": 0}, "journal": {"$size": 0}},

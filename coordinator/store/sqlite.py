@@ -1,9 +1,10 @@
 """The embedded store: one SQLite file per installation, for one machine.
 
-The file is in WAL mode with ``synchronous=FULL``: a transaction is on disk when its commit returns, so
-the coordinator acknowledges a reply only once its effect would survive a power cut. A transition is one
-transaction: the guarded update of the release (``WHERE state = ? AND revision = ?``), its new outbox rows
-and its audit events. Unique indexes hold the creation sequence, the tentative and the final versions.
+The file is in WAL mode with ``synchronous=FULL``: a transaction is on disk when its commit returns, so the
+coordinator acknowledges a reply only once its effect would survive a power cut. Heartbeats and the dropping
+of confirmed outbox messages alone commit with ``NORMAL`` (the README says why that is safe). A transition
+is one transaction: the guarded update of the release (``WHERE state = ? AND revision = ?``), its new outbox
+rows and its audit events. Unique indexes hold the creation sequence, the tentative and the final versions.
 
 SQLite is called from two threads of its own, never from the event loop: a writer (every write and the
 reads of the hot path, in order) and a reader (operators' queries), each with its own connection; WAL lets
@@ -17,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -275,6 +276,11 @@ class SqliteStore(SqliteReads):
 
     # ------------------------------------------------------------------ copying
 
+    async def export_releases(self, batch: int) -> AsyncIterator[list[Release]]:
+        """Every release as :meth:`get` reads it: the messages the broker confirmed are left out."""
+        async for releases in super().export_releases(batch):
+            yield [without(r, self._confirmed.of(r.id)) for r in releases]
+
     async def import_batch(
         self, releases: Sequence[Release], events: Sequence[AuditEvent], services: Sequence[ServiceRecord]
     ) -> None:
@@ -310,7 +316,12 @@ class SqliteStore(SqliteReads):
         if not ids:
             return
         try:
-            await timed("settle", self._batches.write(lambda db: _drop_outbox(db, ids)))
+            # Dropping messages the broker confirmed need not wait for the disk: if a power cut undoes it,
+            # the outbox publishes them once more, and their receivers drop them by message id.
+            drop = self._writer.call(
+                lambda db: self._unsynced_transaction(db, lambda db: _drop_outbox(db, ids))
+            )
+            await timed("drop_done", drop)
         except BaseException:
             for rid, group in taken.items():
                 self._confirmed.add(rid, group)

@@ -1,5 +1,6 @@
 """Fixtures of a real coordinator (a plugin of the suite, see ``tests/conftest.py``): its settings, its
-store, its broker (RabbitMQ, or in memory with ``BOTH_BROKERS``), simulated services and an operator."""
+store (SQLite, or MongoDB with ``BROKERS_AND_ENGINES``), its broker (RabbitMQ, or in memory with
+``BOTH_BROKERS``), simulated services and an operator."""
 
 from __future__ import annotations
 
@@ -53,6 +54,15 @@ def fast_settings(amqp_url: str, store_url: str, namespace: str, **overrides: ob
 
 #: The brokers the behaviour tests run on: ``pytestmark = BOTH_BROKERS`` in a module runs each test on both.
 BOTH_BROKERS = pytest.mark.parametrize("broker_kind", ["memory", "rabbitmq"], indirect=True)
+#: Both brokers on the default store engine, and the MongoDB engine on the in-memory broker: each test of a
+#: module with ``pytestmark = BROKERS_AND_ENGINES`` runs three times. The broker and the store engine meet
+#: nowhere in such a test, so MongoDB on RabbitMQ would add time and no case (the crash tests of
+#: ``test_faults.py`` run MongoDB on RabbitMQ).
+BROKERS_AND_ENGINES = pytest.mark.parametrize(
+    ("broker_kind", "engine"),
+    [("memory", "sqlite"), ("rabbitmq", "sqlite"), ("memory", "mongodb")],
+    indirect=True,
+)
 #: The broker user of the tests (a trusted one: it may answer for every service).
 USER = "guest"
 

@@ -1,4 +1,5 @@
-"""A coordinator on real RabbitMQ and a real MongoDB-protocol server, driving simulated services."""
+"""The release lifecycle: a coordinator driving simulated services, on a real RabbitMQ and on the in-memory
+broker (SQLite store), and on the MongoDB engine (in-memory broker)."""
 
 from __future__ import annotations
 
@@ -20,13 +21,21 @@ from schemas.messages import (
     ShowRelease,
     UnholdRelease,
 )
-from tests.coordinator.fixtures import BOTH_BROKERS, SERVICES, Asks, Running, wait_for_state, wait_until
+from tests.coordinator.fixtures import (
+    BROKERS_AND_ENGINES,
+    SERVICES,
+    Asks,
+    Running,
+    wait_for_state,
+    wait_until,
+)
 from tests.coordinator.simulated import SimulatedService
 from tests.sabotage.plugin import caught_by
 
 StartService = Callable[..., Awaitable[SimulatedService]]
-#: One suite, two brokers: every test here runs on a real RabbitMQ and on the in-memory broker.
-pytestmark = BOTH_BROKERS
+#: Every test here runs on SQLite with a real RabbitMQ and with the in-memory broker, and on MongoDB with the
+#: in-memory broker.
+pytestmark = BROKERS_AND_ENGINES
 
 
 async def call(admin: Asks, operation: AdminOperation) -> ReleaseResult:
@@ -199,8 +208,10 @@ async def test_hold_blocks_publish_until_unhold(
     await wait_for_state(store, release_id, ReleaseState.STAGED)
     held = await call(admin, HoldRelease(release_id=release_id))
     assert held.release.held
+    assert (await store.get(release_id)).held  # type: ignore[union-attr]  # stored, not only remembered
     assert "on hold" in await refusal(admin, PublishRelease(release_id=release_id))
     await call(admin, UnholdRelease(release_id=release_id))
+    assert not (await store.get(release_id)).held  # type: ignore[union-attr]
     await call(admin, PublishRelease(release_id=release_id))
     await wait_for_state(store, release_id, ReleaseState.PUBLISHED)
 

@@ -4,10 +4,13 @@
   headless. Missing Chromium is a failure, never a skip: ``make test`` installs it first
   (``scripts/ensure-chromium.sh``).
 - ``context``: a fresh browser context (its own cookies) per test, closed afterwards.
-- ``start_dashboard(token=..., amqp_url=...)``: the dashboard application served on a free port of
-  127.0.0.1 in this event loop, on this test's namespace; stopped afterwards.
+- ``start_dashboard(token=..., url=..., trusted_users=..., **settings)``: the dashboard application served
+  on a free port of 127.0.0.1 in this event loop, on this test's namespace (trusting ``guest``, as the
+  coordinator of the fixtures does, unless told otherwise); stopped afterwards.
 - ``example_services(seconds)``: the three example services as ``rc-task`` subprocesses.
 - ``ready``: three required, healthy simulated services (fast answers, no progress).
+- ``operator_url``: the broker URL of a user made for this test with the permissions ``rc-admin-setup``
+  gives ``rc-operator`` (on this test's namespace; no read on the replies); deleted afterwards.
 - ``coordinator``, ``admin``, ``services``: those of ``tests/coordinator/fixtures.py`` (a suite plugin).
 """
 
@@ -15,9 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 import subprocess
 import sys
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +31,8 @@ import pytest
 from aiohttp import web
 from playwright.async_api import Browser, BrowserContext, async_playwright
 
+from deploy.apply import grant
+from deploy.definitions import Installation
 from rc_cli.client import AdminClient
 from rc_dashboard.app import create_app
 from rc_dashboard.context import HUB
@@ -36,6 +43,7 @@ from schemas.messages import ListServices, RequireService, ServiceList
 from tests.cli.conftest import Outcome, Rc, rc_env, run_rc
 from tests.coordinator.fixtures import SERVICES, Running
 from tests.coordinator.simulated import SimulatedService
+from tests.coordinator.test_observability import BrokerAdmin, with_credentials
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("RC_CHROMIUM", "/usr/bin/chromium")
@@ -129,7 +137,12 @@ async def start_dashboard(amqp_url: str, namespace: str) -> AsyncIterator[StartD
     runners: list[web.AppRunner] = []
 
     async def start(
-        *, token: str | None = None, url: str | None = None, poll_seconds: float = 30, **options: object
+        *,
+        token: str | None = None,
+        url: str | None = None,
+        poll_seconds: float = 30,
+        trusted_users: frozenset[str] = frozenset({"guest"}),  # as the coordinator of the fixtures
+        **options: object,
     ) -> Dashboard:
         configured = DashboardSettings(
             amqp_url=url or amqp_url,
@@ -140,7 +153,7 @@ async def start_dashboard(amqp_url: str, namespace: str) -> AsyncIterator[StartD
             operator=OPERATOR,
             poll_seconds=poll_seconds,
             reconnect_seconds=0.2,
-            trusted_users=frozenset({"guest"}),  # as the coordinator of the fixtures
+            trusted_users=trusted_users,
             **options,  # type: ignore[arg-type]
         )
         app = create_app(configured)
@@ -155,6 +168,35 @@ async def start_dashboard(amqp_url: str, namespace: str) -> AsyncIterator[StartD
     yield start
     for runner in runners:
         await runner.cleanup()
+
+
+@pytest.fixture
+async def operator_url(amqp_url: str, namespace: str) -> AsyncIterator[str]:
+    path = urllib.parse.urlsplit(amqp_url).path
+    installation = Installation(
+        services=(),
+        namespace=namespace,
+        vhost=urllib.parse.unquote(path[1:]) if len(path) > 1 else "/",
+        coordinator_user=f"{namespace}-coordinator",  # made too, never used
+        operator_user=f"{namespace}-operator",
+    )
+    passwords = {user: secrets.token_hex(16) for user in installation.users()}
+    admin = BrokerAdmin.for_url(amqp_url)
+    try:
+        await asyncio.to_thread(
+            grant,
+            installation,
+            passwords,
+            management_url=admin.management_url,
+            user=admin.user,
+            password=admin.password,
+            topology=False,  # the coordinator declares it
+        )
+        operator = installation.operator_user
+        yield with_credentials(amqp_url, operator, passwords[operator])
+    finally:
+        for user in installation.users():
+            await asyncio.to_thread(admin.delete_user, user)
 
 
 # ---------------------------------------------------------------------- services and rc

@@ -67,6 +67,8 @@ async def test_it_serves_until_sigterm(amqp_url: str, namespace: str, coordinato
         (["--listen", "8780"], {}, "listen must be HOST:PORT"),
         ([], {"RC_DASHBOARD_TOKEN": "short"}, "RC_DASHBOARD_TOKEN must have at least 16 characters"),
         (["--timeout", "soon"], {}, "RC_TIMEOUT must be a number of seconds"),
+        (["--public-url", "https://dash.example.org/rc"], {}, "the public URL must have no path"),
+        ([], {"RC_DASHBOARD_PUBLIC_URL": "dash.example.org"}, "the public URL must start with https://"),
     ],
 )
 async def test_bad_settings_are_one_line_and_exit_2(

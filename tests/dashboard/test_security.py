@@ -4,6 +4,8 @@
 - With the token: a form posted from another origin (the browser sends the session cookie: same site) is
   refused, and so is a POST without the session's CSRF token; the coordinator's refusal shows as ``rc``
   prints it.
+- Behind a TLS-terminating proxy, told its public URL: an operator signs in and acts, the session cookie
+  is Secure, and the dashboard's own (plain HTTP) origin may no longer post.
 - Names, descriptions, notes, reasons and service messages full of markup run nothing.
 - An unknown release is a 404 page, never a traceback.
 """
@@ -11,13 +13,19 @@
 from __future__ import annotations
 
 import re
+import shutil
+import ssl
+import subprocess
+import urllib.parse
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
 from aiohttp import web
-from playwright.async_api import BrowserContext, Page, expect
+from playwright.async_api import Browser, BrowserContext, Page, expect
 
 from rc_cli.client import AdminClient
+from rc_dashboard.security import SESSION_COOKIE
 from schemas.enums import ReleaseState
 from schemas.messages import (
     AddNote,
@@ -29,6 +37,7 @@ from schemas.messages import (
     ReleaseResult,
     ShowRelease,
 )
+from tests._proxy import TcpProxy
 from tests.cli.conftest import Rc
 from tests.coordinator.fixtures import SERVICES, Running
 from tests.coordinator.simulated import SimulatedService
@@ -176,6 +185,64 @@ async def test_with_the_token_forged_posts_are_refused_and_refusals_read_as_rc_p
     await expect(page.locator(".flash-error")).to_have_text(printed.stderr.strip().removeprefix("rc: "))
     await expect(page.locator("a.action-unhold")).to_be_visible()
     await expect(page.locator("a.action-publish")).to_have_count(0)
+
+
+@pytest.fixture
+def tls_context(tmp_path: Path) -> ssl.SSLContext:
+    """A server's TLS context with a fresh self-signed certificate for 127.0.0.1 (made by openssl)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.fail("openssl is missing: the TLS proxy test makes its certificate with it", pytrace=False)
+    key, certificate = tmp_path / "key.pem", tmp_path / "certificate.pem"
+    new_certificate = ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for_loopback = ["-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
+    subprocess.run(
+        [openssl, *new_certificate, "-keyout", str(key), "-out", str(certificate), *for_loopback],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certificate, key)
+    return context
+
+
+async def test_behind_a_tls_proxy_with_its_public_url_an_operator_signs_in_and_acts(
+    browser: Browser,
+    start_dashboard: StartDashboard,
+    ready: list[SimulatedService],
+    admin: AdminClient,
+    tls_context: ssl.SSLContext,
+) -> None:
+    """As the README recommends: TLS ends at a proxy, which reaches the dashboard over plain HTTP (so the
+    request itself says ``http``); the browser's ``Origin`` is the proxy's ``https`` one."""
+    release_id = await staged_release(admin)
+    async with TcpProxy("127.0.0.1", 0, ssl=tls_context) as proxy:
+        public = f"https://127.0.0.1:{proxy.port}"
+        dashboard = await start_dashboard(token=TOKEN, public_url=public)
+        proxy.upstream = ("127.0.0.1", urllib.parse.urlsplit(dashboard.url).port or 0)
+        context = await browser.new_context(ignore_https_errors=True)
+        try:
+            page = await context.new_page()
+            await sign_in(page, public)
+            cookies = [c for c in await context.cookies() if c["name"] == SESSION_COOKIE]
+            assert [c.get("secure") for c in cookies] == [True]
+
+            await page.goto(f"{public}/releases/{release_id}/hold")
+            await page.get_by_role("button", name=f"Hold {release_id}").click()
+            await page.wait_for_url(f"{public}/releases/{release_id}")
+            await expect(page.locator(".flash-ok")).to_contain_text(f"hold: done for {release_id}")
+            assert (await show(admin, release_id)).release.held
+
+            # Only the public origin may post now, not the address the dashboard listens on.
+            csrf = await page.locator("form[action='/logout'] input[name=csrf]").input_value()
+            unhold = f"{public}/releases/{release_id}/unhold"
+            refused = await page.request.post(unhold, form={"csrf": csrf}, headers={"Origin": dashboard.url})
+            assert refused.status == 403
+            assert "not sent from this dashboard" in await refused.text()
+            assert (await show(admin, release_id)).release.held
+        finally:
+            await context.close()
 
 
 MARKUP = '<img src=x onerror="window.__pwned=1">'

@@ -191,8 +191,8 @@ class Elements(HTMLParser):
         self.attributes += [(name, value or "") for name, value in attrs]
 
 
-def _request(cookie: str | None = None, origin: str | None = None) -> Any:
-    headers = {"Host": "127.0.0.1:8780"}
+def _request(cookie: str | None = None, origin: str | None = None, **extra: str) -> Any:
+    headers = {"Host": "127.0.0.1:8780", **extra}
     if cookie:
         headers["Cookie"] = f"{SESSION_COOKIE}={cookie}"
     if origin:
@@ -223,6 +223,73 @@ def test_sessions_and_csrf() -> None:
         Sessions(None).check_post(_request(signed.id), signed.csrf)
 
 
+def test_behind_a_tls_proxy_forms_must_come_from_the_public_origin() -> None:
+    """The proxy reaches the dashboard over plain HTTP: only the public URL's origin may post, and the
+    session cookie is Secure when that URL is https. What the request says of itself is not believed."""
+    public = Sessions("a-token-of-enough-length", public_origin="https://dash.example.org")
+    signed = public.start(signed_in=True)
+    proxied = _request(signed.id, "https://dash.example.org", Host="dash.example.org")
+    assert public.check_post(proxied, signed.csrf) is signed
+    assert public.cookie_secure(proxied)
+    for origin in ("http://dash.example.org", "http://127.0.0.1:8780", "https://evil.example"):
+        with pytest.raises(Forbidden, match="not sent from this dashboard"):
+            public.check_post(_request(signed.id, origin), signed.csrf)
+    assert not Sessions("t" * 16, public_origin="http://10.0.0.5:8780").cookie_secure(_request())
+
+    # Without the public URL: the request's own scheme and host; forwarded headers change nothing.
+    local = Sessions("a-token-of-enough-length")
+    mine = local.start(signed_in=True)
+    forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "dash.example.org"}
+    forwarded |= {"Forwarded": "proto=https;host=dash.example.org"}
+    for origin in ("https://dash.example.org", "https://127.0.0.1:8780"):
+        with pytest.raises(Forbidden, match="not sent from this dashboard"):
+            local.check_post(_request(mine.id, origin, **forwarded), mine.csrf)
+    assert not local.cookie_secure(_request(mine.id, **forwarded))
+
+
+@pytest.mark.parametrize(
+    ("url", "origin"),
+    [
+        ("https://dash.example.org", "https://dash.example.org"),
+        ("https://Dash.Example.org/", "https://dash.example.org"),
+        ("HTTPS://dash.example.org:443", "https://dash.example.org"),
+        ("https://dash.example.org:8443/", "https://dash.example.org:8443"),
+        ("http://10.0.0.5:80", "http://10.0.0.5"),
+        ("http://[::1]:8780", "http://[::1]:8780"),
+    ],
+)
+def test_the_public_url_gives_the_origin_browsers_send(url: str, origin: str) -> None:
+    settings = DashboardSettings.from_env({"RC_DASHBOARD_PUBLIC_URL": url})
+    assert settings.public_origin == origin
+    overridden = DashboardSettings.from_env({"RC_DASHBOARD_PUBLIC_URL": "x"}, public_url=url)
+    assert overridden.public_origin == origin
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("dash.example.org", "https:// or http://"),
+        ("ftp://dash.example.org", "https:// or http://"),
+        ("https://", "name a host"),
+        ("https://dash.example.org/dashboard", "no path"),
+        ("https://dash.example.org/?x=1", "no path"),
+        ("https://dash.example.org/#top", "no path"),
+        ("https://admin:secret@dash.example.org", "user or password"),
+        ("https://dash.example.org:99999", "cannot be read"),
+        ("https://dash.example.org:0", "1 to 65535"),
+        ("https://bücher.example", "ASCII"),
+    ],
+)
+def test_a_public_url_that_is_not_an_origin_is_refused(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        DashboardSettings.from_env({"RC_DASHBOARD_PUBLIC_URL": url})
+
+
+def test_without_a_public_url_there_is_none() -> None:
+    assert DashboardSettings.from_env({}).public_origin is None
+    assert DashboardSettings.from_env({"RC_DASHBOARD_PUBLIC_URL": "  "}).public_origin is None
+
+
 def test_only_local_paths_are_followed_after_sign_in() -> None:
     assert local_path("/releases/RE_ABCDEFGH") == "/releases/RE_ABCDEFGH"
     for target in ("https://evil.example/", "//evil.example/", "/\\evil.example", "", None, "releases"):
@@ -237,11 +304,19 @@ def test_settings_from_the_environment() -> None:
     assert not settings.read_only
     assert DashboardSettings.from_env({}).listen == "127.0.0.1:8780"
     assert DashboardSettings.from_env({}).read_only
+    # The services page's silence threshold: the coordinator's variable, 30 s unless set.
+    assert DashboardSettings.from_env({}).heartbeat_timeout == 30
+    assert DashboardSettings.from_env({"RC_HEARTBEAT_TIMEOUT": "90"}).heartbeat_timeout == 90
+    assert (
+        DashboardSettings.from_env({"RC_HEARTBEAT_TIMEOUT": "90"}, heartbeat_timeout="5").heartbeat_timeout
+        == 5
+    )
     for environ, message in [
         ({"RC_DASHBOARD_TOKEN": "short"}, "at least 16"),
         ({"RC_DASHBOARD_LISTEN": "8780"}, "HOST:PORT"),
         ({"RC_TIMEOUT": "soon"}, "number of seconds"),
         ({"RC_DASHBOARD_POLL_SECONDS": "0"}, "positive"),
+        ({"RC_HEARTBEAT_TIMEOUT": "-1"}, "RC_HEARTBEAT_TIMEOUT must be a positive number"),
     ]:
         with pytest.raises(ValueError, match=message):
             DashboardSettings.from_env(environ)

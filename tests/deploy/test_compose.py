@@ -148,6 +148,7 @@ def test_the_dashboard(services: dict[str, Any]) -> None:
     env = _env(dashboard)
     assert env["RC_DASHBOARD_LISTEN"] == "0.0.0.0:8780"
     assert env["RC_DASHBOARD_TOKEN"] == "${RC_DASHBOARD_TOKEN:-}"
+    assert env["RC_DASHBOARD_PUBLIC_URL"] == "${RC_DASHBOARD_PUBLIC_URL:-}"
 
 
 def test_no_credentials_in_clear() -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection
 from datetime import timedelta
 
 import pytest
 
-from coordinator.machine import Cancel, ReplyReceived
+from coordinator.machine import Cancel, Hold, ReplyReceived, Unhold
 from coordinator.store import BadCursor, HeartbeatRecord, StaleRevision, Store, VersionTaken
+from coordinator.store.copying import copy_store
 from coordinator.versioning import next_tentative
 from schemas.documents import AuditEvent, Release, ReleaseView, Task
 from schemas.enums import Action, EventKind, Outcome, ReleaseState, TaskState
@@ -17,6 +19,8 @@ from tests.sabotage.plugin import caught_by
 from tests.store.builders import T0, answer_all, begin, created_event, note, publish, release, step
 from tests.store.conftest import Opener
 from tests.unit.releases import reply
+
+STAGED = ReleaseState.STAGED
 
 
 async def insert(store: Store, *releases: Release) -> None:
@@ -246,6 +250,207 @@ async def test_record_keeps_one_copy_of_an_event(store: Store) -> None:
     await store.record([])
     found = [e for e in (await store.event_page(r.id, 10)).items if e.id == "refusal-1"]
     assert found == [refused]
+
+
+# ---------------------------------------------------------------------- operators' requests
+
+
+def of_request(event: AuditEvent, request_id: str) -> AuditEvent:
+    """``event`` as an operator's request with message id ``request_id`` caused it."""
+    return event.model_copy(update={"message_id": request_id})
+
+
+def operator_event(event_id: str, release_id: str, request_id: str, kind: EventKind) -> AuditEvent:
+    return AuditEvent(
+        id=event_id,
+        release_id=release_id,
+        at=T0 + timedelta(hours=1),
+        kind=kind,
+        reason=f"{event_id} by the operator",
+        message_id=request_id,
+        actor="operator:tester",
+    )
+
+
+async def canceled_by(store: Store, request_id: str) -> tuple[Release, AuditEvent]:
+    """A release staged, canceled by the request ``request_id``, ended and its messages all delivered."""
+    r = await staged(store, 2)
+    canceled, event = step(r, _cancel(r))
+    event = of_request(event, request_id)
+    await store.compare_and_set(r, canceled, [event])
+    for service in canceled.tasks:
+        confirmed = reply(canceled, service, Action.CANCEL, Outcome.CANCELED)
+        canceled = await walk(store, canceled, [step(canceled, _received(canceled, confirmed))])
+    assert canceled.state is ReleaseState.CANCELED
+    await store.delivered(r.id, [e.message_id for e in canceled.outbox])
+    return canceled, event
+
+
+async def test_the_events_of_a_request_are_found_by_its_message_id_and_no_others(open_store: Opener) -> None:
+    """How a request the broker delivers again is recognized as done: every event it caused, whichever
+    write stored it (insert, compare-and-set, record) and on whichever release, and no event of another
+    request; a coordinator opening the store later (the first one closed) finds the same."""
+    store = await open_store()
+    created = release(1)
+    made = of_request(created_event(created), "req-create")
+    await store.insert(created, [made])
+    canceled, cancel = await canceled_by(store, "req-cancel")
+    rerun = release(3)
+    rerun_made = of_request(created_event(rerun), "req-rerun")
+    await store.insert(rerun, [rerun_made])
+    linked = operator_event("link-1", canceled.id, "req-rerun", EventKind.OPERATOR)
+    refused = operator_event("refusal-1", created.id, "req-refused", EventKind.REFUSED)
+    look_alikes = [  # other requests' ids that an engine matching loosely (case, prefix, pattern) would take
+        operator_event(f"other-{i}", created.id, other, EventKind.REFUSED)
+        for i, other in enumerate(("REQ-CANCEL", "req-cancel.2", "a-req-cancel"))
+    ]
+    await store.record([refused, linked, *look_alikes])
+    expected = {
+        "req-create": [made],
+        "req-cancel": [cancel],
+        "req-rerun": sorted([rerun_made, linked], key=lambda e: e.id),
+        "req-refused": [refused],
+        "req-cancel_2": [],  # "_" and "%" are patterns in SQL LIKE
+        "req-%": [],
+        "req-unknown": [],
+        "": [],  # the events no request caused have no message id
+    }
+    assert await requests(store, expected) == expected
+    await store.close()  # pending clean-ups (copied journals, confirmed messages) are written at close
+    assert await requests(await open_store(), expected) == expected
+
+
+async def requests(store: Store, request_ids: Collection[str]) -> dict[str, list[AuditEvent]]:
+    return {rid: sorted(await store.request_events(rid), key=lambda e: e.id) for rid in request_ids}
+
+
+async def test_a_write_refused_leaves_no_trace_of_its_request(store: Store) -> None:
+    """A create that lost the race for its version is tried again under the same request, and a transition
+    from a stale revision did nothing: a redelivery of either must not be taken for done."""
+    first = release(1)
+    await insert(store, first)
+    clash = release(2).model_copy(update={"tentative_version": first.tentative_version})
+    with pytest.raises(VersionTaken):
+        await store.insert(clash, [of_request(created_event(clash), "req-lost-race")])
+    initializing, event = begin(first)
+    await store.compare_and_set(first, initializing, [event])
+    late, late_event = step(first, _cancel(first))
+    with pytest.raises(StaleRevision):
+        await store.compare_and_set(first, late, [of_request(late_event, "req-stale")])
+    a, b = await staged(store, 3), await staged(store, 4)
+    a_published, a_event = publish(a, None)
+    await store.compare_and_set(a, a_published, [a_event])
+    b_same, b_event = publish(b, None)  # the same final version
+    with pytest.raises(VersionTaken):
+        await store.compare_and_set(b, b_same, [of_request(b_event, "req-publish-taken")])
+    for request_id in ("req-lost-race", "req-stale", "req-publish-taken"):
+        assert await store.request_events(request_id) == []
+
+
+# ---------------------------------------------------------------------- export and import
+
+
+async def installation(store: Store) -> list[str]:
+    """Releases as a copy finds them (published; in flight with a message confirmed and others not;
+    waiting, its id before the others'; staged, held and let go by operators' requests), their events,
+    a refusal older than all of them, and the registry. Returns the release ids in creation order."""
+    first = await staged(store, 1, studies=("SD_ALPHA000", "SD_BETA0000"), notes=(note(1, "Données ✓"),))
+    first = await walk(store, first, [publish(first, None)])
+    first = await walk(store, first, answer_all(first, Action.PUBLISH, Outcome.PUBLISHED))
+    await store.delivered(first.id, [e.message_id for e in first.outbox])
+    in_flight = release(2, studies=("SD_ALPHA000",))
+    await insert(store, in_flight)
+    in_flight = await walk(store, in_flight, [begin(in_flight)])
+    await store.delivered(in_flight.id, [in_flight.outbox[0].message_id])
+    waiting = release(3).model_copy(update={"id": "RE_00000000"})
+    await insert(store, waiting)
+    fourth = await staged(store, 4)
+    held, hold = step(fourth, Hold(fourth.updated_at + timedelta(seconds=1), "tester"))
+    let_go, unhold = step(held, Unhold(held.updated_at + timedelta(seconds=1), "tester"))
+    await walk(
+        store, fourth, [(held, of_request(hold, "req-hold")), (let_go, of_request(unhold, "req-unhold"))]
+    )
+    refusal = operator_event("zz-refused", first.id, "req-refused", EventKind.REFUSED)
+    await store.record([refusal.model_copy(update={"at": T0 - timedelta(days=1)})])
+    await store.heartbeat(HeartbeatRecord("portal", "host-a:1", "1.0", True, None, T0))
+    await store.set_required("portal", True, T0)
+    await store.set_required("search-index", False, T0)
+    return [first.id, in_flight.id, waiting.id, fourth.id]
+
+
+async def answers(store: Store, ids: list[str]) -> dict[str, object]:
+    """What the store answers about an installation, through every query of the interface."""
+    return {
+        "counts": await store.counts(),
+        "releases": [await store.get(i) for i in ids],
+        "states": [await store.state_of(i) for i in ids],
+        "notes": [await store.note_page(i, 10) for i in ids],
+        "events": [await store.event_page(i, 100) for i in ids],
+        "open": sorted(r.id for r in await store.open_releases()),
+        "last": await store.last_created(),
+        "highest": await store.highest_final_version(),
+        "by state": await store.count_by_state(),
+        "lists": [
+            await store.list_releases(10, **f) for f in ({}, {"study": "SD_ALPHA000"}, {"state": STAGED})
+        ],
+        "studies": [await store.study_summary(s) for s in ("SD_ALPHA000", "SD_BETA0000", "SD_AAAAAAAA")],
+        "study pages": [await store.study_page(10), await store.study_releases("SD_ALPHA000", 10)],
+        "requests": [await store.request_events(r) for r in ("req-hold", "req-unhold", "req-refused")],
+        "services": [await store.all_services(), await store.required_services()],
+    }
+
+
+async def test_an_export_imported_into_an_empty_store_answers_every_query_alike(
+    store: Store, empty_store: Store
+) -> None:
+    """``rc-coordinator store copy`` through the interface, on one engine: releases in creation order with
+    the messages still to deliver, events in time order, in batches; the copy answers as the original."""
+    ids = await installation(store)
+    releases = [batch async for batch in store.export_releases(2)]
+    events = [batch async for batch in store.export_events(2)]
+    assert [len(batch) for batch in releases] == [2, 2]
+    assert [r.id for batch in releases for r in batch] == ids  # by creation, not by id
+    assert [r for batch in releases for r in batch] == [await store.get(i) for i in ids]
+    every_event = [e for batch in events for e in batch]
+    assert max(len(batch) for batch in events) == 2
+    assert [e.at for e in every_event] == sorted(e.at for e in every_event)
+    stored = [e for i in ids for e in (await store.event_page(i, 100)).items]
+    assert sorted(e.id for e in every_event) == sorted(e.id for e in stored)
+    for release_batch in releases:
+        await empty_store.import_batch(release_batch, (), ())
+    for event_batch in events:
+        await empty_store.import_batch((), event_batch, ())
+    await empty_store.import_batch((), (), await store.all_services())
+    assert await answers(empty_store, ids) == await answers(store, ids)
+
+
+async def test_an_imported_store_keeps_the_unique_rules_and_its_releases_carry_on(
+    store: Store, empty_store: Store
+) -> None:
+    """Imported releases hold their creation numbers and versions against new writes and imports, and move
+    on from the state and revision they were copied at."""
+    ids = await installation(store)
+    await copy_store(store, empty_store, batch=2)
+    first, in_flight, _, fourth = [await empty_store.get(i) for i in ids]
+    assert first is not None
+    assert in_flight is not None
+    assert fourth is not None
+    with pytest.raises(VersionTaken):
+        await empty_store.import_batch([first.model_copy(update={"id": "RE_COPY0001"})], (), ())
+    same_version = release(5).model_copy(update={"tentative_version": first.tentative_version})
+    with pytest.raises(VersionTaken):
+        await empty_store.insert(same_version, [created_event(same_version)])
+    taken, taken_event = publish(fourth, None)  # the first release's final version
+    with pytest.raises(VersionTaken):
+        await empty_store.compare_and_set(fourth, taken, [taken_event])
+    published, event = publish(fourth, await empty_store.highest_final_version())
+    await empty_store.compare_and_set(fourth, published, [event])
+    assert published.final_version == "0.2.0"
+    accepted, accepted_event = step(in_flight, _accept(in_flight, next(iter(in_flight.tasks))))
+    await empty_store.compare_and_set(in_flight, accepted, [accepted_event])
+    with pytest.raises(StaleRevision):
+        await empty_store.compare_and_set(in_flight, accepted, [accepted_event])
+    assert await empty_store.get(in_flight.id) == accepted
 
 
 # ---------------------------------------------------------------------- reads

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.store import StaleRevision, StoreUnavailable
+from coordinator.store import HeartbeatRecord, StaleRevision, StoreUnavailable
 from coordinator.store._sqlite_schema import APPLICATION_ID, LATEST_VERSION, migrate
 from coordinator.store.sqlite import SqliteStore
-from tests.store.builders import begin, created_event, release
+from tests.store.builders import T0, begin, created_event, release
 
 ROOT = Path(__file__).parents[2]
 
@@ -34,6 +34,30 @@ async def test_commits_are_durable_write_ahead_logged_and_synchronous(tmp_path: 
             )
         )
         assert settings == ("wal", 2)  # 2 = FULL: the WAL is synced at every commit
+    finally:
+        await store.close()
+
+
+async def test_a_heartbeat_commits_unsynced_and_every_write_after_it_is_synced(tmp_path: Path) -> None:
+    """A heartbeat, soft state, commits with ``NORMAL`` (README, "What the default engine syncs"); the
+    connection is back to ``FULL`` after it, and after one that failed, for the writes that follow."""
+    store = await opened(tmp_path / "rc.db")
+
+    def synchronous(db: sqlite3.Connection) -> int:
+        return int(db.execute("PRAGMA synchronous").fetchone()[0])
+
+    def failing(db: sqlite3.Connection) -> None:
+        raise sqlite3.OperationalError("disk I/O error (injected)")
+
+    try:
+        during = await store._writer.call(lambda db: store._unsynced_transaction(db, synchronous))
+        await store.heartbeat(HeartbeatRecord("portal", "host-a:1", "1.0", True, None, T0))
+        after_one = await store._writer.call(synchronous)
+        with pytest.raises(StoreUnavailable):
+            await store._writer.call(lambda db: store._unsynced_transaction(db, failing))
+        after_a_failed_one = await store._writer.call(synchronous)
+        assert (during, after_one, after_a_failed_one) == (1, 2, 2)  # 1 = NORMAL, 2 = FULL
+        assert (await store.service("portal")) is not None
     finally:
         await store.close()
 
@@ -151,7 +175,7 @@ _DIES_MID_WRITE = """
 import asyncio, sys, time
 from pathlib import Path
 from coordinator.store.sqlite import SqliteStore
-from tests.store.builders import begin, created_event, release
+from tests.store.builders import T0, begin, created_event, release
 
 def wait_to_be_killed() -> None:
     print("IN-TRANSACTION", flush=True)
