@@ -22,12 +22,16 @@ it ends. Each is recorded with the state its release was in (``bench/chaos/fault
 
 from __future__ import annotations
 
+import itertools
 import random
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 STEPS = ("created", "processing", "staged", "ending")
+#: Faults that send a message (forged or copied): they act on no process and no connection.
+MESSAGE_FAULTS = frozenset({"duplicate", "reordered", "stale", "malformed", "oversize", "spoofed"})
 #: Kinds that need a reply of their release (or, for ``spoofed``, a service still processing it): not at
 #: creation, when there is none yet.
 _STEPS_OF = {
@@ -182,3 +186,79 @@ def faults_off_plan(plan: Plan, injected: Sequence[Mapping[str, Any]]) -> list[s
     return [f"planned, never tried: {k}@{r}/{s}" for k, r, s in missing] + [
         f"tried, not planned: {k}@{r}/{s}" for k, r, s in extra
     ]
+
+
+#: How a disruptive fault may end a release otherwise than planned, by design: a service killed, or its queue
+#: broken, just before the release began (the coordinator cancels it as unhealthy); a service killed, or its
+#: queue deleted with the release's command in it, while it processed the release (no progress: it fails).
+FAULT_ENDINGS = ("canceled: unhealthy at initialization", "failed: no progress during processing")
+#: Faults that act on one service, recorded with it (``service``): an ending they cause names it.
+_ON_ONE_SERVICE = frozenset({"kill_service", "redeclare_queue"})
+#: The step a release was at when a fault was injected, by the state it was seen in (``seen``): its state
+#: when its driver looked, the operator's decision just answered, or its final state at the last attempt.
+STEP_SEEN = {
+    **dict.fromkeys(("waiting", "initializing", "created"), "created"),
+    "running": "processing",
+    **dict.fromkeys(("staged", "publishing", "canceling"), "staged"),
+    **dict.fromkeys(("publish answered", "cancel answered"), "ending"),
+    **dict.fromkeys(("published", "canceled", "failed"), "ended"),
+}
+_STEPS_SEEN = (*STEPS, "ended")
+
+
+def disruptive(injected: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The faults that acted on a process or a connection (not a message), in the order they began."""
+    acted = [r for r in injected if r["applied"] and r["kind"] not in MESSAGE_FAULTS]
+    return sorted(acted, key=lambda record: float(record["started"]))
+
+
+def misplaced_faults(injected: Sequence[Mapping[str, Any]], numbers: Mapping[str, int]) -> list[str]:
+    """One line per fault that did not land where the plan put it: on another release than the plan's
+    (``numbers``: each driven release's number), or before the plan's step; and per disruptive fault that
+    began before the one before it had ended (they take turns)."""
+    lines = []
+    for r in injected:
+        where = f"{r['kind']}@{r['release']}/{r['step']} on {r['release_id']} ({r['seen']})"
+        if numbers.get(str(r["release_id"])) != r["release"]:
+            lines.append(f"{where}: not the plan's release")
+        seen = STEP_SEEN.get(str(r["seen"]))
+        if seen is None:
+            lines.append(f"{where}: at no step a release has")
+        elif _STEPS_SEEN.index(seen) < STEPS.index(str(r["step"])):
+            lines.append(f"{where}: before its step")
+    for before, after in itertools.pairwise(disruptive(injected)):
+        if float(after["started"]) < float(before["ended"]):
+            lines.append(f"{after['kind']} began before {before['kind']} had ended")
+    return lines
+
+
+def unexplained_endings(
+    releases: Sequence[Mapping[str, Any]], injected: Sequence[Mapping[str, Any]]
+) -> list[str]:
+    """One line per driven release (as ``bench/chaos/check.py`` lists them) that ended off plan without a
+    disruptive fault to explain it. It must end as such a fault makes one end (:data:`FAULT_ENDINGS`), and
+    a fault that can must have begun before it ended: a kill or a broken queue of a service its reason
+    names, the coordinator killed when it names missed heartbeats, or a fault on every connection (the
+    broker cut, a node stopped). That fault need not be one planned for the release: a kill or a cut hits
+    every release in flight."""
+    lines = []
+    for release in releases:
+        if release["state"] == release["planned"]:
+            continue
+        reason, ended = str(release.get("reason")), release.get("ended")
+        ending = f"{release['state']}: {reason}"
+        if not ending.startswith(FAULT_ENDINGS) or ended is None:
+            lines.append(f"{release['id']} ended {ending}, not as a fault makes a release end")
+        elif not any(float(f["started"]) < ended and _may_end(f, reason) for f in disruptive(injected)):
+            lines.append(f"{release['id']} ended {ending}, and no fault that could began before")
+    return lines
+
+
+def _may_end(fault: Mapping[str, Any], reason: str) -> bool:
+    """Whether ``fault`` can make a release end for ``reason`` (which names the services at fault)."""
+    if fault["kind"] in _ON_ONE_SERVICE:
+        service = re.escape(str(fault.get("service")))
+        return re.search(rf"(?<![\w-]){service}(?![\w-])", reason) is not None
+    if fault["kind"] == "kill_coordinator":  # heartbeats go unread while it restarts; nothing else stops
+        return "missed heartbeats" in reason
+    return True  # the broker cut, a node stopped: every connection goes

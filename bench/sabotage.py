@@ -10,9 +10,10 @@ description. Two ways to use one:
         ...
 
 ``python -m bench.sabotage`` alone lists the variants. A variant's ``level`` says what it breaks:
-``machine`` (the pure state machine and the version rules, which the explorer drives) or
+``machine`` (the pure state machine and the version rules, which the explorer drives),
 ``coordinator`` (the service around it: admission, outbox, recovery; and the machine's rules about
-progress reports, which the explorer does not model). To add one, write a
+progress reports, which the explorer does not model) or ``sdk`` (the task SDK a service runs; applied
+in-process only, as the coordinator does not run it). To add one, write a
 generator that patches with :func:`patched` and yields once, and decorate it with
 :func:`sabotage`.
 
@@ -34,11 +35,14 @@ from coordinator.broker import Delivery
 from coordinator.creation import Caller
 from coordinator.machine import rules, step
 from coordinator.store import _sqlite_schema
+from schemas import messages
 from schemas.documents import Task
 from schemas.enums import Action, ReleaseState, TaskState
 from schemas.messages import AdminRequest, AdminResult
+from task_sdk import _runner
+from task_sdk._settings import Settings
 
-Level = Literal["machine", "coordinator"]
+Level = Literal["machine", "coordinator", "sdk"]
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,12 @@ def accept_spoofed() -> Iterator[None]:
         return admit(body, routing_key, user_id or "anyone", _Everyone())
 
     with patched(replies, "admit_reply", admit_anyone):  # the name the replies module calls
+        yield
+
+
+@sabotage("accept-oversize", "a message over the size limit is read like any other", "coordinator")
+def accept_oversize() -> Iterator[None]:
+    with patched(messages, "MAX_BODY_BYTES", sys.maxsize):  # read by decode() at every call
         yield
 
 
@@ -289,6 +299,18 @@ def ignore_stray_instance() -> Iterator[None]:
         yield
 
 
+# ---------------------------------------------------------------------- task SDK level
+
+
+@sabotage("accept-forged-commands", "a task service acts on commands whatever broker user signed them", "sdk")
+def accept_forged_commands() -> Iterator[None]:
+    def refuse_nobody(settings: Settings, user_id: str | None) -> str | None:
+        return None
+
+    with patched(_runner, "command_refusal", refuse_nobody):  # the name the runner calls
+        yield
+
+
 def usage() -> str:
     width = max(len(name) for name in VARIANTS)
     lines = [f"  {v.name:<{width}}  {v.level:<11}  {v.description}" for v in VARIANTS.values()]
@@ -300,6 +322,12 @@ def main(argv: list[str]) -> int:
         if argv:
             print(f"bench.sabotage: unknown variant {argv[0]!r}", file=sys.stderr)
         print(usage(), file=sys.stderr)
+        return 2
+    if VARIANTS[argv[0]].level == "sdk":
+        print(
+            f"bench.sabotage: {argv[0]} breaks the task SDK, not the coordinator: apply it in-process",
+            file=sys.stderr,
+        )
         return 2
     from coordinator import __main__ as coordinator_main
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 from rc_cli.client import DEFAULT_AMQP_URL, DEFAULT_NAMESPACE, DEFAULT_TIMEOUT
 from schemas.broker_url import split_urls
+from schemas.listen import split_listen
 
 DEFAULT_LISTEN = "127.0.0.1:8780"
 DEFAULT_OPERATOR = "dashboard"
@@ -56,15 +57,6 @@ ENVIRONMENT: dict[str, str] = {
     "RC_RECONNECT_SECONDS": f"seconds between attempts to reach the broker ({DEFAULT_RECONNECT_SECONDS:g})",
     "RC_TRUSTED_USERS": "broker users that may report progress for any service (as the coordinator's)",
 }
-
-
-def split_listen(listen: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) as a (host, port) pair; port 0 picks a free one."""
-    host, sep, port = listen.strip().rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"listen must be HOST:PORT (e.g. {DEFAULT_LISTEN}), not {listen!r}")
-    return host, int(port)
 
 
 def origin_of(url: str) -> str:
@@ -129,7 +121,7 @@ class DashboardSettings:
 
     def __post_init__(self) -> None:
         split_urls(self.amqp_url)  # one URL, or a cluster's nodes comma-separated: a clear error now
-        split_listen(self.listen)
+        split_listen(self.listen, DEFAULT_LISTEN)
         if self.public_url is not None:
             origin_of(self.public_url)
         if not self.namespace.strip():
@@ -143,7 +135,7 @@ class DashboardSettings:
 
     @property
     def listen_address(self) -> tuple[str, int]:
-        return split_listen(self.listen)
+        return split_listen(self.listen, DEFAULT_LISTEN)
 
     @property
     def read_only(self) -> bool:

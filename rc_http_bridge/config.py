@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.broker_url import mask_url
+from schemas.listen import split_listen
 from schemas.topology import check_service_name
 from task_sdk._settings import read_environment
 
@@ -231,15 +232,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False  # a name: it may resolve to any interface
-
-
-def split_listen(listen: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) as a (host, port) pair; port 0 picks a free one."""
-    host, sep, port = listen.strip().rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"listen must be HOST:PORT, not {listen!r}")
-    return host, int(port)
 
 
 def default_public_url(host: str, port: int) -> str:

@@ -12,7 +12,16 @@ from typing import TYPE_CHECKING, Any
 
 from bench.chaos.common import TERMINAL, log
 from bench.chaos_cluster import coordinator_switches, recovery_figures, switch_figures
-from bench.chaos_plan import Effects, faults_off_plan, kept_data, outcome_figures, to_discard, unplanned_ends
+from bench.chaos_plan import (
+    Effects,
+    faults_off_plan,
+    kept_data,
+    misplaced_faults,
+    outcome_figures,
+    to_discard,
+    unexplained_endings,
+    unplanned_ends,
+)
 from bench.chaos_service import read_journal
 from coordinator.store import store_for
 from schemas.enums import EventKind, ReleaseState, TaskState
@@ -80,6 +89,9 @@ async def check(chaos: Chaos) -> None:
     planned = {r: s.value for r, s in chaos.operator.planned.items()}
     report.figures.update(outcome_figures(planned, releases))
     report.unplanned = unplanned_ends(planned, releases)
+    report.releases = driven_releases(chaos, releases)
+    report.misplaced = misplaced_faults(report.injected, chaos.operator.numbers)
+    report.unexplained = unexplained_endings(report.releases, report.injected)
     report.off_plan = faults_off_plan(chaos.plan, report.injected)
     report.figures["planned faults tried"] = len(report.injected)
     report.figures["planned faults that found nothing to act on"] = sum(
@@ -97,6 +109,28 @@ async def check(chaos: Chaos) -> None:
     v["service crashes not injected"] = sum(
         len(chaos.procs[i].uncaused_exits) for s in chaos.services for i in chaos.instances(s)
     )
+
+
+def driven_releases(chaos: Chaos, releases: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each driven release, in creation order: its number in the plan, planned and actual end, the
+    coordinator's reason, and when it entered its final state (None if it did not end)."""
+    driven = []
+    operator = chaos.operator
+    for release_id in operator.release_ids:
+        release = releases.get(release_id, {})
+        state = release.get("state")
+        ended = (release.get("entered") or {}).get(state) if state in TERMINAL else None
+        driven.append(
+            {
+                "number": operator.numbers[release_id],
+                "id": release_id,
+                "planned": operator.planned[release_id].value,
+                "state": state,
+                "reason": release.get("state_reason"),
+                "ended": round(ended.timestamp(), 3) if ended else None,
+            }
+        )
+    return driven
 
 
 def check_releases(

@@ -24,8 +24,12 @@ def print_report(config: Config, report: Report) -> None:
         print(f"faults injected, {kind.replace('_', ' ')}: {report.faults.get(kind, 0)}")
     for line in report.off_plan:
         print(f"fault off plan: {line}")
+    for line in report.misplaced:
+        print(f"fault misplaced: {line}")
     for line in report.unplanned:
         print(f"not as planned: {line}")
+    for line in report.unexplained:
+        print(f"not as planned, unexplained: {line}")
     for name, value in report.violations.items():
         print(f"violations, {name}: {value}")
     total_faults = sum(report.faults.values())
@@ -103,9 +107,12 @@ def write_json(path: Path, config: Config, report: Report, plan: list[dict[str, 
         "faults": dict(report.faults),
         "violations": report.violations,
         "unplanned": report.unplanned,
+        "releases": report.releases,
+        "unexplained": report.unexplained,
         "plan": plan,
         "injected": report.injected,
         "off plan": report.off_plan,
+        "misplaced": report.misplaced,
     }
     path.write_text(json.dumps(document, indent=2) + "\n")
 

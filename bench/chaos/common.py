@@ -81,6 +81,13 @@ class Report:
     off_plan: list[str] = field(default_factory=list)
     #: Driven releases that did not end as planned, each with how and why.
     unplanned: list[str] = field(default_factory=list)
+    #: Every driven release: its number in the plan, id, planned and actual end, the coordinator's reason,
+    #: and when it ended (seconds since the epoch, as the store has it; None if it did not end).
+    releases: list[dict[str, Any]] = field(default_factory=list)
+    #: Faults that did not land where the plan put them (``bench.chaos_plan.misplaced_faults``).
+    misplaced: list[str] = field(default_factory=list)
+    #: Releases that ended off plan with no fault to explain it (``bench.chaos_plan.unexplained_endings``).
+    unexplained: list[str] = field(default_factory=list)
 
     @property
     def total_violations(self) -> int:

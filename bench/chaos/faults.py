@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import random
 import subprocess
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from bench.chaos.common import ADMIN_AMQP_URL, log, rabbitmqctl
 from bench.chaos_cluster import NODE_FAULTS
-from bench.chaos_plan import PlannedFault
+from bench.chaos_plan import MESSAGE_FAULTS, PlannedFault
 from bench.chaos_queue_fault import redeclare_as_classic, repair
 from schemas.broker_url import split_urls
 from schemas.enums import Action, Outcome, ReleaseState
@@ -44,10 +45,8 @@ class Target:
     release_id: str
     borrow: bool = False
     copied_from: str | None = None
-
-
-#: Faults that send a message: they need no pause and do not wait for the disruptive ones.
-MESSAGE_FAULTS = frozenset({"duplicate", "reordered", "stale", "malformed", "oversize", "spoofed"})
+    #: The service a fault acted on, for those that act on one (a kill, a redeclared queue).
+    service: str | None = None
 
 
 class Injector:
@@ -86,6 +85,7 @@ class Injector:
         chaos = self.chaos
         rng = random.Random(f"chaos-fault:{chaos.config.seed}:{number}")
         target = Target(release_id, borrow=final)
+        started = time.time()  # the wall clock, as the store's times: to compare with when releases ended
         try:
             applied = await self._inject(fault.kind, rng, target)
         except Exception as error:
@@ -94,8 +94,11 @@ class Injector:
         if applied or final:
             record = {"kind": fault.kind, "release": fault.release, "step": fault.step}
             record |= {"release_id": release_id, "seen": seen, "applied": applied}
+            record |= {"started": round(started, 3), "ended": round(time.time(), 3)}
             if target.copied_from:
                 record["copied from"] = target.copied_from
+            if target.service:
+                record["service"] = target.service
             chaos.report.injected.append(record)
             outcome = "done" if applied else "nothing to act on"
             log(f"fault {fault.kind}@{fault.release}/{fault.step} ({seen}): {outcome}")
@@ -134,7 +137,8 @@ class Injector:
     async def _kill_service(self, rng: random.Random, target: Target) -> bool:
         """SIGKILL one instance of a service (the only one, or one of several), restarted a moment later."""
         chaos = self.chaos
-        proc = chaos.procs[rng.choice(chaos.instances(rng.choice(chaos.services)))]
+        target.service = rng.choice(chaos.services)
+        proc = chaos.procs[rng.choice(chaos.instances(target.service))]
         proc.kill()
         await asyncio.sleep(rng.uniform(0.2, 1.5))
         proc.start()
@@ -142,7 +146,7 @@ class Injector:
 
     async def _redeclare_queue(self, rng: random.Random, target: Target) -> bool:
         chaos = self.chaos
-        service = rng.choice(chaos.services)
+        service = target.service = rng.choice(chaos.services)
         queue = chaos.topology.task_queue(service)
         who = await redeclare_as_classic(chaos.url(service, direct=True), ADMIN_AMQP_URL, queue)
         log(f"{queue} deleted and declared again as a classic queue by {who}")

@@ -71,6 +71,8 @@ class Operator:
         self.release_ids: list[str] = []
         #: How each driven release is meant to end: published, or canceled on purpose once staged.
         self.planned: dict[str, ReleaseState] = {}
+        #: Each driven release's number in the plan.
+        self.numbers: dict[str, int] = {}
 
     async def admin(self, operation: AdminOperation, *, patience: float = 60) -> AdminAnswer:
         """Ask until some coordinator answers (it may be dead, restarting, or cut off)."""
@@ -125,6 +127,7 @@ class Operator:
             return
         release_id = answer.result.release.id
         self.release_ids.append(release_id)
+        self.numbers[release_id] = number
         cancel_it = number in plan.cancels
         self.planned[release_id] = ReleaseState.CANCELED if cancel_it else ReleaseState.PUBLISHED
         hits = Hits(self.chaos.injector, plan.of(number), release_id)

@@ -41,6 +41,8 @@ class MongoReads:
     releases: AsyncCollection[Doc]
     events: AsyncCollection[Doc]
     services: AsyncCollection[Doc]
+    #: Per release: the events of its stored ``journal`` as the engine knows them, copied or not.
+    _journal: dict[str, list[AuditEvent]]
 
     async def state_of(self, release_id: str) -> ReleaseState | None:
         """A release's state alone: no need to read and parse the whole document (tasks, notes)."""
@@ -104,7 +106,12 @@ class MongoReads:
         return Page(page, encode_event_cursor(page[-1]) if len(docs) > limit else None)
 
     async def request_events(self, request_id: str) -> list[AuditEvent]:
-        return [event_from_doc(d) for d in await self.events.find({"message_id": request_id}).to_list()]
+        """Those in ``events``, and those still in a journal because their copy failed (it is tried again
+        later): a request that the broker delivers again meanwhile is still recognized as done."""
+        found = [event_from_doc(d) for d in await self.events.find({"message_id": request_id}).to_list()]
+        copied = {event.id for event in found}
+        waiting = (e for journal in self._journal.values() for e in journal if e.message_id == request_id)
+        return found + [event for event in waiting if event.id not in copied]
 
     async def note_page(
         self,

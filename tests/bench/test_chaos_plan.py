@@ -14,9 +14,11 @@ from bench.chaos_plan import (
     faults_off_plan,
     kept_data,
     make_plan,
+    misplaced_faults,
     outcome_figures,
     steps_of,
     to_discard,
+    unexplained_endings,
     unplanned_ends,
 )
 
@@ -120,6 +122,70 @@ def test_outcomes_are_counted_against_the_plan() -> None:
         "releases planned to be canceled": 1,
         "releases ended as planned": 2,
     }
+
+
+def fault(kind: str, started: float, ended: float, **extra: object) -> dict[str, object]:
+    """A record of an applied fault planned for release 0 at processing, seen running."""
+    record = {"kind": kind, "release": 0, "step": "processing", "release_id": "R0", "seen": "running"}
+    return record | {"applied": True, "started": started, "ended": ended, **extra}
+
+
+def test_a_fault_must_land_on_its_release_at_or_after_its_step_and_disruptive_ones_take_turns() -> None:
+    numbers = {"R0": 0, "R1": 1}
+    landed = [
+        fault("duplicate", 1.0, 1.1),
+        fault("kill_service", 2.0, 3.0, service="s1", step="created", seen="publish answered"),
+        fault("broker_outage", 3.5, 4.0, seen="failed"),  # its last attempt: the release had ended
+        fault("malformed", 3.6, 3.7),  # a message: it needs no turn
+    ]
+    assert misplaced_faults(landed, numbers) == []
+    elsewhere = fault("stale", 5.0, 5.1, release_id="R1")
+    early = fault("oversize", 5.0, 5.1, step="staged")  # seen running: before its step
+    overlapping = fault("kill_coordinator", 3.9, 4.5, step="created")
+    unknown = fault("spoofed", 5.0, 5.1, seen="somewhere")
+    assert misplaced_faults([*landed, elsewhere, early, overlapping, unknown], numbers) == [
+        "stale@0/processing on R1 (running): not the plan's release",
+        "oversize@0/staged on R0 (running): before its step",
+        "spoofed@0/processing on R0 (somewhere): at no step a release has",
+        "kill_coordinator began before broker_outage had ended",
+    ]
+    assert misplaced_faults([fault("kill_service", 1.0, 2.0, applied=False), overlapping], numbers) == []
+
+
+def ended(state: str, reason: str, at: float | None, planned: str = "published") -> dict[str, object]:
+    return {"id": "R9", "number": 0, "planned": planned, "state": state, "reason": reason, "ended": at}
+
+
+def test_a_release_that_ended_off_plan_needs_a_fault_begun_before_that_could_end_it_so() -> None:
+    unhealthy = "unhealthy at initialization: s1 (no consumer on its queue: start it)"
+    silent = "no progress during processing for 15 s from: s2, s3 (a running task reports progress)"
+    kill_s1 = fault("kill_service", 10.0, 11.0, service="s1")
+    assert unexplained_endings([ended("canceled", unhealthy, 12.0)], [kill_s1]) == []
+    assert unexplained_endings([ended("failed", silent, 30.0)], [kill_s1 | {"service": "s3"}]) == []
+    assert unexplained_endings([ended("canceled", unhealthy, 12.0)], [fault("broker_outage", 5.0, 6.0)]) == []
+    assert (
+        unexplained_endings([ended("published", "", 12.0), ended("canceled", "", 3.0, "canceled")], []) == []
+    )
+    cases = [
+        ([ended("canceled", unhealthy, 9.0)], [kill_s1]),  # the kill began after the release ended
+        ([ended("canceled", unhealthy, 12.0)], [kill_s1 | {"service": "s2"}]),  # another service
+        ([ended("canceled", unhealthy.replace("s1", "s10"), 12.0)], [kill_s1]),  # a name that contains it
+        ([ended("canceled", unhealthy, 12.0)], [kill_s1 | {"applied": False}]),  # it found nothing to do
+        ([ended("canceled", unhealthy, 12.0)], [fault("duplicate", 5.0, 6.0)]),  # a message changes nothing
+        ([ended("canceled", unhealthy, 12.0)], [fault("kill_coordinator", 5.0, 6.0)]),  # heartbeats aside
+    ]
+    for releases, faults in cases:
+        assert unexplained_endings(releases, faults) == [
+            f"R9 ended canceled: {releases[0]['reason']}, and no fault that could began before"
+        ], (releases, faults)
+    missed = "unhealthy at initialization: s2 (missed heartbeats (the last 9s ago): is it stuck?)"
+    assert unexplained_endings([ended("canceled", missed, 12.0)], [fault("kill_coordinator", 5.0, 6.0)]) == []
+    assert unexplained_endings([ended("failed", "portal failed: disk full", 12.0)], [kill_s1]) == [
+        "R9 ended failed: portal failed: disk full, not as a fault makes a release end"
+    ]
+    assert unexplained_endings([ended("waiting", "", None)], [kill_s1]) == [
+        "R9 ended waiting: , not as a fault makes a release end"
+    ]
 
 
 def test_several_instances_per_service_have_their_own_process_and_journal() -> None:

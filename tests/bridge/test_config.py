@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from rc_http_bridge.__main__ import configuration, main, parser
-from rc_http_bridge.config import ENVIRONMENT, BridgeConfig, default_public_url, split_listen
+from rc_http_bridge.config import ENVIRONMENT, BridgeConfig, default_public_url
+from schemas.listen import split_listen
 from task_sdk._settings import ENVIRONMENT as SDK_ENVIRONMENT
 
 REQUIRED = {"RC_BRIDGE_SERVICE": "portal", "RC_BRIDGE_URL": "http://portal:8080/"}

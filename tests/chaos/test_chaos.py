@@ -1,8 +1,9 @@
 """The short fault-injection run: a few releases, every kind of fault, a fixed seed (a fixed plan of which
-fault hits which release at which step), the faults injected as planned, every release ended as planned, no
-violation. It runs once more under ``skip-discard`` (the sabotage matrix, ``tests/sabotage/plugin.py``): the
-release the plan cancels at review keeps its staged data, and the run's discard check, from the services'
-journals, must say so. And one sabotaged coordinator that believes any sender, to show the run notices."""
+fault hits which release at which step), the faults injected as planned, every release ended as planned (or
+as a disruptive fault begun before it ended explains), no violation. It runs once more under
+``skip-discard`` (the sabotage matrix, ``tests/sabotage/plugin.py``): the release the plan cancels at review
+keeps its staged data, and the run's discard check, from the services' journals, must say so. And one
+sabotaged coordinator that believes any sender, to show the run notices."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, cast
 
 from bench.chaos import FAULTS, Chaos, parse
+from bench.chaos_plan import FAULT_ENDINGS
 from tests.sabotage.plugin import caught_by
 
 #: Seed 355 plans every kind once; the release it cancels at review (0) gets only forged or copied messages,
@@ -21,10 +24,6 @@ from tests.sabotage.plugin import caught_by
 SHORT = ["--releases", "4", "--services", "3", "--seed", "355"]
 SHORT += ["--fault-gap", "0.7", "1.5", "--work-seconds", "2"]
 KEPT = "services that kept staged data of a release that ended canceled or failed"
-#: How a planned fault may end a release otherwise than planned, by design: a service killed, or its queue
-#: broken, just before the release began (the coordinator cancels it as unhealthy); a service killed, or its
-#: queue deleted with the release's command in it, while it processed the release (no progress: it fails).
-FAULT_ENDINGS = ("canceled: unhealthy at initialization", "failed: no progress during processing")
 
 
 def run_chaos(tmp_path: Path, *extra: str) -> tuple[int, str, dict[str, object]]:
@@ -70,6 +69,18 @@ def assert_faults_as_planned(figures: dict[str, object], output: str) -> None:
     assert sum(faults.values()) == sum(1 for r in injected if r["applied"])
 
 
+def assert_faults_landed_where_planned(figures: dict[str, object]) -> None:
+    """Each fault hit the release its plan names, never before its step; the disruptive ones took turns;
+    a kill or a broken queue says which service it acted on (what an ending it causes names)."""
+    releases = cast(list[dict[str, Any]], figures["releases"])
+    assert sorted(release["number"] for release in releases) == list(range(4)), releases
+    assert figures["misplaced"] == [], figures["injected"]
+    for record in cast(list[dict[str, Any]], figures["injected"]):
+        assert record["started"] <= record["ended"], record
+        if record["applied"] and record["kind"] in ("kill_service", "redeclare_queue"):
+            assert record.get("service"), record
+
+
 @caught_by("skip-discard")
 def test_short_run_injects_the_planned_faults_ends_releases_as_planned_and_finds_no_violation(
     amqp_url: str, tmp_path: Path, sabotage: str | None
@@ -96,6 +107,11 @@ def test_short_run_injects_the_planned_faults_ends_releases_as_planned_and_finds
     assert figures["releases ended as planned"] >= 2, output[-4000:]
     for line in unplanned:
         assert any(ending in line for ending in FAULT_ENDINGS), output[-4000:]
+    # And a fault that can end a release so had begun before it ended, on a service its reason names (or
+    # on every connection): the fault that explains it, planned for it or not (a kill hits every release
+    # in flight).
+    assert figures["unexplained"] == [], (figures["releases"], figures["injected"])
+    assert_faults_landed_where_planned(figures)
     published = figures["releases published"]
     assert isinstance(published, int)
     assert published >= 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 
 import aio_pika
 import pytest
@@ -110,6 +111,16 @@ async def test_announcements_reach_subscribers(
     assert [(a.release_id, a.state) for a in received] == [(result.release.id, ReleaseState.RUNNING)]
 
 
+async def wait_until(condition: Callable[[], bool], what: str, within: float = 10) -> None:
+    """Poll ``condition`` until it holds; AssertionError naming ``what`` after ``within`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"not within {within}s: {what}")
+        await asyncio.sleep(0.02)
+
+
 async def test_watch_release_merges_polls_and_announcements(
     amqp_url: str, namespace: str, coordinator: FakeCoordinator
 ) -> None:
@@ -120,17 +131,21 @@ async def test_watch_release_merges_polls_and_announcements(
         release_id = result.release.id
 
         async def drive() -> None:
-            await asyncio.sleep(0.3)
+            # The first view is reported only once the watcher has subscribed to announcements.
+            await wait_until(lambda: bool(seen), "the watcher subscribed and reported the first view")
             await coordinator.update(release_id, state=ReleaseState.RUNNING, task_state=TaskState.RUNNING)
             await coordinator.update(release_id, progress=70, message="nearly")
-            await asyncio.sleep(0.5)
+            await wait_until(
+                lambda: any(v.tasks["portal"].progress == 70 for v in seen), "a poll reported progress 70"
+            )
             await coordinator.update(release_id, state=ReleaseState.PUBLISHED, task_state=TaskState.PUBLISHED)
 
-        driver = asyncio.create_task(drive())
-        final = await asyncio.wait_for(
-            watch_release(client, release_id, lambda v, _note: seen.append(v), poll_interval=0.1), 10
-        )
-        await driver
+        async with asyncio.timeout(20), asyncio.TaskGroup() as group:
+            group.create_task(drive())
+            watching = group.create_task(
+                watch_release(client, release_id, lambda v, _note: seen.append(v), poll_interval=0.1)
+            )
+        final = watching.result()
     assert final.state is ReleaseState.PUBLISHED
     assert seen[0].state is ReleaseState.WAITING
     assert any(v.tasks["portal"].progress == 70 for v in seen)

@@ -40,10 +40,10 @@ from rc_dashboard.live import Hub
 from rc_dashboard.settings import DashboardSettings
 from schemas.broker_url import broker_user
 from schemas.messages import ListServices, RequireService, ServiceList
+from tests._broker_users import BrokerAdmin, with_credentials
 from tests.cli.conftest import Outcome, Rc, rc_env, run_rc
 from tests.coordinator.fixtures import SERVICES, Running
 from tests.coordinator.simulated import SimulatedService
-from tests.coordinator.test_observability import BrokerAdmin, with_credentials
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("RC_CHROMIUM", "/usr/bin/chromium")

@@ -17,8 +17,9 @@ from tests.coordinator import (
 )
 from tests.explore import test_explore
 from tests.sabotage.plugin import CATCHERS, caught_by
+from tests.security import test_forged_commands
 from tests.store import test_contract
-from tests.unit import test_machine
+from tests.unit import test_decode_any, test_machine
 
 #: The modules holding the guarantees' tests; importing them registers their catchers.
 CATCHING_MODULES = (
@@ -26,10 +27,12 @@ CATCHING_MODULES = (
     test_discard_journals,
     test_explore,
     test_faults,
+    test_forged_commands,
     test_in_memory,
     test_releases,
     test_unique_versions,
     test_contract,
+    test_decode_any,
     test_machine,
 )
 

@@ -9,8 +9,21 @@ from typing import Any
 
 import pytest
 
+from coordinator.admission import admit_reply
 from schemas.enums import Action, Outcome
-from schemas.messages import MAX_BODY_BYTES, Heartbeat, MessageError, Progress, TaskReply, decode_any, encode
+from schemas.messages import (
+    MAX_BODY_BYTES,
+    Command,
+    Heartbeat,
+    MessageError,
+    Progress,
+    TaskReply,
+    decode,
+    decode_any,
+    encode,
+)
+from task_sdk.testing import make_command, make_release
+from tests.sabotage.plugin import caught_by
 
 REPLIES = (TaskReply, Progress, Heartbeat)
 REPLY = TaskReply(
@@ -80,3 +93,13 @@ def test_a_refusal_names_the_kind_or_the_model_and_what_is_wrong(body: bytes, ex
 
 def test_an_oversize_body_is_refused_before_it_is_read() -> None:
     assert reason(b" " * (MAX_BODY_BYTES + 1)).startswith("oversize: ")
+
+
+@caught_by("accept-oversize")
+def test_a_valid_message_over_the_size_limit_is_refused_by_the_coordinator_and_by_services() -> None:
+    padding = b" " * MAX_BODY_BYTES  # valid JSON still: only its size is wrong
+    with pytest.raises(MessageError, match=r"^oversize: "):
+        admit_reply(encode(REPLY) + padding, "reply.portal.reply", "portal", trusted_users=())
+    command = make_command("portal", Action.INITIALIZE, make_release())
+    with pytest.raises(MessageError, match=r"^oversize: "):
+        decode(encode(command) + padding, Command)  # what a task service does with a command

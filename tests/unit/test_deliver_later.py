@@ -22,9 +22,10 @@ from coordinator.machine import Begin, Input, ReplyReceived
 from coordinator.outbox import Outbox
 from coordinator.releases import Releases
 from coordinator.store.sqlite import SqliteStore
-from schemas.documents import Release
+from schemas.documents import AuditEvent, Release
 from schemas.enums import Action, Outcome, ReleaseState
 from schemas.topology import Topology
+from tests.unit.event_loop import run_turns, turns_until
 from tests.unit.releases import TIMEOUTS, new_release, reply
 
 NOW = datetime(2026, 12, 2, tzinfo=UTC)
@@ -49,15 +50,26 @@ class HeldOutbox(Outbox):
         return [entry.message_id for entry in release.outbox]
 
 
+class NotingStore(SqliteStore):
+    """Notes in ``seen`` (when given one) each compare-and-set as it begins, before any I/O."""
+
+    seen: list[str] | None = None
+
+    async def compare_and_set(self, before: Release, after: Release, events: Sequence[AuditEvent]) -> None:
+        if self.seen is not None:
+            self.seen.append("writing")
+        await super().compare_and_set(before, after, events)
+
+
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    opened = SqliteStore(tmp_path / "rc.db")
+async def store(tmp_path: Path) -> AsyncIterator[NotingStore]:
+    opened = NotingStore(tmp_path / "rc.db")
     await opened.open()
     yield opened
     await opened.close()
 
 
-def releases_over(store: SqliteStore, outbox: HeldOutbox) -> Releases:
+def releases_over(store: NotingStore, outbox: HeldOutbox) -> Releases:
     async def storing(release_id: str, inputs: Sequence[Input]) -> None:
         outbox.seen.append(f"deciding {type(inputs[0]).__name__}")
 
@@ -72,9 +84,10 @@ def releases_over(store: SqliteStore, outbox: HeldOutbox) -> Releases:
 
 
 async def test_a_reply_is_settled_once_stored_and_the_next_input_waits_for_the_publication(
-    store: SqliteStore,
+    store: NotingStore,
 ) -> None:
     seen: list[str] = []
+    store.seen = seen
     outbox = HeldOutbox(seen)
     releases = releases_over(store, outbox)
     release = new_release()
@@ -94,18 +107,25 @@ async def test_a_reply_is_settled_once_stored_and_the_next_input_waits_for_the_p
 
     answer = reply(stored, "portal", Action.INITIALIZE, Outcome.ACCEPTED)
     nxt = asyncio.create_task(releases.apply_all(release.id, [Cause(ReplyReceived(answer, NOW))]))
-    await asyncio.sleep(0.05)
-    assert not nxt.done()  # waits for the publication of the release's previous write
+    await turns_until(lambda: "deciding ReplyReceived" in seen)
+    # From there to its write the next input does no I/O (this coordinator has the release cached): had it
+    # not waited for the publication, it would be writing within these turns of the event loop.
+    await run_turns(50)
+    assert seen[-1] == "deciding ReplyReceived"  # not writing: waits for the publication of the last write
+    assert not nxt.done()
     outbox.go.set()
     decided = await asyncio.wait_for(nxt, 5)
     assert decided is not None
     assert decided[0].applied
-    assert seen == ["deciding Begin", "publishing 4", "deciding ReplyReceived", "published"]
+    assert seen == [
+        *("deciding Begin", "writing", "publishing 4"),
+        *("deciding ReplyReceived", "published", "writing"),  # written once the publication ended
+    ]
     await releases.stop_publishing()
 
 
 async def test_stopping_the_session_stops_the_publications_and_leaves_the_outbox_stored(
-    store: SqliteStore,
+    store: NotingStore,
 ) -> None:
     outbox = HeldOutbox([])
     releases = releases_over(store, outbox)
@@ -122,7 +142,7 @@ async def test_stopping_the_session_stops_the_publications_and_leaves_the_outbox
 
 
 async def test_a_publication_that_ends_within_the_grace_is_recorded_before_the_session_stops(
-    store: SqliteStore,
+    store: NotingStore,
 ) -> None:
     """A graceful stop lets the running publication finish: what the broker confirmed leaves the stored
     outbox, so the next session does not send it again."""

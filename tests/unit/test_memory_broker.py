@@ -14,7 +14,8 @@ from coordinator.broker.memory import (
     Message,
     PublishRefused,
 )
-from schemas.topology import DEAD_REASON_HEADER, Topology
+from schemas.topology import DEAD_REASON_HEADER, DELIVERY_LIMIT, Topology
+from tests.unit.event_loop import turns_until
 
 TOPOLOGY = Topology("mem")
 
@@ -101,16 +102,19 @@ async def test_past_the_delivery_limit_a_message_is_dead_lettered() -> None:
     broker = MemoryBroker(TOPOLOGY)
     queue = setup_queue(broker)
 
+    attempts: list[bytes] = []
+
     async def give_back(delivery: MemoryDelivery) -> None:
+        attempts.append(delivery.body)
         await delivery.requeue()
 
     broker.connection("rc-coordinator").publish(command(7))
     broker.connection("portal").consume(queue, give_back, prefetch=1)
-    await drained()
-    await asyncio.sleep(0.05)
+    await turns_until(lambda: bool(broker.queues[TOPOLOGY.dead_letter_queue].messages))
     dead = broker.connection("admin").get(TOPOLOGY.dead_letter_queue)
     assert dead is not None
     assert dead.body == b"7"
+    assert attempts == [b"7"] * (DELIVERY_LIMIT + 1)  # handed out up to the limit, then once past it
     assert not broker.queues[queue].messages
 
 
