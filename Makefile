@@ -45,12 +45,15 @@ test: venv
 	$(MAKE) --no-print-directory lint
 	$(PY) -m pytest -q
 
-# Every run of the release protocol within a larger bound than the suite's (tests/explore/): the real
-# state machine with duplicated and reordered messages, unconfirmed outboxes, coordinator crashes, a
-# silent service, failures, deadlines and operators at any moment. A few minutes; about 1 GB of memory.
+# Every run of the release protocol within larger bounds than the suite's (tests/explore/): the real
+# state machine with duplicated and reordered messages, unconfirmed outboxes (a coordinator crash between
+# storing and publishing), a silent service, failures, deadlines and operators at any moment; then two
+# releases open at once (one service). A few minutes; about 1 GB of memory.
 EXPLORE_BOUND ?= --services 2 --releases 2 --duplicates 1 --unconfirmed 1 --losses 0 --silent 1
+EXPLORE_CONCURRENT_BOUND ?= --services 1 --releases 2 --concurrent --duplicates 1 --unconfirmed 1 --losses 0 --silent 1
 explore: venv
 	$(PY) -m tests.explore $(EXPLORE_BOUND)
+	$(PY) -m tests.explore $(EXPLORE_CONCURRENT_BOUND)
 
 # Mutation testing of the pure rules (coordinator/machine/, coordinator/versioning.py) with mutmut, against
 # the unit tests of the state machine and versions and the explorer's small bound ([tool.mutmut] in

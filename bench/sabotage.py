@@ -256,6 +256,24 @@ def reuse_version() -> Iterator[None]:
         yield
 
 
+@sabotage(
+    "final-from-tentative",
+    "a final version is taken above the release's own tentative version, not the highest one assigned",
+    "machine",
+)
+def final_from_tentative() -> Iterator[None]:
+    """Right while releases run one after the other (a release's tentative version then comes after
+    every final version assigned), wrong when two are open at once: both are given the same one."""
+    original = step._Step._publish
+
+    def publish_from_own_version(self: step._Step, event: machine.Publish) -> machine.Decision:
+        own = machine.Publish(event.now, event.operator, self.original.tentative_version)
+        return original(self, own)
+
+    with patched(step._Step, "_publish", publish_from_own_version):
+        yield
+
+
 @sabotage("skip-discard", "a cancel or failure marks tasks canceled without telling the services", "machine")
 def skip_discard() -> Iterator[None]:
     def cancel_silently(self: step._Step, now: datetime, reason: str) -> list[str]:

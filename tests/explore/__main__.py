@@ -22,6 +22,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--releases", type=int, default=default.releases, help="releases (later ones re-runs)"
     )
+    parser.add_argument(
+        "--concurrent", action="store_true", help="operators may also create a release while another is open"
+    )
     parser.add_argument("--duplicates", type=int, default=default.duplicates, help="duplicates per run")
     parser.add_argument(
         "--unconfirmed", type=int, default=default.unconfirmed, help="outboxes not confirmed at once per run"
@@ -63,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         silent=args.silent,
         failures=not args.no_failures,
         lose_commands=args.lose_commands,
+        concurrent=args.concurrent,
     )
     started = time.monotonic()
     shown = [started]

@@ -11,14 +11,25 @@ Modelled, after the code it mirrors:
   in its outbox (one update), publishes the outbox with confirms, and acks the input; inputs of one
   release are decided one at a time, publication included. The broker
   may not confirm a publication (``Bound.unconfirmed``): the outbox stays stored and the coordinator
-  goes on; its sweeper publishes it later. The coordinator may crash then, between storing and
-  publishing: the next one recovers from the store and replays every stored outbox. It may also die
-  after storing a decision and before acking its input, which is then delivered again. Deadlines are
+  goes on; its sweeper publishes it later. It may also die after storing a decision and before acking
+  its input, which is then delivered again (a duplicate). Deadlines are
   armed from the stored release (``next_deadline``) and may pass at any moment. A created release is
   begun (``Begin``; services without a consumer, here the silent ones, are unhealthy); a service that
   reports itself unhealthy is applied to the releases that initialize.
+* **Crashes of the coordinator** are those two faults; there is no crash move of its own, because it
+  would change nothing. A crash loses what the coordinator holds in memory: its copies of releases and
+  its deadlines (recovery reads and arms them again from the store), its publications under way and its
+  list of outboxes to publish again (recovery publishes every stored outbox: the releases whose
+  publication the crash cut short, and those the sweeper would have retried, so the same list), and the
+  inputs it had not acked (delivered again). A crash between storing a decision and publishing it is
+  therefore the unconfirmed outbox, published later by the sweeper or by recovery (one move, ``outbox``),
+  and a crash before the ack is the duplicate delivery. So a state holds nothing of the coordinator but
+  what is stored, and its outboxes are what it will publish.
 * **Operators** hold, unhold, publish (given the highest final version stored), cancel, and re-run an
-  ended release (a new release, its tentative version from the last created one), at any moment.
+  ended release (a new release, its tentative version from the last created one), at any moment; with
+  ``Bound.concurrent`` they also create a release while another is open, so that releases run (and
+  publish) at the same time, each decided one input at a time. Creations are one after the other, as
+  ``Creation`` does them (a lock, and the store's unique index on tentative versions).
 * **The broker.** Messages in flight form a set: any may be delivered next (delayed past later ones),
   or delivered and kept in flight (delivered again later, a duplicate: its consumer died before the
   ack). A reply may be lost for good. A command the broker did not confirm is not lost: it stays in the
@@ -74,7 +85,6 @@ class Model:
         return World(
             releases=(self.machine.create(0, next_tentative(None), None),),
             outbox=(frozenset(),),
-            to_deliver=frozenset(),
             network=frozenset(),
             parts=((EMPTY_PART,) * b.services,),
             silent=frozenset(),
@@ -101,11 +111,9 @@ class Model:
                 for s in range(self.bound.services):
                     if s not in w.silent:
                         yield from self._decide(w, "unhealthy", r, ("unhealthy", s), s)
-        for r in sorted(w.to_deliver):
-            yield from self._sweep(w, r)
-        if w.to_deliver:
-            recovered = World(w.releases, w.outbox, recover(w), w.network, w.parts, w.silent, w.budget)
-            yield Move("crash"), recovered
+        for r, stored in enumerate(w.outbox):
+            if stored:
+                yield from self._sweep(w, r)
         for message in in_flight:
             if len(message) == 4:
                 reply: Reply = message
@@ -116,20 +124,14 @@ class Model:
                     yield from self._decide(w, "receive", r, key, s, reply, keep=True)
 
     def _sweep(self, w: World, r: int) -> Iterator[Successor]:
-        """The coordinator publishes a stored outbox again (its sweeper, or recovery)."""
+        """The coordinator publishes a stored outbox again (its sweeper, or recovery after a crash)."""
         network = w.network | w.outbox[r]
         outbox = replace(w.outbox, r, frozenset())
-        yield (
-            Move("outbox", r),
-            World(w.releases, outbox, w.to_deliver - {r}, network, w.parts, w.silent, w.budget),
-        )
+        yield Move("outbox", r), World(w.releases, outbox, network, w.parts, w.silent, w.budget)
         b = w.budget
         if b.duplicates:  # the broker took it, the confirm was lost: it stays stored, to be published again
             twice = b._replace(duplicates=b.duplicates - 1)
-            yield (
-                Move("outbox", r, keep=True),
-                World(w.releases, w.outbox, w.to_deliver, network, w.parts, w.silent, twice),
-            )
+            yield Move("outbox", r, keep=True), World(w.releases, w.outbox, network, w.parts, w.silent, twice)
 
     def _decide(
         self,
@@ -157,19 +159,13 @@ class Model:
         stored = w.outbox[r] | {(r, c, a) for c, a in step.commands}
         if stored:  # published with the whole stored outbox, confirmed
             outbox = replace(w.outbox, r, frozenset())
-            yield (
-                move,
-                World(releases, outbox, w.to_deliver - {r}, network | stored, w.parts, w.silent, budget),
-            )
+            yield move, World(releases, outbox, network | stored, w.parts, w.silent, budget)
         else:
-            yield move, World(releases, w.outbox, w.to_deliver, network, w.parts, w.silent, budget)
+            yield move, World(releases, w.outbox, network, w.parts, w.silent, budget)
         if step.commands and budget.unconfirmed:  # not confirmed: stored, to be published later
             outbox = replace(w.outbox, r, stored)
             later = budget._replace(unconfirmed=budget.unconfirmed - 1)
-            yield (
-                move._replace(unconfirmed=True),
-                World(releases, outbox, w.to_deliver | {r}, network, w.parts, w.silent, later),
-            )
+            yield move._replace(unconfirmed=True), World(releases, outbox, network, w.parts, w.silent, later)
 
     # ------------------------------------------------------------------ operators
 
@@ -180,9 +176,12 @@ class Model:
                 yield from self._decide(w, "operator", r, key, op=op)
         if len(w.releases) < self.bound.releases:
             facts = self.machine.facts
-            for r, rid in enumerate(w.releases):
-                if facts[rid].state.is_terminal:
-                    yield self._rerun(w, r, facts[w.releases[-1]].version)
+            ended = [facts[rid].state.is_terminal for rid in w.releases]
+            if self.bound.concurrent and not all(ended):
+                yield Move("create", len(w.releases)), self._create(w, None)
+            for r in range(len(w.releases)):
+                if ended[r]:
+                    yield Move("rerun", r, op=str(len(w.releases))), self._create(w, r)
 
     def _operations(self, rid: int, top: str | None) -> tuple[tuple[str, EventKey], ...]:
         """The operator commands that change release ``rid`` (the others are refused: nothing happens)."""
@@ -193,22 +192,23 @@ class Model:
             self._applicable[rid, top] = found
         return found
 
-    def _rerun(self, w: World, original: int, last_created_version: str) -> Successor:
-        """A new release, created like the first. Releases that have ended are archived: what of them
+    def _create(self, w: World, rerun_of: int | None) -> World:
+        """A new release (a re-run of release ``rerun_of``, or another one), its tentative version from
+        the last created release (``Creation``). Releases that have ended are archived: what of them
         is still in flight or in their outbox is set aside, and only their state and versions are kept
         (``Machine.archived``). What is set aside concerns only them (their own id, document, outbox and
-        service records), and their remaining runs are explored from the states before the re-run, so
+        service records), and their remaining runs are explored from the states before the creation, so
         interleaving it with the new release's steps would add states but no behaviour."""
         index = len(w.releases)
-        rid = self.machine.create(index, next_tentative(last_created_version), original)
+        last_created = self.machine.facts[w.releases[-1]].version
+        rid = self.machine.create(index, next_tentative(last_created), rerun_of)
         ended = {r for r, old in enumerate(w.releases) if self.machine.facts[old].state.is_terminal}
         archived = (self.machine.archived(old) if r in ended else old for r, old in enumerate(w.releases))
         outbox = (frozenset() if r in ended else o for r, o in enumerate(w.outbox))
         parts = (ARCHIVED if r in ended else p for r, p in enumerate(w.parts))
-        return Move("rerun", original, op=str(index)), World(
+        return World(
             (*archived, rid),
             (*outbox, frozenset()),
-            w.to_deliver - ended,
             frozenset(m for m in w.network if m[0] not in ended),
             (*parts, (EMPTY_PART,) * self.bound.services),
             w.silent,
@@ -247,9 +247,7 @@ class Model:
             budget = w.budget._replace(silences=w.budget.silences - 1)
             for s in range(self.bound.services):
                 if s not in w.silent:
-                    silent = World(
-                        w.releases, w.outbox, w.to_deliver, w.network, w.parts, w.silent | {s}, budget
-                    )
+                    silent = World(w.releases, w.outbox, w.network, w.parts, w.silent | {s}, budget)
                     yield Move("silent", service=s), silent
 
     def _take(self, w: World, message: Command) -> Iterator[Successor]:
@@ -264,8 +262,3 @@ class Model:
                     Move("command", r, s, action, outcome, keep, op=op),
                     w.with_part(r, s, part, network, budget),
                 )
-
-
-def recover(w: World) -> frozenset[int]:
-    """What a coordinator that starts on this store will publish: every stored outbox (its recovery)."""
-    return frozenset(r for r, outbox in enumerate(w.outbox) if outbox)

@@ -33,9 +33,14 @@ def describe(model: Model, before: World, move: Move, after: World) -> str:
             sent = _commands(model, before.outbox[move.release])
             how = "the broker takes them but the confirm is lost" if move.keep else "confirmed"
             return f"coordinator publishes the stored outbox of {name(move.release)}: {sent} ({how})"
-        case "crash":
-            replay = ", ".join(name(r) for r in sorted(after.to_deliver)) or "nothing"
-            return f"coordinator crashes before publishing; the next one recovers and will replay: {replay}"
+        case "create":
+            version = model.machine.facts[after.releases[move.release]].tentative_version
+            facts = model.machine.facts
+            still = [name(r) for r, rid in enumerate(before.releases) if not facts[rid].state.is_terminal]
+            return (
+                f"operator: create {name(move.release)} (tentative version {version}) "
+                f"while {', '.join(still)} {'is' if len(still) == 1 else 'are'} open"
+            )
         case "rerun":
             index = int(move.op)
             version = model.machine.facts[after.releases[index]].tentative_version

@@ -57,6 +57,7 @@ class Bound:
     """How much of the world is explored. The defaults are the bound the test suite runs."""
 
     services: int = 2
+    #: Releases in a run: the first, then re-runs of an ended one (and, with ``concurrent``, others).
     releases: int = 2
     #: Deliveries kept in flight (delivered again later) and outboxes published twice, per run.
     duplicates: int = 0
@@ -70,12 +71,16 @@ class Bound:
     #: Services may reject, fail, and report themselves unhealthy.
     failures: bool = True
     lose_commands: bool = False
+    #: Operators may create a release while another is open (else only re-runs, once one has ended).
+    concurrent: bool = False
 
     def describe(self) -> str:
         lost = "messages" if self.lose_commands else "replies"
         faults = "services reject, fail and report unhealthy" if self.failures else "services never fail"
+        services = f"{self.services} service{'s' if self.services != 1 else ''}"
+        created = " (created while others are open, or re-runs)" if self.concurrent else ""
         return (
-            f"{self.services} services, {self.releases} release(s); per run up to {self.duplicates} "
+            f"{services}, {self.releases} release(s){created}; per run up to {self.duplicates} "
             f"duplicate(s), {self.unconfirmed} unconfirmed outbox(es), {self.losses} lost {lost}, "
             f"{self.silent} silent service(s); {faults}"
         )
@@ -93,10 +98,9 @@ class Budget(NamedTuple):
 class World(NamedTuple):
     #: Each release as stored (its canonical id in the Machine), in creation order.
     releases: tuple[int, ...]
-    #: Each release's stored outbox: the commands not yet confirmed by the broker.
+    #: Each release's stored outbox: the commands not yet confirmed by the broker. The coordinator's only
+    #: state: what it holds in memory is rebuilt from the store after a crash (``tests.explore.model``).
     outbox: tuple[frozenset[Command], ...]
-    #: The coordinator's memory: the releases whose outbox it is going to publish.
-    to_deliver: frozenset[int]
     network: frozenset[Message]
     #: parts[release][service]
     parts: tuple[tuple[Part, ...], ...]
@@ -104,11 +108,11 @@ class World(NamedTuple):
     budget: Budget
 
     def with_network(self, network: frozenset[Message], budget: Budget) -> World:
-        return World(self.releases, self.outbox, self.to_deliver, network, self.parts, self.silent, budget)
+        return World(self.releases, self.outbox, network, self.parts, self.silent, budget)
 
     def with_part(self, r: int, s: int, part: Part, network: frozenset[Message], budget: Budget) -> World:
         parts = replace(self.parts, r, replace(self.parts[r], s, part))
-        return World(self.releases, self.outbox, self.to_deliver, network, parts, self.silent, budget)
+        return World(self.releases, self.outbox, network, parts, self.silent, budget)
 
 
 class Move(NamedTuple):
