@@ -262,3 +262,22 @@ def _may_end(fault: Mapping[str, Any], reason: str) -> bool:
     if fault["kind"] == "kill_coordinator":  # heartbeats go unread while it restarts; nothing else stops
         return "missed heartbeats" in reason
     return True  # the broker cut, a node stopped: every connection goes
+
+
+def failed_by_instance_kills(
+    releases: Sequence[Mapping[str, Any]], injected: Sequence[Mapping[str, Any]]
+) -> list[str]:
+    """The driven releases that failed when only the kill of a task-service instance can explain it: with
+    several instances per service, the coordinator sends the work of a killed instance to another one, so
+    such a kill alone must never fail a release."""
+    failed = []
+    for release in releases:
+        reason, ended = str(release.get("reason")), release.get("ended")
+        if release["state"] != "failed" or ended is None:
+            continue
+        causes = {
+            f["kind"] for f in disruptive(injected) if float(f["started"]) < ended and _may_end(f, reason)
+        }
+        if causes == {"kill_service"}:
+            failed.append(f"{release['id']} failed: {reason}")
+    return failed

@@ -14,6 +14,7 @@ from bench.chaos.common import TERMINAL, log
 from bench.chaos_cluster import coordinator_switches, recovery_figures, switch_figures
 from bench.chaos_plan import (
     Effects,
+    failed_by_instance_kills,
     faults_off_plan,
     kept_data,
     misplaced_faults,
@@ -105,6 +106,10 @@ async def check(chaos: Chaos) -> None:
         report.figures.update(recovery_figures(chaos.nodes.stops, events, chaos.operator.release_ids))
         report.figures.update(switch_figures(coordinator_switches(chaos.workdir() / "coordinator.log")))
     v = report.violations
+    if chaos.config.instances > 1:
+        v["releases failed only because a task-service instance was killed"] = len(
+            failed_by_instance_kills(report.releases, report.injected)
+        )
     v["coordinator crashes not injected"] = len(chaos.procs["coordinator"].uncaused_exits)
     v["service crashes not injected"] = sum(
         len(chaos.procs[i].uncaused_exits) for s in chaos.services for i in chaos.instances(s)

@@ -11,6 +11,7 @@ from bench.chaos_plan import (
     STEPS,
     Plan,
     PlannedFault,
+    failed_by_instance_kills,
     faults_off_plan,
     kept_data,
     make_plan,
@@ -201,3 +202,16 @@ def test_instances_must_be_at_least_one(capsys: pytest.CaptureFixture[str]) -> N
     with pytest.raises(SystemExit):
         parse(["--instances", "0"])
     assert "--instances must be 1 or more, not 0" in capsys.readouterr().err
+
+
+def test_a_release_failed_when_only_an_instance_kill_explains_it_is_named() -> None:
+    """With several instances per service the work of a killed one moves on: such a failure is a violation
+    (``bench/chaos/check.py`` counts these lines when the run has more than one instance per service)."""
+    silent = "no progress during processing for 15 s from: s1 (a running task reports progress)"
+    kill_s1 = fault("kill_service", 10.0, 11.0, service="s1")
+    assert failed_by_instance_kills([ended("failed", silent, 30.0)], [kill_s1]) == [f"R9 failed: {silent}"]
+    explained_otherwise = [kill_s1, fault("broker_outage", 12.0, 13.0)]  # every connection went too
+    assert failed_by_instance_kills([ended("failed", silent, 30.0)], explained_otherwise) == []
+    assert failed_by_instance_kills([ended("failed", silent, 9.0)], [kill_s1]) == []  # killed after it ended
+    assert failed_by_instance_kills([ended("failed", silent, 30.0)], [kill_s1 | {"service": "s2"}]) == []
+    assert failed_by_instance_kills([ended("canceled", silent, 30.0)], [kill_s1]) == []
