@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import sys
@@ -87,12 +88,12 @@ from bench.lib import (
 from bench.lib.spans import SPANS_ENV, critical_path, print_critical_path, read_spans
 from bench.overhead_baselines import FLOOR_ACTIONS, measure_floor, measure_store
 from bench.overhead_same_hops import same_hops_of
-from coordinator.store import Store
-from rc_cli.client import AdminClient
 
 NAME = "overhead"
 #: ratio targets of issue 7 (coordinator ms/step <= target x floor ms/step)
 TARGETS = {3: 1.5, 300: 1.3}
+#: Drives one release (its label, the seconds it may take) through the coordinator: its ms per step.
+Drive = Callable[[str, float], Awaitable[dict[str, float]]]
 
 
 def cpu_per_step(
@@ -136,57 +137,115 @@ async def measure_n(
     release_timeout: float,
     spans: Path | None = None,
 ) -> dict[str, Any]:
+    """One N in a fresh namespace and store: the baselines, then the coordinator's releases."""
     check_file_handles(n + 10)
     namespace = new_namespace(f"n{n}")
     services = service_names(n)
     say(f"N={n}: namespace {namespace}, {min(processes, n)} host processes")
     result: dict[str, Any] = {"n": n, "namespace": namespace, "host_processes": min(processes, n)}
-    async with Children() as children:
-        store_db: Store | None = None
-        client = None
-        try:
-            store = await start_store(children, namespace)
-            await declare_topology(url, namespace)
-            hosts = await start_hosts(children, url, namespace, services, processes)
-            floor = await floor_of(result, url, namespace, services, hosts, floor_rounds, warmup)
-            await same_hops_of(result, url, namespace, services, hosts, floor_rounds, warmup, release_timeout)
-            result["store_round_trip_ms"] = await measure_store(
-                store.url, namespace, services, 50 if n <= 30 else 15
-            )
-            say(f"N={n}: store alone {result['store_round_trip_ms']}")
-            store_db = await connect_store(store.url, namespace)
-            await register_services(store_db, services)
-            coordinator = await start_coordinator(
-                children,
-                url,
-                store.url,
-                namespace,
-                count_store_commands=True,
-                profile=profile_dir / f"{NAME}-n{n}-coordinator.speedscope.json" if profile_dir else None,
-                extra_env={SPANS_ENV: str(spans)} if spans else None,
-            )
-            announcements = Announcements()
-            client = await admin_client(url, namespace, release_timeout, announcements)
-            drive = partial(drive_release, client, announcements, store_db)
-            for i in range(warmup):
-                await drive(f"warm-up {i}", release_timeout)
-            before = await coordinator.scrape()
-            pids: dict[str, Measured | None] = {
-                "coordinator": coordinator.pid,
-                "store": measured_store(coordinator.pid, store),
-                "rabbitmq": rabbitmq_pid(url),
-            }
-            meter = CpuMeter(pids | {h.name: h.pid for h in hosts}).start()
-            per_release = await drive_releases(n, releases, drive, release_timeout)
-            result["coordinator_cpu_seconds"] = meter.stop()
-            delta = await replies_counted(coordinator, before, releases * n * len(STEPS))
-            figures(result, delta, per_release, floor, store, releases, (warmup + floor_rounds), floor_rounds)
-            await stop_children(children, coordinator, hosts, store)
-            if spans:
-                result["critical_path"] = critical_path(read_spans(spans), skip=warmup)
-        finally:
-            await clean_up(n, url, namespace, services, client, store_db)
+    async with Children() as children, contextlib.AsyncExitStack() as opened:
+        opened.push_async_callback(delete_queues, n, url, namespace, services)
+        store = await start_store(children, namespace)
+        await declare_topology(url, namespace)
+        hosts = await start_hosts(children, url, namespace, services, processes)
+        floor = await baselines_of(
+            result, url, namespace, services, hosts, store, floor_rounds, warmup, release_timeout
+        )
+        profile = profile_dir / f"{NAME}-n{n}-coordinator.speedscope.json" if profile_dir else None
+        coordinator, drive = await coordinator_driven(
+            children, opened, url, store, namespace, services, release_timeout, profile, spans
+        )
+        per_release, delta = await measured_releases(
+            result, n, url, coordinator, store, hosts, drive, releases, warmup, release_timeout
+        )
+        figures(result, delta, per_release, floor, store, releases, (warmup + floor_rounds), floor_rounds)
+        await stop_children(children, coordinator, hosts, store)
+        if spans:
+            result["critical_path"] = critical_path(read_spans(spans), skip=warmup)
     return result
+
+
+async def baselines_of(
+    result: dict[str, Any],
+    url: str,
+    namespace: str,
+    services: Sequence[str],
+    hosts: Sequence[Child],
+    store: StoreHandle,
+    rounds: int,
+    warmup: int,
+    release_timeout: float,
+) -> list[float]:
+    """What the coordinator is compared with, put in ``result``: the floor, the same-hops floor and the
+    store alone. Returns the floor's samples (ms per step)."""
+    n = len(services)
+    floor = await floor_of(result, url, namespace, services, hosts, rounds, warmup)
+    await same_hops_of(result, url, namespace, services, hosts, rounds, warmup, release_timeout)
+    result["store_round_trip_ms"] = await measure_store(store.url, namespace, services, 50 if n <= 30 else 15)
+    say(f"N={n}: store alone {result['store_round_trip_ms']}")
+    return floor
+
+
+async def coordinator_driven(
+    children: Children,
+    opened: contextlib.AsyncExitStack,
+    url: str,
+    store: StoreHandle,
+    namespace: str,
+    services: Sequence[str],
+    release_timeout: float,
+    profile: Path | None,
+    spans: Path | None,
+) -> tuple[CoordinatorHandle, Drive]:
+    """The coordinator in a child process on the run's store, with ``services`` registered, and a
+    :data:`Drive` of releases through it by an operator client (the client and the store's connection
+    are closed with ``opened``)."""
+    store_db = await connect_store(store.url, namespace)
+    opened.push_async_callback(close_store, store_db)
+    await register_services(store_db, services)
+    coordinator = await start_coordinator(
+        children,
+        url,
+        store.url,
+        namespace,
+        count_store_commands=True,
+        profile=profile,
+        extra_env={SPANS_ENV: str(spans)} if spans else None,
+    )
+    announcements = Announcements()
+    client = await admin_client(url, namespace, release_timeout, announcements)
+    opened.push_async_callback(client.close)
+    return coordinator, partial(drive_release, client, announcements, store_db)
+
+
+async def measured_releases(
+    result: dict[str, Any],
+    n: int,
+    url: str,
+    coordinator: CoordinatorHandle,
+    store: StoreHandle,
+    hosts: Sequence[Child],
+    drive: Drive,
+    releases: int,
+    warmup: int,
+    within: float,
+) -> tuple[list[dict[str, float]], Metrics]:
+    """``warmup`` releases, then ``releases`` measured ones, each driven within ``within`` seconds: the ms
+    per step of each measured release and the coordinator's metrics over them; the CPU seconds of every
+    process in ``result``."""
+    for i in range(warmup):
+        await drive(f"warm-up {i}", within)
+    before = await coordinator.scrape()
+    pids: dict[str, Measured | None] = {
+        "coordinator": coordinator.pid,
+        "store": measured_store(coordinator.pid, store),
+        "rabbitmq": rabbitmq_pid(url),
+    }
+    meter = CpuMeter(pids | {h.name: h.pid for h in hosts}).start()
+    per_release = await drive_releases(n, releases, drive, within)
+    result["coordinator_cpu_seconds"] = meter.stop()
+    delta = await replies_counted(coordinator, before, releases * n * len(STEPS))
+    return per_release, delta
 
 
 async def floor_of(
@@ -210,9 +269,7 @@ async def floor_of(
     return floor
 
 
-async def drive_releases(
-    n: int, releases: int, drive: Callable[[str, float], Awaitable[dict[str, float]]], within: float
-) -> list[dict[str, float]]:
+async def drive_releases(n: int, releases: int, drive: Drive, within: float) -> list[dict[str, float]]:
     """Drive ``releases`` releases one after the other: ms per step of each."""
     per_release: list[dict[str, float]] = []
     for i in range(releases):
@@ -280,18 +337,8 @@ async def stop_children(
         await children.stop(store.child)
 
 
-async def clean_up(
-    n: int,
-    url: str,
-    namespace: str,
-    services: Sequence[str],
-    client: AdminClient | None,
-    store_db: Store | None,
-) -> None:
-    if client is not None:
-        await client.close()
-    if store_db is not None:
-        await close_store(store_db)
+async def delete_queues(n: int, url: str, namespace: str, services: Sequence[str]) -> None:
+    """Delete the namespace's queues; a failure is said, not raised (the run's figures stand)."""
     try:
         await delete_namespace(url, namespace, services)
     except Exception as error:

@@ -79,6 +79,8 @@ _INPUTS: dict[type, Callable[[Any, datetime, str], Input]] = {
 }
 #: Operations that change something: carried out once, whatever the broker delivers again.
 _CHANGES = frozenset({*_INPUTS, CreateRelease, RerunRelease})
+#: The answer to a request that names no broker user: nothing is done without an actor to record.
+NO_BROKER_USER = "refused: the request names no broker user (user_id): every change is recorded under one"
 #: How many recent events a changed release is shown with.
 _EVENTS_SHOWN: dict[type, int] = {AddNote: 1, EditNote: 1, RemoveNote: 1}
 
@@ -123,8 +125,7 @@ class Admin:
             await delivery.ack()
             return
         if not delivery.user_id:
-            nobody = "refused: the request names no broker user (user_id): every change is recorded under one"
-            await self._answer(delivery, request.message_id, error=nobody)
+            await self._answer(delivery, request.message_id, error=NO_BROKER_USER)
             await delivery.ack()
             return
         try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import os
 import socket
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -14,6 +13,7 @@ from typing import Any
 
 from schemas.broker_url import mask_url
 from schemas.topology import check_service_name
+from task_sdk._settings import read_environment
 
 DEFAULT_LISTEN = "127.0.0.1:8780"
 
@@ -123,12 +123,7 @@ class BridgeConfig:
         ``token_file``/``callback_token_file`` (variable or override) are read and stripped; a
         token given directly wins over a file given at the same level (override over variable).
         """
-        source = os.environ if environ is None else environ
-        from_environment: dict[str, Any] = {}
-        for variable, (field, _) in ENVIRONMENT.items():
-            raw = source.get(variable, "").strip()
-            if raw:
-                from_environment[field] = _convert(variable, field, raw)
+        from_environment = read_environment(ENVIRONMENT, _CONVERTERS, environ)
         given = {key: value for key, value in overrides.items() if value is not None}
         values = _resolve_tokens(from_environment) | _resolve_tokens(given)
         for required in ("service", "url"):
@@ -175,13 +170,6 @@ _CONVERTERS: dict[str, Callable[[str], Any]] = {
     "max_connections": int,
     "insecure_callbacks": _flag,
 }
-
-
-def _convert(variable: str, field: str, raw: str) -> Any:
-    try:
-        return _CONVERTERS.get(field, str)(raw)
-    except ValueError:
-        raise ValueError(f"{variable}={raw!r} is not a valid value for {field}") from None
 
 
 def _resolve_tokens(values: dict[str, Any]) -> dict[str, Any]:

@@ -1,26 +1,12 @@
-"""structlog set up for a task service: one JSON object per line on stderr."""
+"""structlog set up for a task service: one JSON object per line on stderr (:mod:`schemas.log_format`)."""
 
 from __future__ import annotations
 
-import logging
-import sys
-
-import structlog
+from schemas.log_format import configure_json_logs
 
 
 def configure_logging(level: str = "INFO") -> None:
-    """Log JSON lines at ``level`` and above (``run()`` and ``rc-task`` call this; libraries should not)."""
-    numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
-    logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr, format="%(message)s")
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=False,
-    )
+    """Log JSON lines at ``level`` and above (``run()`` and ``rc-task`` call this; libraries should not).
+    Loggers are not cached at first use, so a later ``structlog.configure`` (by a process that embeds the
+    SDK, or a test) still reaches them."""
+    configure_json_logs(level, cache_loggers=False)

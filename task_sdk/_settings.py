@@ -109,12 +109,7 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Settings from ``environ`` (default ``os.environ``); ``overrides`` that are not None win."""
-        source = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for variable, (field, _) in ENVIRONMENT.items():
-            raw = source.get(variable, "").strip()
-            if raw:
-                values[field] = _convert(variable, field, raw)
+        values = read_environment(ENVIRONMENT, _CONVERTERS, environ)
         values.update({key: value for key, value in overrides.items() if value is not None})
         return cls(**values)
 
@@ -164,11 +159,26 @@ _CONVERTERS: dict[str, Callable[[str], Any]] = {
 }
 
 
-def _convert(variable: str, field: str, raw: str) -> Any:
-    try:
-        return _CONVERTERS.get(field, str)(raw)
-    except ValueError:
-        raise ValueError(f"{variable}={raw!r} is not a valid value for {field}") from None
+def read_environment(
+    variables: Mapping[str, tuple[str, str]],
+    converters: Mapping[str, Callable[[str], Any]],
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The fields set in ``environ`` (default ``os.environ``): for each of ``variables`` (variable ->
+    (field, help text)) that is set and not blank, its field and its value converted by the field's
+    converter (``str`` if it has none). A value that does not convert is a ``ValueError`` naming the
+    variable. The task SDK's settings and the bridge's read their variables this way."""
+    source = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for variable, (field, _) in variables.items():
+        raw = source.get(variable, "").strip()
+        if not raw:
+            continue
+        try:
+            values[field] = converters.get(field, str)(raw)
+        except ValueError:
+            raise ValueError(f"{variable}={raw!r} is not a valid value for {field}") from None
+    return values
 
 
 def hostname() -> str:

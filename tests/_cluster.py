@@ -96,6 +96,25 @@ class Cluster:
         self.stop_node(node)
         self.start_node(node)
 
+    def leftovers(self) -> list[str]:
+        """What of this cluster still runs: each process started as one of its nodes (the script names a
+        node in ``RABBITMQ_NODENAME``), and each of its AMQP ports that still accepts a connection; empty
+        once ``stop`` did its job."""
+        names = {f"RABBITMQ_NODENAME={self.node_name(node)}".encode() for node in NODES}
+        found = []
+        for environ in Path("/proc").glob("[0-9]*/environ"):
+            with contextlib.suppress(OSError):
+                command = (environ.parent / "comm").read_text().strip()
+                # epmd, started by the first Erlang node of the machine, serves every node: not a leftover
+                if command != "epmd" and names.intersection(environ.read_bytes().split(b"\0")):
+                    found.append(f"pid {environ.parent.name} ({command})")
+        for port in self.ports:
+            with socket.socket() as sock, contextlib.suppress(OSError):
+                sock.settimeout(1)
+                sock.connect(("127.0.0.1", port))
+                found.append(f"port {port} accepts connections")
+        return found
+
     # ------------------------------------------------------------------ addresses
 
     def port(self, node: int) -> int:

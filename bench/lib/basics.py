@@ -20,18 +20,12 @@ from typing import Any
 import aio_pika
 
 from coordinator.settings import Settings as CoordinatorSettings
-from schemas.enums import Action, Outcome, ReleaseState
+from schemas.enums import SUCCESS_BY_ACTION, ReleaseState
 from schemas.messages import Command, TaskReply
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "bench" / "results"
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
-SUCCESS = {
-    Action.INITIALIZE: Outcome.ACCEPTED,
-    Action.START: Outcome.STAGED,
-    Action.PUBLISH: Outcome.PUBLISHED,
-    Action.CANCEL: Outcome.CANCELED,
-}
 STEPS = ("initialize", "process", "publish")
 #: Announced states that end a benchmark release early (something went wrong).
 BAD_STATES = frozenset({ReleaseState.CANCELING, ReleaseState.CANCELED, ReleaseState.FAILED})
@@ -196,7 +190,7 @@ def success_reply(command: Command) -> TaskReply:
         service=command.service,
         in_reply_to=command.message_id,
         action=command.action,
-        outcome=SUCCESS[command.action],
+        outcome=SUCCESS_BY_ACTION[command.action],
         instance_id=f"bench-{command.service}",
         sdk_version="bench",
     )

@@ -215,8 +215,9 @@ STORE_COMMITS_METRIC = "rc_store_commits_total"
 STORE_WRITE_BYTES_METRIC = "bench_store_write_bytes_total"
 #: Store commands that change something (for "writes per reply").
 WRITE_COMMANDS = ("insert", "update", "delete", "findAndModify")
-#: Timed store operations that write (on the embedded engine, each one transaction).
-WRITE_OPERATIONS = ("insert_release", "compare_and_set", "record_events", "settle", "heartbeat")
+#: Timed store operations that write (on the embedded engine, each one transaction); ``drop_done`` drops the
+#: outbox messages the broker confirmed (and, on MongoDB, the journal events already copied to ``events``).
+WRITE_OPERATIONS = ("insert_release", "compare_and_set", "record_events", "drop_done", "heartbeat")
 
 
 def store_figures(delta: Metrics, replies: int, steps: int | None = None) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,61 +58,98 @@ def profile_summary(path: Path, top: int = 25) -> dict[str, Any]:
     the busiest project functions.
     """
     data = json.loads(path.read_text())
-    frames = data["shared"]["frames"]
-
-    def loop_samples(profile: Mapping[str, Any]) -> int:
-        names = {i for i, f in enumerate(frames) if f["name"].rsplit(".", 1)[-1] == "_run_once"}
-        return sum(1 for stack in profile["samples"] if names & set(stack))
-
-    profile = max(data["profiles"], key=loop_samples)
+    frames: list[dict[str, Any]] = data["shared"]["frames"]
+    profile = _event_loop_profile(frames, data["profiles"])
     samples: list[list[int]] = profile["samples"]
     weights: list[float] = profile.get("weights") or [1.0] * len(samples)
-    total = sum(weights)
-    importing = {i for i, f in enumerate(frames) if "importlib._bootstrap" in (f.get("file") or "")}
-    idle = startup = 0.0
-    buckets: dict[str, float] = {}
-    self_time: dict[str, float] = {}
-    inclusive: dict[str, float] = {}
+    tally = _Tally(frames)
     for stack, weight in zip(samples, weights, strict=True):
-        if not stack:
-            continue
-        leaf = frames[stack[-1]]
-        if leaf["name"].rsplit(".", 1)[-1] in ("select", "poll") and "selectors" in (leaf.get("file") or ""):
-            idle += weight
-            continue
-        if importing.intersection(stack):
-            startup += weight
-            continue
-        bucket = _bucket(leaf.get("file") or "")
-        buckets[bucket] = buckets.get(bucket, 0.0) + weight
-        name = f"{leaf['name']} ({_short(leaf.get('file') or '?')})"
-        self_time[name] = self_time.get(name, 0.0) + weight
-        seen: set[str] = set()
-        for index in stack:
-            frame = frames[index]
-            file = frame.get("file") or ""
-            if "/coordinator/" in file or "/schemas/" in file:
-                key = f"{frame['name']} ({_short(file)})"
-                if key not in seen:
-                    seen.add(key)
-                    inclusive[key] = inclusive.get(key, 0.0) + weight
-    busy = total - idle - startup
-
-    def shares(values: Mapping[str, float], limit: int) -> dict[str, float]:
-        ordered = sorted(values.items(), key=lambda item: -item[1])[:limit]
-        return {k: round(v / busy, 4) for k, v in ordered} if busy else {}
-
+        tally.add(stack, weight)
+    total = sum(weights)
+    busy = total - tally.idle - tally.startup
     return {
         "file": path.name,
         "samples": len(samples),
         "sampled_seconds": round(total, 2),
-        "idle_share": round(idle / total, 4) if total else None,
-        "startup_share": round(startup / total, 4) if total else None,
+        "idle_share": round(tally.idle / total, 4) if total else None,
+        "startup_share": round(tally.startup / total, 4) if total else None,
         "busy_share": round(busy / total, 4) if total else None,
-        "busy_by_bucket": shares(buckets, 50),
-        "busy_self_top": shares(self_time, top),
-        "busy_inclusive_project_top": shares(inclusive, top),
+        "busy_by_bucket": _shares(tally.buckets, busy, 50),
+        "busy_self_top": _shares(tally.self_time, busy, top),
+        "busy_inclusive_project_top": _shares(tally.inclusive, busy, top),
     }
+
+
+def _event_loop_profile(
+    frames: Sequence[Mapping[str, Any]], profiles: Sequence[Mapping[str, Any]]
+) -> Mapping[str, Any]:
+    """The profile of the thread that runs the event loop: the one with the most samples inside
+    ``_run_once`` (py-spy names it ``_run_once`` or ``BaseEventLoop._run_once``)."""
+    run_once = {i for i, f in enumerate(frames) if f["name"].rsplit(".", 1)[-1] == "_run_once"}
+
+    def loop_samples(profile: Mapping[str, Any]) -> int:
+        return sum(1 for stack in profile["samples"] if run_once & set(stack))
+
+    return max(profiles, key=loop_samples)
+
+
+def _is_idle(leaf: Mapping[str, Any]) -> bool:
+    """Whether a sample whose innermost frame is ``leaf`` waits in the selector."""
+    return leaf["name"].rsplit(".", 1)[-1] in ("select", "poll") and "selectors" in (leaf.get("file") or "")
+
+
+@dataclass
+class _Tally:
+    """The weights of one thread's samples: idle, start-up, and busy by bucket, by innermost function
+    (self time) and by project function anywhere on the stack (inclusive time)."""
+
+    frames: Sequence[Mapping[str, Any]]
+    idle: float = 0.0
+    startup: float = 0.0
+    buckets: dict[str, float] = field(default_factory=dict)
+    self_time: dict[str, float] = field(default_factory=dict)
+    inclusive: dict[str, float] = field(default_factory=dict)
+    #: The frames of the import machinery: a sample with one of them is start-up.
+    importing: set[int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.importing = {
+            i for i, f in enumerate(self.frames) if "importlib._bootstrap" in (f.get("file") or "")
+        }
+
+    def add(self, stack: Sequence[int], weight: float) -> None:
+        if not stack:
+            return
+        leaf = self.frames[stack[-1]]
+        if _is_idle(leaf):
+            self.idle += weight
+        elif self.importing.intersection(stack):
+            self.startup += weight
+        else:
+            _add(self.buckets, _bucket(leaf.get("file") or ""), weight)
+            _add(self.self_time, f"{leaf['name']} ({_short(leaf.get('file') or '?')})", weight)
+            for function in self._project_functions(stack):
+                _add(self.inclusive, function, weight)
+
+    def _project_functions(self, stack: Sequence[int]) -> list[str]:
+        """The coordinator's and the schemas' functions on ``stack``, each once, outermost first."""
+        functions: dict[str, None] = {}
+        for index in stack:
+            frame = self.frames[index]
+            file = frame.get("file") or ""
+            if "/coordinator/" in file or "/schemas/" in file:
+                functions[f"{frame['name']} ({_short(file)})"] = None
+        return list(functions)
+
+
+def _add(totals: dict[str, float], key: str, weight: float) -> None:
+    totals[key] = totals.get(key, 0.0) + weight
+
+
+def _shares(values: Mapping[str, float], busy: float, limit: int) -> dict[str, float]:
+    """The ``limit`` largest ``values`` as shares of the ``busy`` time, largest first."""
+    ordered = sorted(values.items(), key=lambda item: -item[1])[:limit]
+    return {k: round(v / busy, 4) for k, v in ordered} if busy else {}
 
 
 def summarize_profiles(directory: Path, prefix: str) -> dict[str, Any]:

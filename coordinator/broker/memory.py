@@ -156,19 +156,25 @@ class MemoryBroker:
         queue.messages.appendleft(message)
 
     def dead_letter(self, message: Message, queue: _Queue, reason: str) -> None:
+        """``queue`` drops ``message``: a copy goes to the queue's dead-letter exchange, if it has one."""
         exchange = queue.arguments.get("x-dead-letter-exchange")
         if exchange:
-            copy = Message(
-                message.body,
-                exchange=exchange,
-                routing_key=message.routing_key,
-                message_id=message.message_id,
-                correlation_id=message.correlation_id,
-                type=message.type,
-                headers={**message.headers, "x-death-reason": reason},
-            )
-            for target in self.route(copy):
-                self.enqueue(target, copy)
+            self.send_dead_copy(message, exchange, {**message.headers, "x-death-reason": reason})
+
+    def send_dead_copy(self, message: Message, exchange: str, headers: dict[str, Any]) -> None:
+        """Route a copy of ``message`` (its body, routing key, ids and type) with ``headers`` from the
+        dead-letter exchange ``exchange``."""
+        copy = Message(
+            message.body,
+            exchange=exchange,
+            routing_key=message.routing_key,
+            message_id=message.message_id,
+            correlation_id=message.correlation_id,
+            type=message.type,
+            headers=headers,
+        )
+        for target in self.route(copy):
+            self.enqueue(target, copy)
 
 
 def _matches(kind: str, pattern: str, key: str) -> bool:
@@ -249,18 +255,7 @@ class MemoryDelivery:
         }
         if message.user_id:
             headers["x-rc-original-user-id"] = message.user_id
-        exchange = self.broker.topology.dead_letter_exchange
-        copy = Message(
-            message.body,
-            exchange=exchange,
-            routing_key=message.routing_key,
-            message_id=message.message_id,
-            correlation_id=message.correlation_id,
-            type=message.type,
-            headers=headers,
-        )
-        for target in self.broker.route(copy):
-            self.broker.enqueue(target, copy)
+        self.broker.send_dead_copy(message, self.broker.topology.dead_letter_exchange, headers)
         self._settle()
 
     def _settle(self) -> None:

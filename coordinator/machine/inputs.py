@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from schemas.enums import Action
 from schemas.messages import (
     AddNote,
     EditNote,
@@ -26,6 +27,15 @@ class Timeouts:
     process: timedelta = timedelta(minutes=10)
     publish: timedelta = timedelta(minutes=5)
     cancel: timedelta = timedelta(minutes=2)
+
+    def awaiting(self, action: Action) -> timedelta:
+        """How long a service may take to answer ``action`` (for ``start``: between two progress reports)."""
+        return {
+            Action.INITIALIZE: self.initialize,
+            Action.START: self.process,
+            Action.PUBLISH: self.publish,
+            Action.CANCEL: self.cancel,
+        }[action]
 
 
 @dataclass(frozen=True, slots=True)

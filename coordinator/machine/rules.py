@@ -273,7 +273,17 @@ def told_to_discard(release: ReleaseState, task: Task) -> bool:
     return release is ReleaseState.FAILED and task.state is TaskState.CANCELED
 
 
-def waiting_for_a_slot(tasks: Mapping[str, Task], services: Sequence[str], busy: Collection[str]) -> bool:
-    """No instance has taken the ``start`` of any of ``services`` (none reported progress), and each of
-    them is ``busy``: the start waits in its queue for a free process slot."""
-    return all(service in busy and tasks[service].instance is None for service in services)
+def waiting_for_a_slot(
+    release: ReleaseState, tasks: Mapping[str, Task], services: Sequence[str], busy: Collection[str]
+) -> bool:
+    """The commands awaited from ``services`` still wait in their queues because every instance of each is
+    ``busy``: an instance whose process slots are all taken consumes nothing from its service's queue.
+
+    ``initialize`` and ``publish`` wait there like any command; a ``start`` waits only as long as no
+    instance has taken it (none reported progress). A ``cancel`` is not counted: it reaches the instance
+    that processes the release through that instance's own control queue."""
+    if not all(service in busy for service in services):
+        return False
+    if release is ReleaseState.RUNNING:
+        return all(tasks[service].instance is None for service in services)
+    return release in (ReleaseState.INITIALIZING, ReleaseState.PUBLISHING)

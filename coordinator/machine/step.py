@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -45,14 +46,9 @@ from coordinator.machine.rules import (
     with_note_change,
 )
 from coordinator.versioning import next_final
-from schemas.documents import (
-    MAX_NOTES_TOTAL_BYTES,
-    Release,
-)
+from schemas.documents import MAX_NOTES_TOTAL_BYTES, Release
 from schemas.enums import SUCCESS_BY_ACTION, Action, Outcome, ReleaseState, TaskState
-from schemas.messages import (
-    TaskReply,
-)
+from schemas.messages import TaskReply
 from schemas.topology import Topology
 
 
@@ -202,13 +198,8 @@ class _Step(_Draft):
         if not silent:
             return self._unchanged(Verdict.STALE, "no deadline has passed")
         names, limits = _names(silent), self.timeouts
-        if state is ReleaseState.RUNNING and waiting_for_a_slot(self.tasks, silent, event.busy):
-            for service in silent:
-                self.tasks[service] = self.tasks[service].model_copy(
-                    update={"deadline_at": event.now + limits.process, "updated_at": event.now}
-                )
-            why = f"start still waiting in the queue of {names}: every instance is busy"
-            return self._changed(event.now, f"{why} (deadline moved on by {_seconds(limits.process)})")
+        if waiting_for_a_slot(state, self.tasks, silent, event.busy):
+            return self._wait_longer(silent, awaited, event.now)
         if state is ReleaseState.INITIALIZING:
             return self._cancel_everything(
                 event.now,
@@ -234,6 +225,17 @@ class _Step(_Draft):
             f"canceled; no answer to cancel within {_seconds(limits.cancel)} from: {names} (they may still "
             "hold staged data: check them)",
         )
+
+    def _wait_longer(self, services: Sequence[str], awaited: Action, now: datetime) -> Decision:
+        """Move the deadline of ``services`` on by their step's limit: their ``awaited`` command waits in
+        the queue for an instance with a free process slot, nobody has had it yet."""
+        limit = self.timeouts.awaiting(awaited)
+        for service in services:
+            self.tasks[service] = self.tasks[service].model_copy(
+                update={"deadline_at": now + limit, "updated_at": now}
+            )
+        why = f"{awaited} still waiting in the queue of {_names(services)}: every instance is busy"
+        return self._changed(now, f"{why} (deadline moved on by {_seconds(limit)})")
 
     def operator(self, event: OperatorInput) -> Decision:
         state = self.original.state

@@ -103,6 +103,10 @@ class GroupCommit:
 
     def _run(self, db: Db, batch: list[_Write[Any]]) -> None:
         db.execute("BEGIN IMMEDIATE")
+        if len(batch) == 1:  # alone in its transaction: no savepoint needed to undo it alone
+            batch[0].result = batch[0].work(db)
+            self._commit(db)
+            return
         for write in batch:
             db.execute("SAVEPOINT write")
             try:
@@ -114,6 +118,9 @@ class GroupCommit:
                     raise error from None
                 write.error = self._mapped(error)
             db.execute("RELEASE write")
+        self._commit(db)
+
+    def _commit(self, db: Db) -> None:
         hook = self.before_commit()
         if hook is not None:
             hook()

@@ -366,7 +366,7 @@ class MongoStore(MongoReads):
             pulls["journal"] = {"id": {"$in": sorted(recorded)}}
         try:
             if pulls:
-                await timed("settle", self.releases.update_one({"_id": release_id}, {"$pull": pulls}))
+                await timed("drop_done", self.releases.update_one({"_id": release_id}, {"$pull": pulls}))
             if release_id in self._ended:
                 await self.releases.update_one(
                     {"_id": release_id, "outbox": {"$size": 0}, "journal": {"$size": 0}},

@@ -20,6 +20,8 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
+from coordinator.admin import NO_BROKER_USER
+from coordinator.creation import Caller
 from schemas.documents import AuditEvent, ReleaseView, ServiceRecord, Task
 from schemas.enums import EventKind, ReleaseState, TaskState
 from schemas.messages import (
@@ -162,12 +164,14 @@ class FakeCoordinator:
             if self.silent or request is None or not message.reply_to:
                 return
             try:
+                if not message.user_id:
+                    raise Refusal(NO_BROKER_USER)
                 answer = AdminAnswer(
                     message_id=uuid.uuid4().hex,
                     sent_at=now(),
                     in_reply_to=request.message_id,
                     ok=True,
-                    result=await self.handle(request),
+                    result=await self.handle(request, message.user_id),
                 )
             except Refusal as refusal:
                 answer = AdminAnswer(
@@ -286,9 +290,12 @@ class FakeCoordinator:
         major, minor, patch = (int(part) for part in last.split("."))
         return f"{major}.{minor}.{patch + 1}"
 
-    async def handle(self, request: AdminRequest) -> AdminResult:
+    async def handle(self, request: AdminRequest, user: str = "guest") -> AdminResult:
+        """Carry out ``request`` from broker user ``user`` (the suite's ``rc`` logs in as ``guest``): the
+        actor of the audit trail, with the name the operator gives as a label, as the real one records."""
         operation = request.operation
-        handlers: dict[type, Callable[[Any, AdminRequest], Awaitable[AdminResult]]] = {
+        caller = Caller(user, request.operator, request.message_id)
+        handlers: dict[type, Callable[[Any, Caller], Awaitable[AdminResult]]] = {
             CreateRelease: self._create,
             ListReleases: self._list,
             ShowRelease: self._show,
@@ -303,9 +310,9 @@ class FakeCoordinator:
         handler = handlers.get(type(operation))
         if handler is None:
             raise Refusal(f"unknown operation {operation.op}")
-        return await handler(operation, request)
+        return await handler(operation, caller)
 
-    async def _create(self, operation: CreateRelease, request: AdminRequest) -> AdminResult:
+    async def _create(self, operation: CreateRelease, caller: Caller) -> AdminResult:
         moment = now()
         release_id = new_release_id()
         version = self._next_version()
@@ -315,7 +322,7 @@ class FakeCoordinator:
             description=operation.description,
             studies=operation.studies,
             tags=operation.tags,
-            author=request.operator,
+            author=caller.name,
             is_major=operation.is_major,
             version=version,
             tentative_version=version,
@@ -333,31 +340,48 @@ class FakeCoordinator:
             updated_at=moment,
         )
         self.releases[release_id] = view
-        self._record(release_id, EventKind.CREATED, "created", actor=f"operator:{request.operator}")
+        self._record(
+            release_id,
+            EventKind.CREATED,
+            f"created by {caller.name} with services {', '.join(view.tasks)}",
+            actor=caller.user,
+            label=caller.name,
+            message_id=caller.request_id,
+            state_after=ReleaseState.WAITING,
+        )
         return self._result(view)
 
-    async def _list(self, operation: ListReleases, request: AdminRequest) -> AdminResult:
+    async def _list(self, operation: ListReleases, caller: Caller) -> AdminResult:
         views = [v for v in reversed(self.releases.values()) if operation.state in (None, v.state)]
         start = int(operation.cursor or 0)
         page = views[start : start + operation.limit]
         more = start + operation.limit < len(views)
         return ReleasePage(releases=tuple(page), next_cursor=str(start + operation.limit) if more else None)
 
-    async def _show(self, operation: ShowRelease, request: AdminRequest) -> AdminResult:
+    async def _show(self, operation: ShowRelease, caller: Caller) -> AdminResult:
         return self._result(self._release(operation.release_id), operation.events)
 
-    async def _hold(self, operation: HoldRelease | UnholdRelease, request: AdminRequest) -> AdminResult:
+    async def _hold(self, operation: HoldRelease | UnholdRelease, caller: Caller) -> AdminResult:
         view = self._release(operation.release_id)
         hold = isinstance(operation, HoldRelease)
         if hold and view.state != ReleaseState.STAGED:
             raise Refusal(f"only a staged release can be held; this one is {view.state.value}")
         if view.held == hold:
             raise Refusal("the release is already on hold" if hold else "the release is not on hold")
-        actor = f"operator:{request.operator}"
-        self._record(view.id, EventKind.OPERATOR, "hold" if hold else "unhold", actor=actor)
+        reason = f"held by {caller.name}" if hold else f"released from hold by {caller.name}"
+        self._record(
+            view.id,
+            EventKind.OPERATOR,
+            reason,
+            actor=caller.user,
+            label=caller.name,
+            message_id=caller.request_id,
+            state_before=view.state,
+            state_after=view.state,
+        )
         return self._result(await self.update(view.id, held=hold))
 
-    async def _publish(self, operation: PublishRelease, request: AdminRequest) -> AdminResult:
+    async def _publish(self, operation: PublishRelease, caller: Caller) -> AdminResult:
         view = self._release(operation.release_id)
         if view.state != ReleaseState.STAGED:
             raise Refusal(f"only a staged release can be published; this one is {view.state.value}")
@@ -374,7 +398,7 @@ class FakeCoordinator:
         )
         return self._result(updated)
 
-    async def _cancel(self, operation: CancelRelease, request: AdminRequest) -> AdminResult:
+    async def _cancel(self, operation: CancelRelease, caller: Caller) -> AdminResult:
         view = self._release(operation.release_id)
         if view.state.is_terminal:
             raise Refusal(f"the release is already {view.state.value}")
@@ -388,12 +412,10 @@ class FakeCoordinator:
         )
         return self._result(updated)
 
-    async def _list_services(self, operation: ListServices, request: AdminRequest) -> AdminResult:
+    async def _list_services(self, operation: ListServices, caller: Caller) -> AdminResult:
         return ServiceList(services=tuple(self.services.values()))
 
-    async def _require(
-        self, operation: RequireService | UnrequireService, request: AdminRequest
-    ) -> AdminResult:
+    async def _require(self, operation: RequireService | UnrequireService, caller: Caller) -> AdminResult:
         required = isinstance(operation, RequireService)
         record = self.services.get(operation.service) or ServiceRecord(name=operation.service)
         self.services[operation.service] = record.model_copy(update={"required": required})

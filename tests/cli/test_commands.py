@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
 
-from schemas.broker_url import mask_url
+from coordinator.admin import NO_BROKER_USER
+from schemas.broker_url import broker_user, mask_url
 from schemas.enums import ReleaseState, TaskState
+from schemas.messages import AdminAnswer, AdminRequest, ListServices, decode, encode
 from schemas.topology import SCHEMA_VERSION_HEADER, Topology
 from tests.cli.conftest import Rc
 from tests.cli.fake_coordinator import FakeCoordinator
@@ -164,6 +167,30 @@ async def test_human_output(rc: Rc, coordinator: FakeCoordinator) -> None:
     assert "search-index" in services.stdout
 
 
+async def test_the_audit_trail_names_the_broker_user_with_the_operators_label(
+    rc: Rc, coordinator: FakeCoordinator, amqp_url: str
+) -> None:
+    """As the real coordinator records it (``test_real_coordinator_safety.py``): the actor is the broker user
+    ``rc`` logs in as, and the name it gives (``RC_OPERATOR``) a label beside it."""
+    user = broker_user(amqp_url)
+    release_id = str((await create(rc, "Audited"))["id"])
+    await coordinator.stage(release_id)
+    assert (await rc("release", "hold", release_id)).code == 0
+    shown = await rc("release", "show", release_id, "--json")
+    assert shown.code == 0, shown.stderr
+    by_operators = [
+        (event["kind"], event["actor"], event["label"], event["reason"])
+        for event in shown.json()["events"]
+        if event["kind"] != "transition"
+    ]
+    assert by_operators == [
+        ("created", user, "tester", "created by tester with services portal, search-index"),
+        ("operator", user, "tester", "held by tester"),
+    ]
+    human = await rc("release", "show", release_id)
+    assert f"{user} (tester)" in human.stdout
+
+
 # ---------------------------------------------------------------------- services
 
 
@@ -206,6 +233,28 @@ async def test_request_follows_the_protocol(rc: Rc, coordinator: FakeCoordinator
     assert properties["user_id"] == "guest"
     assert properties["expiration"] is not None  # a request nobody took in time is not executed later
     assert received.headers[SCHEMA_VERSION_HEADER] == 1
+
+
+async def test_a_request_without_user_id_is_refused_as_the_real_coordinator_refuses_it(
+    coordinator: FakeCoordinator, amqp_url: str, namespace: str
+) -> None:
+    topology = Topology(namespace)
+    request = AdminRequest(
+        message_id="anonymous", sent_at=datetime.now(UTC), operator="alice", operation=ListServices()
+    )
+    async with await aio_pika.connect(amqp_url) as connection:
+        channel = await connection.channel()
+        replies = await channel.declare_queue("", exclusive=True)
+        exchange = await channel.get_exchange(topology.admin_exchange, ensure=False)
+        await exchange.publish(
+            aio_pika.Message(encode(request), message_id=request.message_id, reply_to=replies.name),
+            topology.admin_routing_key,
+        )
+        async with replies.iterator() as answers:
+            message = await asyncio.wait_for(anext(answers), 10)
+            await message.ack()
+    answer = decode(message.body, AdminAnswer)
+    assert (answer.in_reply_to, answer.ok, answer.error) == ("anonymous", False, NO_BROKER_USER)
 
 
 # ---------------------------------------------------------------------- bad input: exit 2, nothing sent

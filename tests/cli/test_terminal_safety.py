@@ -4,7 +4,8 @@ Names, tags, reasons, progress notes, notes and service messages are generated w
 escape sequences, BEL, DEL, C1 controls and bidi overrides, and shown by the real ``rc`` (in-process, against
 the fake coordinator on the real broker) and by every renderer with real result objects. The output must hold
 no control character (Rich adds none when the output is not a terminal, so any would come from the data) and
-no traceback. The real coordinator's path is in ``test_real_coordinator_safety.py``.
+no traceback; and ``rc`` must print each piece of data as written, its markup included, once its control
+characters are made visible. The real coordinator's path is in ``test_real_coordinator_safety.py``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typer.testing import CliRunner, Result
 
 from rc_cli import render
 from rc_cli.main import app
+from rc_cli.render import visible
 from schemas.documents import (
     AuditEvent,
     Note,
@@ -61,6 +63,17 @@ HOSTILE = [
     ":smile:",
     "\\",
 ]
+#: Rich markup (and emoji codes): printed as markup, it would vanish from the output or change it.
+MARKUP = [
+    "[bold]",
+    "[/bold]",
+    "[/]",
+    "[bold red]",
+    "[link=https://evil.example]",
+    "[link=https://evil.example]click[/link]",
+    "[/link]",
+    ":smile:",
+]
 #: A control character that reached the output: C0 (but line feed), DEL, C1, bidi overrides and isolates.
 UNSAFE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
@@ -71,6 +84,8 @@ hostile_text = st.lists(
 ).map("".join)
 #: A release name: what the schema accepts (1 to 200 characters once stripped).
 hostile_name = hostile_text.map(lambda text: f"n{text}"[:190])
+#: Hostile text that holds markup for sure, at its start (so that cutting it to a length keeps it).
+marked_text = st.tuples(st.sampled_from(MARKUP), hostile_text).map("".join)
 
 
 def assert_safe(*outputs: str) -> None:
@@ -100,7 +115,7 @@ async def test_list_show_watch_and_the_error_line_print_data_as_text(
         "RC_NAMESPACE": namespace,
         "RC_OPERATOR": "tester",
         "RC_TIMEOUT": "10",
-        "COLUMNS": "160",
+        "COLUMNS": "5000",  # no line is wrapped: each piece of data must be found as written
     }.items():
         monkeypatch.setenv(key, value)
     loop = asyncio.get_running_loop()
@@ -115,21 +130,29 @@ async def test_list_show_watch_and_the_error_line_print_data_as_text(
         phases=[Phase.explicit, Phase.generate],  # each example runs rc four times: no shrinking
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
     )
-    @given(name=hostile_name, tag=hostile_text, reason=hostile_text, message=hostile_text)
+    @given(name=marked_text, tag=marked_text, reason=marked_text, message=marked_text)
     @example(name="evil [/bold] name", tag="[red]", reason="\x1b]52;c;ZXZpbA==\x07 [/]", message="\x1b[2J")
     def examples(name: str, tag: str, reason: str, message: str) -> None:
-        tag = f"t{tag}"[:60]
+        name, tag = f"n{name}"[:190], f"t{tag}"[:60]
         created = invoke("release", "create", "--name", name, "--study", "SD_ONE", "--tag", tag)
         assert created.exit_code == 0, created.stderr
         release_id = list(coordinator.releases)[-1]
+        stored = coordinator.releases[release_id]  # the name and tag as the schema took them
+        assert visible(repr(stored.name)) in created.stdout  # ``created RE_... 'NAME' (...)``
         on_fake(coordinator.update(release_id, state=ReleaseState.RUNNING, progress=40, message=message))
         on_fake(coordinator.update(release_id, state=ReleaseState.FAILED, state_reason=reason))
-        assert invoke("release", "list").exit_code == 0
-        assert invoke("release", "show", release_id).exit_code == 0
+        listed = invoke("release", "list")
+        assert listed.exit_code == 0
+        assert visible(stored.name) in listed.stdout
+        shown = invoke("release", "show", release_id)
+        assert shown.exit_code == 0
+        for text in (stored.name, *stored.tags, f"failed: {reason}", message):
+            assert visible(text) in shown.stdout
         watched = invoke("release", "watch", release_id)
         assert watched.exit_code == 1
-        assert watched.stderr.startswith(f"rc: {release_id} ended failed: ")
-        assert watched.stderr.count("\n") == 1  # a reason with line breaks cannot forge a second line
+        assert watched.stderr == f"rc: {release_id} ended failed: {visible(reason)}\n"  # one line, as written
+        for text in (stored.name, message):
+            assert visible(text) in watched.stdout
 
     await asyncio.to_thread(examples)
 

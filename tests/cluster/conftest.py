@@ -86,10 +86,13 @@ class _Starter:
         assert self.cluster is not None
         return self.cluster
 
-    def clean(self) -> None:
-        if self.cluster is not None:
-            with contextlib.suppress(ClusterUnavailable):
-                self.cluster.clean()
+    def clean(self) -> list[str]:
+        """Stop the cluster and delete its state; what of it still runs afterwards (nothing, or a bug)."""
+        if self.cluster is None:
+            return []
+        with contextlib.suppress(ClusterUnavailable):
+            self.cluster.clean()
+        return self.cluster.leftovers()
 
 
 _STARTER = _Starter()
@@ -109,7 +112,9 @@ def cluster() -> Iterator[Cluster]:
             pytest.fail(f"the three-node RabbitMQ cluster did not start: {error}", pytrace=False)
         yield started
     finally:
-        _STARTER.clean()
+        left = _STARTER.clean()
+        if left:  # the script's stop must leave no node behind, whatever the tests did to the nodes
+            pytest.fail(f"rabbitmq-cluster.sh left nodes running: {', '.join(left)}", pytrace=False)
 
 
 @pytest.fixture

@@ -14,7 +14,10 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import aio_pika
+import pytest
+from prometheus_client import REGISTRY
 
+from coordinator.broker import Broker, Session
 from coordinator.settings import Settings
 from coordinator.store import Store
 from schemas.enums import Action, ReleaseState
@@ -71,16 +74,21 @@ async def test_a_queue_redeclared_with_other_arguments_harms_only_its_service(
 async def test_a_channel_closed_under_the_coordinator_starts_a_new_session(
     settings: Settings,
     start_coordinator: Callable[[Settings], Awaitable[Running]],
+    coordinator_broker: Broker,
     admin: Asks,
     services: StartService,
     store: Store,
     amqp_url: str,
     namespace: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Deleting the announcements exchange makes the next announcement close the publishing channel: the
-    session ends, a new one declares the topology again, and the release goes on. (Portal holds its
-    publication: the publish deadline is a minute, so that a loaded machine does not fail the release
-    before the new session has sent the announcement.)"""
+    session ends, a new one declares the topology again, and the release goes on. While the session is
+    down (the test holds the next one back), ``rc_coordinator_active`` reads 0; once the new one is active,
+    1. (Portal holds its publication: the publish deadline is a minute, so that a loaded machine does not
+    fail the release before the new session has sent the announcement.)"""
+    reconnect = asyncio.Event()
+    monkeypatch.setattr(coordinator_broker, "connect", _held_after_the_first(coordinator_broker, reconnect))
     timeouts = dataclasses.replace(settings.timeouts, publish=timedelta(minutes=1))
     coordinator = await start_coordinator(dataclasses.replace(settings, timeouts=timeouts))
     for name in ("portal", "search-index"):
@@ -93,6 +101,10 @@ async def test_a_channel_closed_under_the_coordinator_starts_a_new_session(
         await channel.exchange_delete(Topology(namespace).events_exchange)
     publishing = asyncio.create_task(call(admin, PublishRelease(release_id=release_id)))
     await wait_for_state(store, release_id, ReleaseState.PUBLISHING)
+    await _eventually_active_reads(0)  # the session ended, and the next one is held back
+    assert not coordinator.coordinator.active.is_set()
+    reconnect.set()
+    await _eventually_active_reads(1)
     await publishing
     stored = await wait_for_state(store, release_id, ReleaseState.PUBLISHING)
     await _eventually_no_outbox(store, release_id)  # the announcement went out on the new session
@@ -123,6 +135,30 @@ async def test_a_consumer_the_broker_cancels_starts_a_new_session(
     release_id = await create(admin)
     await wait_for_state(store, release_id, ReleaseState.STAGED)
     assert coordinator.coordinator.active.is_set()
+
+
+def _held_after_the_first(broker: Broker, reconnect: asyncio.Event) -> Callable[[str], Awaitable[Session]]:
+    """``broker.connect``, but every session after the first waits for ``reconnect``."""
+    connect = broker.connect
+    made = 0
+
+    async def connect_when_let(name: str) -> Session:
+        nonlocal made
+        made += 1
+        if made > 1:
+            await reconnect.wait()
+        return await connect(name)
+
+    return connect_when_let
+
+
+async def _eventually_active_reads(expected: float, within: float = 15) -> None:
+    """Until the coordinator's ``rc_coordinator_active`` gauge, as the metrics endpoint serves it, reads
+    ``expected``."""
+    deadline = asyncio.get_running_loop().time() + within
+    while (found := REGISTRY.get_sample_value("rc_coordinator_active")) != expected:
+        assert asyncio.get_running_loop().time() < deadline, f"rc_coordinator_active reads {found}"
+        await asyncio.sleep(0.02)
 
 
 async def _eventually_consumed(connection: aio_pika.abc.AbstractConnection, queue: str) -> None:

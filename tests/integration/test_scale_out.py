@@ -27,7 +27,14 @@ from rc_cli.client import AdminClient
 from schemas.broker_url import broker_user
 from schemas.documents import Release
 from schemas.enums import ReleaseState
-from schemas.messages import CancelRelease, CreateRelease, ReleaseResult, RequireService, ShowRelease
+from schemas.messages import (
+    CancelRelease,
+    CreateRelease,
+    PublishRelease,
+    ReleaseResult,
+    RequireService,
+    ShowRelease,
+)
 from schemas.topology import Topology
 from tests.coordinator.fixtures import Asks, Running, wait_for_state, wait_until
 from tests.integration.scale_service import SERVICE, read_journal
@@ -325,5 +332,45 @@ async def test_a_start_waiting_behind_a_busy_instance_does_not_fail_its_release(
     assert any(
         e.reason.startswith(f"start still waiting in the queue of {SERVICE}: every instance is busy")
         for trail in trails
+        for e in trail
+    )
+
+
+@pytest.fixture
+async def impatient_publisher(
+    settings: Settings, start_coordinator: Callable[[Settings], Awaitable[Running]]
+) -> Running:
+    """2 s to answer publish; instances silent for 2 s are lost."""
+    timeouts = dataclasses.replace(settings.timeouts, publish=timedelta(seconds=2))
+    quick = dataclasses.replace(settings, heartbeat_timeout=timedelta(seconds=2), timeouts=timeouts)
+    return await start_coordinator(quick)
+
+
+async def test_a_publish_waiting_behind_a_busy_instance_does_not_fail_its_release(
+    impatient_publisher: Running,
+    launch: Launch,
+    store: Store,
+    admin: Asks,
+    broker_url: str,
+    namespace: str,
+) -> None:
+    """A staged release is published while the only instance, one slot, processes another release for
+    longer than the 2 s publish limit: the publish waits in the queue, its deadline is moved on (in the
+    audit trail), and the release is published once the slot frees instead of failing half public. (6 s
+    of processing leave the 2 s limit a wide margin on a loaded machine.)"""
+    instance = await launch(work_seconds=6)
+    first = await _create(broker_url, namespace)
+    await wait_for_state(store, first, ReleaseState.STAGED, within=40)
+    second = await _create(broker_url, namespace)
+    await wait_until(store, second, lambda r: (r.tasks[SERVICE].progress or 0) > 0)
+    await _poll(lambda: _consumers_are(broker_url, Topology(namespace).task_queue(SERVICE), 0))
+
+    answer = await admin.request(PublishRelease(release_id=first))
+    assert answer.ok, answer.error
+    await wait_for_state(store, first, ReleaseState.PUBLISHED, within=40)
+    assert instance.events(first) == ["begin", "staged"]
+    trail = (await store.event_page(first, 100)).items
+    assert any(
+        e.reason.startswith(f"publish still waiting in the queue of {SERVICE}: every instance is busy")
         for e in trail
     )

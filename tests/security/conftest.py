@@ -51,6 +51,10 @@ class Installed:
         return self.installation.coordinator_user
 
     @property
+    def operator(self) -> str:
+        return self.installation.operator_user
+
+    @property
     def admin(self) -> str:
         assert self.installation.admin_user is not None
         return self.installation.admin_user

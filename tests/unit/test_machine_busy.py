@@ -1,5 +1,6 @@
-"""A ``start`` that no instance has taken yet, while every instance of its service is busy, waits in the
-service's queue: its processing deadline is moved on instead of failing the release."""
+"""A command that waits in its service's queue because every instance of the service is busy (a ``start``
+no instance has taken yet, an ``initialize``, a ``publish``) has its deadline moved on instead of ending
+the release: an instance whose process slots are all taken consumes nothing from the queue until one frees."""
 
 from __future__ import annotations
 
@@ -43,3 +44,49 @@ def test_one_silent_service_that_is_not_busy_fails_the_release() -> None:
     d.apply(DeadlineCheck(d.tick(TIMEOUTS.process.total_seconds() + 1), frozenset({"portal"})))
     assert d.release.state is ReleaseState.FAILED
     assert "search-index" in (d.release.state_reason or "")
+
+
+def _silent_in(state: ReleaseState, action: Action, outcome: Outcome) -> Driver:
+    """A release in ``state`` whose services answered ``action`` but portal."""
+    d = Driver().to(state)
+    for service in ("file-service", "search-index"):
+        d.apply(ReplyReceived(reply(d.release, service, action, outcome), d.tick()))
+    return d
+
+
+def test_a_publish_waiting_behind_busy_instances_does_not_fail_a_release_half_published() -> None:
+    """The other services are public already: failing now would leave portal behind them."""
+    d = _silent_in(ReleaseState.PUBLISHING, Action.PUBLISH, Outcome.PUBLISHED)
+    late = d.tick(TIMEOUTS.publish.total_seconds() + 1)
+    moved = d.apply(DeadlineCheck(late, frozenset({"portal"})))
+    assert (moved.verdict, d.release.state) == (Verdict.APPLIED, ReleaseState.PUBLISHING)
+    assert d.release.tasks["portal"].deadline_at == late + TIMEOUTS.publish
+    assert moved.reason.startswith("publish still waiting in the queue of portal: every instance is busy")
+    assert moved.messages == ()
+
+    d.apply(ReplyReceived(reply(d.release, "portal", Action.PUBLISH, Outcome.PUBLISHED), d.tick()))
+    assert d.release.state is ReleaseState.PUBLISHED
+
+
+def test_an_initialize_waiting_behind_busy_instances_does_not_cancel_the_release() -> None:
+    d = _silent_in(ReleaseState.INITIALIZING, Action.INITIALIZE, Outcome.ACCEPTED)
+    late = d.tick(TIMEOUTS.initialize.total_seconds() + 1)
+    moved = d.apply(DeadlineCheck(late, frozenset({"portal"})))
+    assert (moved.verdict, d.release.state) == (Verdict.APPLIED, ReleaseState.INITIALIZING)
+    assert d.release.tasks["portal"].deadline_at == late + TIMEOUTS.initialize
+    assert moved.reason.startswith("initialize still waiting in the queue of portal: every instance is busy")
+
+
+def test_a_publish_still_unanswered_once_its_service_is_free_fails_the_release() -> None:
+    d = _silent_in(ReleaseState.PUBLISHING, Action.PUBLISH, Outcome.PUBLISHED)
+    d.apply(DeadlineCheck(d.tick(TIMEOUTS.publish.total_seconds() + 1), frozenset({"portal"})))
+    d.apply(DeadlineCheck(d.tick(TIMEOUTS.publish.total_seconds() + 1)))  # no longer busy
+    assert d.release.state is ReleaseState.FAILED
+    assert "no answer to publish" in (d.release.state_reason or "")
+
+
+def test_a_cancel_is_never_waiting_for_a_slot() -> None:
+    """A cancel goes to the processing instance's own control queue: busy or not, its limit holds."""
+    d = Driver().to(ReleaseState.CANCELING)
+    d.apply(DeadlineCheck(d.tick(TIMEOUTS.cancel.total_seconds() + 1), frozenset(d.release.tasks)))
+    assert d.release.state is ReleaseState.CANCELED
