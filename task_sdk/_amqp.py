@@ -1,7 +1,8 @@
 """The RabbitMQ :class:`~task_sdk._transport.Transport` (aio-pika, robust connection).
 
-Three channels: one consumes the service's queue (prefetch = the free process slots; no consumer while
-every slot is busy, so the work waits for an idle instance), one consumes the instance's own control
+Three channels: one consumes the service's queue (one consumer per free process slot, each with a
+prefetch of 1: no consumer while every slot is busy, so the work waits for an idle instance;
+:mod:`task_sdk._amqp_work`), one consumes the instance's own control
 queue (exclusive, bound to ``task.<service>.cancel.<instance>``), one publishes with publisher confirms
 and ``on_return_raises`` so an unroutable reply is an error, not a silent drop.
 aio-pika's robust connection reconnects and restores the channels, the declarations, the prefetch and
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
 
 import aio_pika
 import structlog
@@ -35,10 +35,11 @@ from schemas.enums import ReplyKind
 from schemas.messages import SCHEMA_VERSION, encode
 from schemas.topology import SCHEMA_VERSION_HEADER, Topology
 from task_sdk._amqp_control import ControlConsumer
-from task_sdk._amqp_probes import connection_lost, consumer_registered
+from task_sdk._amqp_probes import connection_lost
+from task_sdk._amqp_work import WorkConsumers
 from task_sdk._failover import connect_robust
 from task_sdk._settings import Settings, hostname
-from task_sdk._transport import BUSY, DeliveryHandler, Health, Outgoing, PublishFailed
+from task_sdk._transport import BUSY, Delivery, DeliveryHandler, Health, Outgoing, PublishFailed
 from task_sdk._version import APP_ID
 
 log = structlog.get_logger("task_sdk")
@@ -66,6 +67,11 @@ class AmqpDelivery:
     def message_id(self) -> str | None:
         return self._message.message_id
 
+    @property
+    def consumer_tag(self) -> str | None:
+        """The consumer it came to (one per free process slot)."""
+        return self._message.consumer_tag
+
     async def ack(self) -> None:
         await self._message.ack()
 
@@ -85,15 +91,8 @@ class AmqpTransport:
         self._publish_channel: AbstractRobustChannel | None = None
         self._replies: AbstractExchange | None = None
         self._queue: AbstractRobustQueue | None = None
-        self._tag = ""
-        self._consumer_tag: str | None = None
-        self._resubscribed = 0
-        self._consuming = False
-        self._deliver: Callable[[AbstractIncomingMessage], Awaitable[None]] | None = None
-        #: The work consumer's prefetch: the free process slots (0: not consuming, every slot busy).
-        self._window = settings.concurrency
-        self._wanted = settings.concurrency
-        self._window_lock = asyncio.Lock()
+        #: The consumers of the service's queue, one per free process slot.
+        self._work: WorkConsumers | None = None
         self._reapplying: asyncio.Task[None] | None = None
         self._control: ControlConsumer | None = None
 
@@ -110,23 +109,20 @@ class AmqpTransport:
             self._topology.replies_exchange, ensure=False
         )
         self._consume_channel = await self._open_channel(publisher_confirms=False)
-        await self._consume_channel.set_qos(prefetch_count=self._settings.concurrency)
         self._queue = await self._task_queue(self._consume_channel, service)
 
         async def deliver(message: AbstractIncomingMessage) -> None:
             await on_delivery(AmqpDelivery(message))
 
-        self._deliver = deliver
         self._connection.reconnect_callbacks.add(self._on_reconnected)
-        self._tag = consumer_tag
+        self._work = WorkConsumers(self._consume_channel, self._queue, consumer_tag)
         try:
-            self._consumer_tag = await self._queue.consume(deliver, consumer_tag=consumer_tag)
+            await self._work.open(self._settings.concurrency, deliver)
         except ChannelAccessRefused:
             raise QueueUnusable(
                 f"broker user {self._user!r} may not read queue {self._queue.name}: run rc-admin-setup for "
                 f"service {service!r} (it grants each service its own queue)"
             ) from None
-        self._consuming = True
 
     async def open_control(self, service: str, instance_id: str, on_delivery: DeliveryHandler) -> None:
         assert self._connection is not None
@@ -145,44 +141,19 @@ class AmqpTransport:
 
         await self._control.open(deliver)
 
-    async def set_work_window(self, free_slots: int) -> None:
-        async with self._window_lock:
-            self._wanted = free_slots
-            await self._apply_window()
+    async def set_work_window(self, free_slots: int, taken: Delivery | None = None) -> None:
+        if self._work is not None:
+            taken_by = taken.consumer_tag if isinstance(taken, AmqpDelivery) else None
+            await self._work.follow(free_slots, taken_by)
 
     def _on_reconnected(self, *_: object) -> None:
-        """The channels and the consumers that were on at the loss are restored: if the window changed
-        while the connection was down, apply it now; and consume the control queue again."""
-        self._reapplying = asyncio.get_running_loop().create_task(self._reapply_window())
+        """The channels and the consumers that were on at the loss are restored: open the ones the free
+        slots call for now (they changed while the connection was down); and consume the control queue
+        again."""
+        if self._work is not None:
+            self._reapplying = asyncio.get_running_loop().create_task(self._work.reapply())
         if self._control is not None:
             self._control.reconnected()
-
-    async def _reapply_window(self) -> None:
-        async with self._window_lock:
-            await self._apply_window()
-
-    async def _apply_window(self) -> None:
-        """Consume with the wanted prefetch (not at all if 0). Never raises: if the channel is down, the
-        consumer is gone with it, :meth:`health` says so and :meth:`recover` applies the window later."""
-        if not self._consuming or self._queue is None or self._deliver is None:
-            return
-        if self._wanted == self._window and (self._window == 0) == (self._consumer_tag is None):
-            return
-        try:
-            if self._consumer_tag is not None:
-                tag, self._consumer_tag = self._consumer_tag, None
-                await self._queue.cancel(tag)  # nothing more comes to it once this returns
-            self._window = self._wanted
-            if self._wanted > 0 and self._consume_channel is not None:
-                await self._consume_channel.set_qos(prefetch_count=self._wanted)
-                self._resubscribed += 1  # a new tag each time (RabbitMQ 3.10 <= 3.10.8, quorum queues:
-                # a consume that reuses a cancelled consumer's tag while its deliveries are in flight crashes
-                # the channel, and the connection with it: rabbitmq-server issue 5927, seen in a chaos run)
-                tag = f"{self._tag}.{self._resubscribed}"
-                self._consumer_tag = await self._queue.consume(self._deliver, consumer_tag=tag)
-        except Exception as error:
-            reason = f"{type(error).__name__}: {error}"
-            log.warning("work_window.not_applied", wanted=self._wanted, error=reason)
 
     async def _open_channel(self, *, publisher_confirms: bool) -> AbstractRobustChannel:
         assert self._connection is not None
@@ -272,11 +243,8 @@ class AmqpTransport:
                 await channel.close()
 
     async def stop_consuming(self) -> None:
-        async with self._window_lock:
-            self._consuming = False
-            if self._queue is not None and self._consumer_tag is not None:
-                tag, self._consumer_tag = self._consumer_tag, None
-                await self._queue.cancel(tag)
+        if self._work is not None:
+            await self._work.stop()
 
     async def publish(self, message: Outgoing) -> None:
         if self._replies is None:
@@ -329,22 +297,20 @@ class AmqpTransport:
             return Health(
                 False, "connection lost, reconnecting" if self._lost() else "consumer channel closed"
             )
-        if not self._consuming:
+        work = self._work
+        if work is None or not work.consuming:
             return Health(False, "consumer cancelled")
-        if self._wanted == 0 and self._window == 0:
+        if work.wanted == 0 and not work.tags:
             return BUSY
-        if self._consumer_tag is None:
-            return Health(False, "not consuming the service's queue, trying again")
-        if not self._consumer_registered():
+        if len(work.tags) < work.wanted:
+            consumed = f"{len(work.tags)} of {work.wanted}"
+            return Health(False, f"consuming the service's queue for {consumed} free slots, trying again")
+        if not work.registered():
             return Health(False, "the broker cancelled the consumer")
         return Health(True)
 
     def _lost(self) -> bool:
         return connection_lost(self._connection)
-
-    def _consumer_registered(self) -> bool:
-        """Whether the open consumer channel still has our consumer."""
-        return consumer_registered(self._consume_channel, self._consumer_tag)
 
     async def recover(self) -> None:
         """Re-open a consumer channel the broker closed while the connection stayed up.
@@ -361,11 +327,12 @@ class AmqpTransport:
             return
         if channel.is_closed and not self._lost():
             await channel.restore()
-        if not channel.is_closed:
-            await self._reapply_window()
+        if not channel.is_closed and self._work is not None:
+            await self._work.reapply()
 
     async def close(self) -> None:
-        self._consuming = False
+        if self._work is not None:
+            self._work.consuming = False
         if self._control is not None:
             await self._control.close()
         if self._connection is not None:

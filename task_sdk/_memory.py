@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from task_sdk._settings import DEFAULT_COORDINATOR_USER
-from task_sdk._transport import DeliveryHandler, Health, Outgoing, PublishFailed
+from task_sdk._transport import Delivery, DeliveryHandler, Health, Outgoing, PublishFailed
 
 
 class Settlement(StrEnum):
@@ -72,7 +72,7 @@ class InMemoryTransport:
     async def open_control(self, service: str, instance_id: str, on_delivery: DeliveryHandler) -> None:
         self._on_control = on_delivery
 
-    async def set_work_window(self, free_slots: int) -> None:
+    async def set_work_window(self, free_slots: int, taken: Delivery | None = None) -> None:
         self.windows.append(free_slots)
         self._window = free_slots
         waiting, self._waiting = self._waiting, []

@@ -6,8 +6,8 @@ runs on RabbitMQ and in memory. The rules it enforces (the guarantees of docs/de
 
 * **Ack timing.** ``initialize``/``publish``/``cancel`` are acked only after their reply is
   confirmed by the broker, so a crash before that makes the broker redeliver them. A ``start`` is
-  acked as soon as it is taken on (``_work.py``). The prefetch follows the free slots (``_slots.py``);
-  a cancel reaches the processing instance on its own queue (``_control.py``).
+  acked as soon as it is taken on (``_work.py``). The instance consumes for its free slots only
+  (``_slots.py``); a cancel reaches the processing instance on its own queue (``_control.py``).
 * **Idempotency.** Every answered ``(release, action)`` is stored with its reply, and a replayed
   command is answered with it, not re-run (``_outcomes.py``).
 * **Commands only from the coordinator.** A command whose ``user_id`` is not the coordinator's broker
@@ -140,13 +140,13 @@ class Runner:
         return tuple(sorted(self._work.processing))
 
     # ------------------------------------------------------------------ heartbeats
-    async def _set_work_window(self, free_slots: int) -> None:
+    async def _set_work_window(self, free_slots: int, taken: Delivery | None) -> None:
         """The prefetch follows the free slots. Before the last one goes (and the consumer with it), a
         heartbeat says so: the coordinator must never find the queue without consumer while the
         instance's last word was "idle", or it cancels a release created meanwhile as unserved."""
         if free_slots == 0 and self._ticker is not None:
             await self._sender.best_effort(self._heartbeat(BUSY, self._handler_said))
-        await self._transport.set_work_window(free_slots)
+        await self._transport.set_work_window(free_slots, taken)
 
     async def _heartbeat_loop(self) -> None:
         loop = asyncio.get_running_loop()

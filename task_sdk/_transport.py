@@ -71,9 +71,10 @@ class Transport(Protocol):
         cancel of the release it processes); it goes away with the instance."""
         ...
 
-    async def set_work_window(self, free_slots: int) -> None:
-        """Take at most ``free_slots`` unacknowledged commands from the service's queue (the
-        consumer's prefetch); 0 stops taking them until a slot frees (another instance takes them)."""
+    async def set_work_window(self, free_slots: int, taken: Delivery | None = None) -> None:
+        """Take at most ``free_slots`` unacknowledged commands from the service's queue; 0 stops taking
+        them until a slot frees (another instance takes them). ``taken`` is the ``start`` that has just
+        taken a slot and is not acknowledged yet: the window closes behind it before its ack."""
         ...
 
     async def stop_consuming(self) -> None:

@@ -80,10 +80,11 @@ class Work:
 
     # ------------------------------------------------------------------ start / process
     async def take_on(self, command: Command, delivery: Delivery) -> None:
-        """Take a slot, then narrow the prefetch, then ack: nothing more comes in than there are slots."""
+        """Take a slot, then narrow the work window behind this start, then ack: nothing more comes in than
+        there are slots."""
         if await self._answered_without_processing(command, delivery):
             return
-        await self._slots.take()
+        await self._slots.take(delivery)
         if await self._answered_without_processing(command, delivery):  # settled while waiting for a slot
             self._slot_freed()
             return

@@ -199,6 +199,8 @@ async def test_a_cancel_stops_the_instance_processing_the_release(
 async def test_a_cancel_after_the_processing_instance_was_killed(
     coordinator: Running, launch: Launch, store: Store, admin: Asks, broker_url: str, namespace: str
 ) -> None:
+    """B, processing, is killed; once its heartbeats stop the coordinator sends ``start`` again and A takes
+    it; the cancel sent then reaches A, which stops its processing and runs ``cancel()`` after it."""
     instances = [await launch(work_seconds=60), await launch(work_seconds=60)]
     release_id = await _create(broker_url, namespace)
     processor = await _processor(store, release_id, instances)
@@ -207,14 +209,41 @@ async def test_a_cancel_after_the_processing_instance_was_killed(
     await processor.kill()
     control = Topology(namespace).control_queue(SERVICE, instance_id)
     await _poll(lambda: _queue_gone(broker_url, control))  # the broker saw the connection close
+    await _poll(lambda: _retried(admin, release_id))  # the heartbeat timeout passed: start sent again
+    await _poll(lambda: _began(survivor, release_id))
+    await _processor_is(store, release_id, survivor)  # the coordinator heard A's progress
 
     await admin.request(CancelRelease(release_id=release_id, reason="changed our minds"))
     canceled = await wait_for_state(store, release_id, ReleaseState.CANCELED)
 
     assert "no answer to cancel" not in (canceled.state_reason or ""), canceled.state_reason
-    events = survivor.events(release_id)
-    assert "discarded" in events
-    assert "begin" not in events[events.index("discarded") :]
+    assert survivor.events(release_id) == ["begin", "stopped", "discarded"]  # cancel() after it stopped
+    assert processor.events(release_id) == ["begin"]
+    assert await _cancel_replies_counted(admin, release_id) == 1
+
+
+async def _cancel_replies_counted(admin: Asks, release_id: str) -> int:
+    """The replies to cancel from the service that the coordinator counted (the one that ended the release;
+    a second would be in the audit trail too, refused as a duplicate or as stale)."""
+    answer = await admin.request(ShowRelease(release_id=release_id, events=200))
+    assert isinstance(answer.result, ReleaseResult)
+    from_service = [e for e in answer.result.events if e.service == SERVICE]
+    counted = [e for e in from_service if e.state_after is ReleaseState.CANCELED]
+    refused = [e for e in from_service if "answered cancel" in e.reason or "cancel reply" in e.reason]
+    assert not refused, [e.reason for e in refused]
+    return len(counted)
+
+
+async def _began(instance: Instance, release_id: str) -> bool:
+    return "begin" in instance.events(release_id)
+
+
+async def _processor_is(store: Store, release_id: str, instance: Instance) -> None:
+    def heard(release: Release) -> bool:
+        heard_from = release.tasks[SERVICE].instance or ""
+        return heard_from.split(":")[1:2] == [str(instance.pid)]
+
+    await wait_until(store, release_id, heard)
 
 
 async def test_work_of_a_killed_instance_is_done_by_the_other(

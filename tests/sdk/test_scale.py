@@ -12,12 +12,12 @@ import pytest
 
 from schemas.broker_url import broker_user
 from schemas.enums import Action, Outcome
-from schemas.messages import BUSY_DETAIL, Heartbeat, ReleaseInfo, encode
+from schemas.messages import BUSY_DETAIL, Command, Heartbeat, ReleaseInfo, encode
 from schemas.topology import Topology
 from task_sdk import ProgressReporter, Runner, StepCancelled
 from task_sdk._amqp import AmqpTransport
 from task_sdk._memory import InMemoryTransport, Settlement
-from task_sdk._transport import Outgoing
+from task_sdk._transport import Delivery, Outgoing
 from task_sdk.testing import Harness, InMemoryBackend, make_release
 from tests.sdk._rabbit import RabbitBackend
 from tests.sdk.conftest import FAST
@@ -81,9 +81,9 @@ async def test_an_instance_says_it_is_busy_before_its_consumer_goes() -> None:
             journal.append(f"heartbeat {message.detail}")
         await publish(message)
 
-    async def journal_window(free_slots: int) -> None:
+    async def journal_window(free_slots: int, taken: Delivery | None = None) -> None:
         journal.append(f"window {free_slots}")
-        await set_window(free_slots)
+        await set_window(free_slots, taken)
 
     memory.publish = journal_publish  # type: ignore[method-assign]
     memory.set_work_window = journal_window  # type: ignore[method-assign]
@@ -115,7 +115,7 @@ async def test_a_start_that_found_no_free_slot_is_acked_only_once_it_has_one() -
 
 
 def _record_only(memory: InMemoryTransport):  # type: ignore[no-untyped-def]
-    async def set_work_window(free_slots: int) -> None:
+    async def set_work_window(free_slots: int, taken: Delivery | None = None) -> None:
         memory.windows.append(free_slots)
 
     return set_work_window
@@ -239,13 +239,16 @@ async def test_each_reopening_of_the_work_window_consumes_under_a_new_tag(
     transport = AmqpTransport(settings)
     runner = Runner(Recorder(), transport, settings)
     await runner.start(heartbeats=False)
+    work = transport._work
+    assert work is not None
     try:
-        tags = [transport._consumer_tag]
+        tags = list(work.tags)
         for _ in range(3):
-            await transport.set_work_window(0)
-            await transport.set_work_window(1)
-            tags.append(transport._consumer_tag)
-        assert None not in tags
+            await work.follow(0, taken_by=work.tags[0])  # a start took the slot: its consumer goes
+            assert work.tags == []
+            await work.follow(1, taken_by=None)  # the slot is free again
+            tags.extend(work.tags)
+        assert len(tags) == 4
         assert len(set(tags)) == len(tags)
         assert transport.health().consuming
     finally:
@@ -274,3 +277,50 @@ async def test_a_cancel_sent_to_the_instance_key_stops_its_processing_first(
     assert (await harness.reply_to(cancel)).outcome is Outcome.CANCELED
     assert handler.journal == ["process stopped", "cancel"]
     await harness.stop()
+
+
+@pytest.mark.integration
+async def test_starts_arriving_together_leave_the_next_one_for_an_idle_instance(
+    amqp_url: str, namespace: str
+) -> None:
+    """Three starts wait in the queue when A (concurrency 2) starts consuming: A takes two, and the third
+    stays in the queue (never held by busy A) until B, idle, takes it."""
+    settings = FAST.replace(amqp_url=amqp_url, namespace=namespace, concurrency=2)
+    busy, idle = Recorder(process_seconds=4, steps=40), Recorder(process_seconds=0.2)
+    harness = Harness(busy, settings=settings, backend=RabbitBackend(settings, amqp_url))
+    starts = [harness.command(Action.START, make_release()) for _ in range(3)]
+    await _queue_before_any_instance(amqp_url, namespace, starts)
+    await harness.start(heartbeats=False)  # A consumes: the three are there at once
+    await harness.wait_for(lambda: sum(bool(harness.reports(s)) for s in starts) == 2, "A processing two")
+    other = Runner(idle, AmqpTransport(settings.replace(concurrency=1)), settings)
+    await other.start(heartbeats=False)
+    try:
+        (third,) = [s for s in starts if not harness.reports(s)]
+        assert (await harness.reply_to(third)).outcome is Outcome.STAGED
+        assert (busy.calls["process"], idle.calls["process"]) == (2, 1)
+    finally:
+        await other.stop()
+        await harness.stop()
+
+
+async def _queue_before_any_instance(amqp_url: str, namespace: str, commands: list[Command]) -> None:
+    """The service's queue and its binding, as rc-admin-setup makes them, with ``commands`` waiting in it."""
+    topology = Topology(namespace)
+    async with await aio_pika.connect(amqp_url) as connection:
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        commands_exchange = await channel.declare_exchange(
+            topology.commands_exchange,
+            aio_pika.ExchangeType(topology.exchanges()[topology.commands_exchange]),
+            durable=True,
+        )
+        service = commands[0].service
+        queue = await channel.declare_queue(
+            topology.task_queue(service), durable=True, arguments=topology.task_queue_arguments()
+        )
+        await queue.bind(commands_exchange, routing_key=Topology.task_binding(service))
+        for command in commands:
+            message = aio_pika.Message(
+                encode(command), message_id=command.message_id, user_id=broker_user(amqp_url)
+            )
+            key = Topology.command_key(service, command.action)
+            await commands_exchange.publish(message, routing_key=key, mandatory=True)

@@ -168,7 +168,7 @@ async def test_cancelling_serve_on_rabbitmq_leaves_no_consumer(amqp_url: str, na
     try:
         service = asyncio.create_task(serve(Recorder(), settings, stop=asyncio.Event()))
         await next_message(coordinator, Heartbeat, within=5)  # connected and consuming
-        assert await consumers_of(amqp_url, queue) == 1
+        assert await consumers_of(amqp_url, queue) == settings.concurrency  # one per free slot
 
         service.cancel()
         await asyncio.gather(service, return_exceptions=True)
