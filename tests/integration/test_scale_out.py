@@ -311,8 +311,11 @@ async def test_a_release_created_while_every_slot_is_busy_waits_for_one(
 async def impatient_coordinator(
     settings: Settings, start_coordinator: Callable[[Settings], Awaitable[Running]]
 ) -> Running:
-    """Instances silent for 2 s are lost; 2 s without progress fails a release (unless waiting for a slot)."""
-    timeouts = dataclasses.replace(settings.timeouts, process=timedelta(seconds=2))
+    """Instances silent for 2 s are lost; 2 s without progress, or without an answer to publish, fails a
+    release (unless the command waits for a slot)."""
+    timeouts = dataclasses.replace(
+        settings.timeouts, process=timedelta(seconds=2), publish=timedelta(seconds=2)
+    )
     quick = dataclasses.replace(settings, heartbeat_timeout=timedelta(seconds=2), timeouts=timeouts)
     return await start_coordinator(quick)
 
@@ -336,18 +339,8 @@ async def test_a_start_waiting_behind_a_busy_instance_does_not_fail_its_release(
     )
 
 
-@pytest.fixture
-async def impatient_publisher(
-    settings: Settings, start_coordinator: Callable[[Settings], Awaitable[Running]]
-) -> Running:
-    """2 s to answer publish; instances silent for 2 s are lost."""
-    timeouts = dataclasses.replace(settings.timeouts, publish=timedelta(seconds=2))
-    quick = dataclasses.replace(settings, heartbeat_timeout=timedelta(seconds=2), timeouts=timeouts)
-    return await start_coordinator(quick)
-
-
 async def test_a_publish_waiting_behind_a_busy_instance_does_not_fail_its_release(
-    impatient_publisher: Running,
+    impatient_coordinator: Running,
     launch: Launch,
     store: Store,
     admin: Asks,

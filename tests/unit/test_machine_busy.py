@@ -4,6 +4,8 @@ the release: an instance whose process slots are all taken consumes nothing from
 
 from __future__ import annotations
 
+import pytest
+
 from coordinator.machine import DeadlineCheck, ProgressReceived, ReplyReceived, Verdict
 from schemas.enums import Action, Outcome, ReleaseState
 from tests.unit.releases import TIMEOUTS, Driver, progress, reply
@@ -54,27 +56,28 @@ def _silent_in(state: ReleaseState, action: Action, outcome: Outcome) -> Driver:
     return d
 
 
-def test_a_publish_waiting_behind_busy_instances_does_not_fail_a_release_half_published() -> None:
-    """The other services are public already: failing now would leave portal behind them."""
-    d = _silent_in(ReleaseState.PUBLISHING, Action.PUBLISH, Outcome.PUBLISHED)
-    late = d.tick(TIMEOUTS.publish.total_seconds() + 1)
+@pytest.mark.parametrize(
+    ("state", "action", "outcome"),
+    [
+        # the other services are public already: failing now would leave portal behind them
+        (ReleaseState.PUBLISHING, Action.PUBLISH, Outcome.PUBLISHED),
+        (ReleaseState.INITIALIZING, Action.INITIALIZE, Outcome.ACCEPTED),
+    ],
+)
+def test_a_command_waiting_behind_busy_instances_does_not_end_the_release(
+    state: ReleaseState, action: Action, outcome: Outcome
+) -> None:
+    d = _silent_in(state, action, outcome)
+    limit = TIMEOUTS.awaiting(action)
+    late = d.tick(limit.total_seconds() + 1)
     moved = d.apply(DeadlineCheck(late, frozenset({"portal"})))
-    assert (moved.verdict, d.release.state) == (Verdict.APPLIED, ReleaseState.PUBLISHING)
-    assert d.release.tasks["portal"].deadline_at == late + TIMEOUTS.publish
-    assert moved.reason.startswith("publish still waiting in the queue of portal: every instance is busy")
-    assert moved.messages == ()
+    assert (moved.verdict, d.release.state) == (Verdict.APPLIED, state)
+    assert d.release.tasks["portal"].deadline_at == late + limit
+    assert moved.reason.startswith(f"{action} still waiting in the queue of portal: every instance is busy")
+    assert moved.messages == ()  # the command already waits in the queue: nothing sent again
 
-    d.apply(ReplyReceived(reply(d.release, "portal", Action.PUBLISH, Outcome.PUBLISHED), d.tick()))
-    assert d.release.state is ReleaseState.PUBLISHED
-
-
-def test_an_initialize_waiting_behind_busy_instances_does_not_cancel_the_release() -> None:
-    d = _silent_in(ReleaseState.INITIALIZING, Action.INITIALIZE, Outcome.ACCEPTED)
-    late = d.tick(TIMEOUTS.initialize.total_seconds() + 1)
-    moved = d.apply(DeadlineCheck(late, frozenset({"portal"})))
-    assert (moved.verdict, d.release.state) == (Verdict.APPLIED, ReleaseState.INITIALIZING)
-    assert d.release.tasks["portal"].deadline_at == late + TIMEOUTS.initialize
-    assert moved.reason.startswith("initialize still waiting in the queue of portal: every instance is busy")
+    d.apply(ReplyReceived(reply(d.release, "portal", action, outcome), d.tick()))
+    assert d.release.tasks["portal"].answers[action] is outcome
 
 
 def test_a_publish_still_unanswered_once_its_service_is_free_fails_the_release() -> None:
