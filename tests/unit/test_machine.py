@@ -281,6 +281,7 @@ def test_a_task_whose_instance_stopped_is_started_again_after_a_backoff_then_the
         )
         task = d.release.tasks["portal"]
         assert (task.resend_at, task.deadline_at, task.instance) == (lost_at + wait, lost_at + wait, None)
+        assert task.updated_at == d.release.updated_at == lost_at
         early = d.apply(DeadlineCheck(lost_at + wait - timedelta(seconds=1)))
         assert (early.verdict, early.messages) == (Verdict.STALE, ())
         again = d.apply(DeadlineCheck(lost_at + wait))
@@ -319,10 +320,14 @@ def test_a_start_waiting_for_its_backoff_is_not_sent_once_an_instance_reports_pr
 def test_with_no_backoff_the_start_is_sent_again_at_once() -> None:
     d = Driver(timeouts=dataclasses.replace(TIMEOUTS, retry=timedelta(0))).to(ReleaseState.RUNNING)
     d.apply(ProgressReceived(progress(d.release, "portal", 10), d.tick()))
-    lost = d.apply(InstanceLost(d.tick(), "portal", "test:1", "stopped heartbeating"))
+    lost_at = d.tick()
+    lost = d.apply(InstanceLost(lost_at, "portal", "test:1", "stopped heartbeating"))
     assert lost.reason.startswith(f"start sent again to portal (attempt 2 of {MAX_STARTS}): instance test:1")
+    assert d.release.updated_at == lost_at
     [start] = commands(lost.messages)
-    assert (start.action, d.release.tasks["portal"].starts) == (Action.START, 2)
+    task = d.release.tasks["portal"]
+    assert (start.action, task.starts, task.instance, task.resend_at) == (Action.START, 2, None, None)
+    assert task.deadline_at == d.now + TIMEOUTS.process
 
 
 def test_an_instance_lost_after_its_task_staged_or_once_the_release_is_canceling_sends_no_start() -> None:
