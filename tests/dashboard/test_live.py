@@ -23,6 +23,7 @@ from playwright.async_api import BrowserContext, Page, expect
 from rc_cli.client import AdminClient
 from schemas.enums import ReleaseState
 from schemas.messages import EventPage, ListEvents, ReleaseResult, ShowRelease
+from task_sdk import Settings as TaskSettings
 from tests._proxy import TcpProxy
 from tests.cli.conftest import Rc
 from tests.coordinator.fixtures import Running
@@ -264,7 +265,10 @@ async def test_as_the_least_privileged_operator_user_progress_comes_by_polling(
 
     await page.goto(f"{dashboard.url}/services")
     consumers = page.locator("table.services tbody tr [data-label=Consumers]")
-    await expect(consumers).to_have_text(["1", "1", "1"])  # a passive declare needs no permission
+    # A passive declare needs no permission. An idle SDK instance consumes with one consumer per free
+    # process slot (RC_TASK_CONCURRENCY, its default here).
+    idle = str(TaskSettings().concurrency)
+    await expect(consumers).to_have_text([idle, idle, idle])
     await publish_by_keyboard(page, dashboard.url, release_id)
     await expect(badge(page, release_id)).to_have_text("published", timeout=STEP_MS)
     operator_user = operator_url.split("//", 1)[1].split(":", 1)[0]
