@@ -142,11 +142,11 @@ async def test_after_a_cut_the_service_queue_is_consumed_again_at_once_whatever_
     a release. Until the broker notices that a lost connection is gone (its heartbeat timeout, a minute or
     more, when the network rather than the peer dropped it), it keeps that connection's exclusive queue,
     bound to the instance's cancel key, and declaring the control queue again fails with RESOURCE_LOCKED:
-    the test holds the control queue's name the same way, and also the first new name the instance takes
-    instead (``.1``), so that its first try fails. The service's queue must be consumed again within
-    seconds all the same (it waited for the control queue before, as long as the broker held it), the
-    heartbeat healthy and saying what is missing; the control queue comes back on the next try, and a
-    cancel sent to the instance reaches it while the old queue is still held."""
+    the test holds the control queue's name the same way, and also the first two new names the instance
+    takes instead (``.1``, ``.2``), so that its first tries fail. The service's queue must be consumed
+    again within seconds all the same (it waited for the control queue before, as long as the broker held
+    it), the heartbeat healthy and saying what is missing; the control queue comes back on a later try, and
+    a cancel sent to the instance reaches it while the old queue is still held."""
     handler = SlowToStop()
     harness = make_harness(handler, amqp_url=through(proxy, amqp_url), reconnect_seconds=1.0)
     await harness.start(heartbeats=True)
@@ -160,6 +160,9 @@ async def test_after_a_cut_the_service_queue_is_consumed_again_at_once_whatever_
     proxy.cut()
     async with _held(amqp_url, namespace, control, runner) as held:
         await _declare_exclusive(held, f"{control}.1")  # the new name the instance tries first
+        # and the next one: the control queue stays missing for two tries (2 s), long enough for several
+        # heartbeats to say so (with one try missing, now and then none fell in between)
+        await _declare_exclusive(held, f"{control}.2")
         await asyncio.sleep(1.0)
         proxy.resume()
         loop = asyncio.get_running_loop()
