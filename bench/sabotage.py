@@ -22,18 +22,20 @@ Never deploy these: they exist only to prove that the checks report a violation.
 
 from __future__ import annotations
 
+import asyncio
 import sys
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from coordinator import admin, admission, machine, replies, service, versioning
+from coordinator import admin, admission, machine, releases, replies, service, versioning
 from coordinator.admission import Reply
+from coordinator.audit import Cause
 from coordinator.broker import Delivery
 from coordinator.creation import Caller
-from coordinator.machine import rules, step
+from coordinator.machine import Decision, rules, step
 from coordinator.store import _sqlite_schema
 from schemas import messages
 from schemas.documents import Task
@@ -153,6 +155,28 @@ def ack_before_store() -> Iterator[None]:
         await handle(self, _AlreadyAcknowledged(delivery))  # type: ignore[arg-type]
 
     with patched(replies.Replies, "_handle", ack_first):
+        yield
+
+
+@sabotage(
+    "ack-held-replies",
+    "replies whose write waits for the next ones are acknowledged before that write",
+    "coordinator",
+)
+def ack_held_replies() -> Iterator[None]:
+    apply_replies = releases.Releases.apply_replies
+
+    async def stored_at_once(
+        self: releases.Releases, release_id: str, causes: Sequence[Cause]
+    ) -> tuple[list[Decision], asyncio.Future[None]] | None:
+        applied = await apply_replies(self, release_id, causes)
+        if applied is None:
+            return None
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return applied[0], done
+
+    with patched(releases.Releases, "apply_replies", stored_at_once):
         yield
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime
 
 import structlog
@@ -27,7 +27,8 @@ from coordinator.hooks import Hooks
 from coordinator.machine import Decision, Input, Publish, Timeouts, decide, next_deadline
 from coordinator.outbox import Outbox
 from coordinator.store import ReleaseWriter, StaleRevision, VersionTaken
-from schemas.documents import AuditEvent, Release, Task
+from coordinator.unstored import Fold, Unstored
+from schemas.documents import Release, Task
 from schemas.enums import ReleaseState, TaskState
 from schemas.topology import Topology
 
@@ -58,17 +59,6 @@ class KeyedLocks:
                 self._locks[key] = (lock, users - 1)
 
 
-@dataclass
-class _Fold:
-    """Inputs decided in a row: the decisions, and (before, decision, input) per applied one."""
-
-    release: Release
-    decisions: list[Decision] = field(default_factory=list)
-    applied: list[tuple[Release, Decision, Input]] = field(default_factory=list)
-    #: The audit event of each applied decision, stored in the same write.
-    audit: list[AuditEvent] = field(default_factory=list)
-
-
 class Releases:
     def __init__(
         self,
@@ -79,6 +69,7 @@ class Releases:
         topology: Topology,
         clock: Clock,
         hooks: Hooks,
+        write_delay: float = 0.0,
     ) -> None:
         self.store = store
         self.outbox = outbox
@@ -96,9 +87,16 @@ class Releases:
         #: Per release, the publication of its outbox still running after the inputs that caused it were
         #: settled (``deliver_later``); at most one per release.
         self._publishing: dict[str, asyncio.Task[None]] = {}
+        #: Seconds a reply that leaves its release in its step may wait to be stored with the next ones.
+        self.write_delay = write_delay
+        #: Per release, the replies decided since its last write whose own write waits.
+        self._unstored: dict[str, Unstored] = {}
 
     def forget(self) -> None:
         """A new session: another coordinator may have led since this one last did."""
+        for unstored in self._unstored.values():
+            unstored.lost(ConnectionError("the session ended before these replies were stored"))
+        self._unstored.clear()
         self._cache.clear()
         self.deadlines.clear()
 
@@ -125,6 +123,21 @@ class Releases:
         """Decide inputs for one release in order and store them with one compare-and-set (deciding again
         after a lost race), then deliver what they caused: before returning, or with ``deliver_later`` in
         a task of its own that the release's next input waits for. None: unknown release."""
+        applied = await self._apply(release_id, causes, deliver_later=deliver_later, may_wait=False)
+        return None if applied is None else applied[0]
+
+    async def apply_replies(
+        self, release_id: str, causes: Sequence[Cause]
+    ) -> tuple[list[Decision], asyncio.Future[None]] | None:
+        """:meth:`apply_all` with ``deliver_later`` for replies, whose write may wait up to
+        ``write_delay`` for the next ones when they leave their release in its step
+        (:mod:`coordinator.unstored`). The future is done once their effect is stored: acknowledge them
+        only then. None: unknown release."""
+        return await self._apply(release_id, causes, deliver_later=True, may_wait=self.write_delay > 0)
+
+    async def _apply(
+        self, release_id: str, causes: Sequence[Cause], *, deliver_later: bool, may_wait: bool
+    ) -> tuple[list[Decision], asyncio.Future[None]] | None:
         await self.hooks.storing(release_id, [cause.input for cause in causes])
         async with self.locks.hold(release_id):
             await self._published(release_id)
@@ -134,28 +147,92 @@ class Releases:
                     return None
                 fold = await self._fold(release, causes)
                 if not fold.applied:
-                    return fold.decisions
-                try:
-                    await self.store.compare_and_set(release, fold.release, fold.audit)
-                except (StaleRevision, VersionTaken):  # VersionTaken: read the highest final version again
-                    self._cache.pop(release_id, None)
-                    continue
-                self._cache[release_id] = fold.release
-                for before, decision, cause in fold.applied:
-                    self._observe(before, decision, cause)
-                _log_stored(release, fold)
-                self.arm(fold.release)  # once per write: finding the next deadline reads every task
-                await self.hooks.stored(fold.release)
-                if deliver_later and fold.release.outbox:
-                    self._publish_later(fold.release)
-                else:
-                    await self._deliver_or_leave(fold.release)
-                return fold.decisions
+                    return fold.decisions, _done()
+                if may_wait and fold.is_quiet(release):
+                    return fold.decisions, self._hold(release_id, release, fold).durable
+                unstored = self._unstored.pop(release_id, None)
+                before, write = (
+                    (release, fold) if unstored is None else (unstored.stored, unstored.fold.then(fold))
+                )
+                if not await self._write(before, write, unstored):
+                    continue  # a lost race: read again and decide again
+                await self._after_write(before, write, deliver_later=deliver_later)
+                return fold.decisions, _done()
         raise RuntimeError(f"{release_id}: gave up after {_CAS_ATTEMPTS} lost races")
 
-    async def _fold(self, release: Release, causes: Sequence[Cause]) -> _Fold:
+    async def _write(self, before: Release, write: Fold, unstored: Unstored | None) -> bool:
+        """Store ``write`` over ``before``; False: another writer moved the release on. Replies whose write
+        waited (``unstored``) are stored with it, or lost with it (they are then delivered again)."""
+        try:
+            await self.store.compare_and_set(before, write.release, write.audit)
+        except (StaleRevision, VersionTaken) as error:  # VersionTaken: read the highest final version again
+            self._cache.pop(before.id, None)
+            if unstored is not None:
+                unstored.lost(error)
+            return False
+        except BaseException as error:
+            if unstored is not None:
+                self._cache.pop(before.id, None)  # it holds what was not stored
+                unstored.lost(error)
+            raise
+        if unstored is not None:
+            unstored.stored_now()
+        return True
+
+    async def _after_write(self, before: Release, write: Fold, *, deliver_later: bool) -> None:
+        self._cache[before.id] = write.release
+        for prior, decision, cause in write.applied:
+            self._observe(prior, decision, cause)
+        _log_stored(before, write)
+        self.arm(write.release)  # once per write: finding the next deadline reads every task
+        await self.hooks.stored(write.release)
+        if deliver_later and write.release.outbox:
+            self._publish_later(write.release)
+        else:
+            await self._deliver_or_leave(write.release)
+
+    def _hold(self, release_id: str, release: Release, fold: Fold) -> Unstored:
+        """Keep ``fold`` in memory until the delay is over or the release's next write. Under its lock."""
+        unstored = self._unstored.get(release_id)
+        if unstored is None:
+            unstored = Unstored(release, fold)  # nothing held yet: ``release`` is as stored
+            unstored.timer = asyncio.get_running_loop().create_task(
+                self._store_later(release_id, unstored), name=f"store-later:{release_id}"
+            )
+            self._unstored[release_id] = unstored
+        else:
+            unstored.add(fold)
+        self._cache[release_id] = fold.release
+        self.arm(fold.release)
+        return unstored
+
+    async def _store_later(self, release_id: str, unstored: Unstored) -> None:
+        await asyncio.sleep(self.write_delay)
+        await self.store_held(release_id, unstored)
+
+    async def store_held(self, release_id: str, unstored: Unstored | None = None) -> None:
+        """Store the replies of this release whose write waits (``unstored``: only if still those)."""
+        async with self.locks.hold(release_id):
+            held = self._unstored.get(release_id)
+            if held is None or (unstored is not None and held is not unstored):
+                return
+            del self._unstored[release_id]
+            try:
+                stored = await self._write(held.stored, held.fold, held)
+            except Exception as error:  # lost with it: its replies are delivered again
+                log.warning("storing replies failed", release_id=release_id, error=repr(error))
+                return
+            if stored:
+                await self._after_write(held.stored, held.fold, deliver_later=True)
+
+    async def store_all_held(self) -> None:
+        """Store now every write that waits (the session ends)."""
+        for release_id in list(self._unstored):
+            await self.store_held(release_id)
+
+    async def _fold(self, release: Release, causes: Sequence[Cause]) -> Fold:
         """Run the pure state machine over the inputs, each seeing the result of the one before."""
-        fold = _Fold(release)
+        fold = Fold(release)
         for cause in causes:
             cause = replace(cause, input=await self._refresh(cause.input))
             decision = decide(fold.release, cause.input, self.timeouts, self.topology)
@@ -275,7 +352,7 @@ class Releases:
         )
 
 
-def _log_stored(before: Release, fold: _Fold) -> None:
+def _log_stored(before: Release, fold: Fold) -> None:
     """One info line per stored write: what its inputs did to the release (each one is logged at debug
     level, and recorded in the audit trail)."""
     verdicts: dict[str, int] = {}
@@ -290,3 +367,10 @@ def _log_stored(before: Release, fold: _Fold) -> None:
         verdicts=verdicts,
         commands=sum(len(decision.messages) for _, decision, _ in fold.applied),
     )
+
+
+def _done() -> asyncio.Future[None]:
+    """A future already done: what was decided is stored (or there was nothing to store)."""
+    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    future.set_result(None)
+    return future

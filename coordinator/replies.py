@@ -9,6 +9,7 @@ is a harmless duplicate, dead-lettered when it is out of order or names no relea
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,6 +43,14 @@ class Sent:
 
 
 @dataclass(frozen=True)
+class Decided:
+    """A reply's decision, and when its effect is stored (acknowledge it only then)."""
+
+    decision: Decision
+    stored: asyncio.Future[None]
+
+
+@dataclass(frozen=True)
 class DeadLetter:
     """Why a message must be dead-lettered, and the release it named (if it named a real one)."""
 
@@ -66,7 +75,7 @@ class Replies:
         self.trusted_users = trusted_users
         self.clock = clock
         self.hooks = hooks
-        self._batches: KeyedBatcher[Sent, Decision | DeadLetter] = KeyedBatcher(self._apply)
+        self._batches: KeyedBatcher[Sent, Decided | DeadLetter] = KeyedBatcher(self._apply)
         #: Services whose heartbeats were refused, and why in words an operator can act on.
         self.refused_heartbeats: dict[str, str] = {}
 
@@ -113,10 +122,10 @@ class Replies:
         else:
             await self._settle(delivery, message, outcome)
 
-    async def _apply(self, release_id: str, sent: Sequence[Sent]) -> list[Decision | DeadLetter]:
+    async def _apply(self, release_id: str, sent: Sequence[Sent]) -> list[Decided | DeadLetter]:
         """Apply the replies and progress waiting for one release together (one store write): each gets its
         decision, or why it must be dead-lettered."""
-        unknown: list[Decision | DeadLetter] = [DeadLetter(f"unknown release {release_id}", None)] * len(sent)
+        unknown: list[Decided | DeadLetter] = [DeadLetter(f"unknown release {release_id}", None)] * len(sent)
         release = await self.releases.peek(release_id)
         if release is None:
             return unknown
@@ -125,21 +134,24 @@ class Replies:
             Cause(_input_of(s.message, now), s.user) for s in sent if s.message.service in release.tasks
         ]
         # Acknowledged once stored: the commands they caused are published meanwhile, in order.
-        decided = await self.releases.apply_all(release_id, causes, deliver_later=True)
-        if decided is None:
+        applied = await self.releases.apply_replies(release_id, causes)
+        if applied is None:
             return unknown
+        decided, stored = applied
         decisions = iter(decided)
         return [
-            next(decisions)
+            Decided(next(decisions), stored)
             if s.message.service in release.tasks
             else DeadLetter(f"{s.message.service} is not in the service snapshot of {release_id}", release_id)
             for s in sent
         ]
 
-    async def _settle(self, delivery: Delivery, message: TaskReply | Progress, decision: Decision) -> None:
-        """Ack what was applied or is a harmless duplicate; dead-letter what is out of order."""
+    async def _settle(self, delivery: Delivery, message: TaskReply | Progress, decided: Decided) -> None:
+        """Ack what was applied (once stored) or is a harmless duplicate; dead-letter what is out of order."""
+        decision = decided.decision
         metrics.MESSAGES.labels(message.kind.value, decision.verdict.value).inc()
         if decision.applied:
+            await asyncio.shield(decided.stored)  # raises if it never will be: delivered again, then
             await delivery.ack()
             return
         reason = f"{decision.verdict}: {decision.reason}"

@@ -63,7 +63,13 @@ class Coordinator:
         self.instances = Instances(settings.heartbeat_timeout)
         self.outbox = Outbox(self.instances, self.topology, clock)
         self.releases = Releases(
-            store, self.outbox, timeouts=settings.timeouts, topology=self.topology, clock=clock, hooks=hooks
+            store,
+            self.outbox,
+            timeouts=settings.timeouts,
+            topology=self.topology,
+            clock=clock,
+            hooks=hooks,
+            write_delay=settings.reply_write_delay,
         )
         self.replies = Replies(
             self.releases,
@@ -165,6 +171,7 @@ class Coordinator:
             for task in (sweeper, lost, stopped):
                 task.cancel()
             await asyncio.gather(sweeper, lost, stopped, return_exceptions=True)
+            await self.releases.store_all_held()  # their replies are acknowledged while the channel lasts
             await self.replies.close()
             await self.releases.stop_publishing(grace=self.settings.broker_publish_timeout)
 

@@ -53,6 +53,12 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "Unacknowledged deliveries the coordinator takes at once (the replies waiting for one release "
         "are stored with one write).",
     ),
+    "RC_REPLY_WRITE_DELAY": (
+        "0.05",
+        "Seconds a reply that leaves its release in its step may wait to be stored together with the "
+        "replies after it (one durable write for a step); it is acknowledged only once stored (0: each "
+        "reply is stored at once).",
+    ),
     "RC_BROKER_PUBLISH_TIMEOUT": ("10", "Seconds to wait for the broker to confirm a publication."),
     "RC_METRICS_PORT": ("9464", "Port of the Prometheus /metrics endpoint (0 disables it)."),
     "RC_METRICS_ADDRESS": (
@@ -80,6 +86,7 @@ class Settings:
     heartbeat_timeout: timedelta = timedelta(seconds=30)
     trusted_users: frozenset[str] = frozenset()
     prefetch: int = 512
+    reply_write_delay: float = 0.05
     broker_publish_timeout: float = 10.0
     metrics_port: int = 9464
     metrics_address: str = "127.0.0.1"
@@ -144,6 +151,7 @@ class Settings:
             heartbeat_timeout=seconds("RC_HEARTBEAT_TIMEOUT"),
             trusted_users=frozenset(u.strip() for u in get("RC_TRUSTED_USERS").split(",") if u.strip()),
             prefetch=integer("RC_PREFETCH"),
+            reply_write_delay=seconds("RC_REPLY_WRITE_DELAY", zero=True).total_seconds(),
             broker_publish_timeout=seconds("RC_BROKER_PUBLISH_TIMEOUT").total_seconds(),
             metrics_port=integer("RC_METRICS_PORT"),
             metrics_address=get("RC_METRICS_ADDRESS") or SETTINGS["RC_METRICS_ADDRESS"][0],

@@ -7,7 +7,7 @@ import asyncio
 import dataclasses
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -15,7 +15,8 @@ from coordinator.broker.memory import MemoryBroker
 from coordinator.hooks import Hooks
 from coordinator.machine import Input, ReplyReceived
 from coordinator.settings import Settings
-from coordinator.store import Store
+from coordinator.store import Store, StoreUnavailable
+from schemas.documents import AuditEvent, Release
 from schemas.enums import Action, Outcome, ReleaseState, ReplyKind
 from schemas.messages import (
     AdminRequest,
@@ -74,6 +75,46 @@ async def test_replies_received_by_a_session_lost_before_storing_them_are_delive
     assert all(task.state.value == "staged" for task in staged.tasks.values())
     for sim in sims:
         assert sim.actions(release_id) == [Action.INITIALIZE, Action.START]  # nothing had to be redone
+
+
+@caught_by("ack-held-replies")
+async def test_replies_held_for_a_shared_write_that_fails_are_delivered_again(
+    settings: Settings,
+    start_coordinator: StartCoordinator,
+    admin: Asks,
+    services: Callable[..., Awaitable[SimulatedService]],
+    store: Store,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two ``initialized`` replies wait in memory for the third (one write for the step); that write fails.
+    None of the three was acknowledged, so all come back and the release goes on; had the two waiting ones
+    been acknowledged on arrival, they would be lost and the release canceled at its deadline."""
+    failed: list[Release] = []
+    compare_and_set = store.compare_and_set
+
+    async def fail_the_write_that_starts(
+        before: Release, after: Release, events: Sequence[AuditEvent]
+    ) -> None:
+        if not failed and before.state is ReleaseState.INITIALIZING and after.state is ReleaseState.RUNNING:
+            failed.append(after)
+            raise StoreUnavailable("the disk is full (injected)")
+        await compare_and_set(before, after, events)
+
+    monkeypatch.setattr(store, "compare_and_set", fail_the_write_that_starts)
+    # The three failures are logged with their tracebacks, which takes seconds in a test's console: the
+    # step's deadline leaves room for that (the release is canceled at it only if replies were lost).
+    timeouts = dataclasses.replace(settings.timeouts, initialize=timedelta(seconds=15))
+    await start_coordinator(dataclasses.replace(settings, reply_write_delay=60.0, timeouts=timeouts))
+    sims = await setup(admin, services, search_index={"delay": {Action.INITIALIZE: 0.5}})
+    release_id = await create(admin)
+    ended = await wait_for_state(store, release_id, ReleaseState.STAGED, ReleaseState.CANCELED, within=40)
+    assert ended.state is ReleaseState.STAGED, ended.state_reason
+    assert len(failed) == 1
+    assert {name for name, task in failed[0].tasks.items() if task.state.value == "running"} == set(
+        ended.tasks
+    )
+    for sim in sims:
+        assert sim.actions(release_id) == [Action.INITIALIZE, Action.START]
 
 
 @caught_by("answer-twice")
