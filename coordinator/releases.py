@@ -8,7 +8,9 @@ the broker did not confirm is published again by the sweeper.
 
 Replies need not wait for the broker's confirmations of what they caused (``deliver_later``): their
 release's outbox is then published by a task of its own, and the next input of that release waits for
-that task before it is decided, so a release's publications and decisions never overlap.
+that task before it is decided, so a release's publications and decisions never overlap. A reply that
+leaves its release in its step and causes nothing to publish may wait up to ``write_delay`` to be stored
+with the next input's write (:mod:`coordinator.unstored`); its delivery is acknowledged only after it.
 """
 
 from __future__ import annotations
