@@ -204,8 +204,9 @@ class Releases:
             self._unstored[release_id] = unstored
         else:
             unstored.add(fold)
+        # Not armed here: a reply that leaves its release in its step moves no deadline earlier, and the
+        # write that stores it arms (a deadline check meanwhile decides on this cached release).
         self._cache[release_id] = fold.release
-        self.arm(fold.release)
         return unstored
 
     async def _store_later(self, release_id: str, unstored: Unstored) -> None:

@@ -56,8 +56,15 @@ class Unstored:
     #: The task that stores it when the delay is over.
     timer: asyncio.Task[None] | None = None
 
+    def __post_init__(self) -> None:
+        self.fold = self.fold.then(Fold(self.fold.release))  # its own lists: :meth:`add` extends them
+
     def add(self, later: Fold) -> None:
-        self.fold = self.fold.then(later)
+        """``later`` decided after what is held (in place: a release of many services holds many)."""
+        self.fold.release = later.release
+        self.fold.decisions.extend(later.decisions)
+        self.fold.applied.extend(later.applied)
+        self.fold.audit.extend(later.audit)
 
     def stored_now(self) -> None:
         if not self.durable.done():

@@ -202,3 +202,14 @@ def test_the_setting_defaults_to_the_documented_delay_and_takes_zero_or_more_sec
     for value in ("-1", "nan", "later"):
         with pytest.raises(ValueError, match=r"^RC_REPLY_WRITE_DELAY must be "):
             Settings.from_env({"RC_REPLY_WRITE_DELAY": value})
+
+
+async def test_what_a_held_reply_was_told_stays_its_own_as_more_are_held(store: CountingStore) -> None:
+    releases, release = await initializing(store, NEVER)
+    first = reply(release, "file-service", Action.INITIALIZE, Outcome.ACCEPTED)
+    applied = await releases.apply_replies(release.id, [Cause(ReplyReceived(first, NOW), "file-service")])
+    assert applied is not None
+    decisions, _ = applied
+    await accept(releases, release, "portal")
+    assert len(decisions) == 1  # the held write's own list grows, not the one handed back
+    assert decisions[0].release.tasks["portal"].state is TaskState.WAITING
