@@ -153,9 +153,9 @@ class Releases:
                 if may_wait and fold.is_quiet(release):
                     return fold.decisions, self._hold(release_id, release, fold).durable
                 unstored = self._unstored.pop(release_id, None)
-                before, write = (
-                    (release, fold) if unstored is None else (unstored.stored, unstored.fold.then(fold))
-                )
+                before, write = (release, fold) if unstored is None else (unstored.stored, unstored.fold)
+                if unstored is not None:
+                    unstored.fold.extend(fold)
                 if not await self._write(before, write, unstored):
                     continue  # a lost race: read again and decide again
                 await self._after_write(before, write, deliver_later=deliver_later)
@@ -197,13 +197,12 @@ class Releases:
         """Keep ``fold`` in memory until the delay is over or the release's next write. Under its lock."""
         unstored = self._unstored.get(release_id)
         if unstored is None:
-            unstored = Unstored(release, fold)  # nothing held yet: ``release`` is as stored
+            unstored = Unstored(release, Fold(release))  # nothing held yet: ``release`` is as stored
             unstored.timer = asyncio.get_running_loop().create_task(
                 self._store_later(release_id, unstored), name=f"store-later:{release_id}"
             )
             self._unstored[release_id] = unstored
-        else:
-            unstored.add(fold)
+        unstored.fold.extend(fold)
         # Not armed here: a reply that leaves its release in its step moves no deadline earlier, and the
         # write that stores it arms (a deadline check meanwhile decides on this cached release).
         self._cache[release_id] = fold.release

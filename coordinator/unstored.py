@@ -28,14 +28,12 @@ class Fold:
     #: The audit event of each applied decision, stored in the same write.
     audit: list[AuditEvent] = field(default_factory=list)
 
-    def then(self, later: Fold) -> Fold:
-        """This fold followed by ``later`` (decided from this one's release): one write for both."""
-        return Fold(
-            later.release,
-            [*self.decisions, *later.decisions],
-            [*self.applied, *later.applied],
-            [*self.audit, *later.audit],
-        )
+    def extend(self, later: Fold) -> None:
+        """Add ``later`` (decided from this fold's release) in place: one write for both."""
+        self.release = later.release
+        self.decisions.extend(later.decisions)
+        self.applied.extend(later.applied)
+        self.audit.extend(later.audit)
 
     def is_quiet(self, before: Release) -> bool:
         """The release stays in its step and has nothing new to publish: its write may wait."""
@@ -49,22 +47,13 @@ class Unstored:
 
     #: The release as last stored: the ``before`` of the write that stores the rest.
     stored: Release
-    #: What was decided since, in order; ``fold.release`` is the release as this coordinator sees it.
+    #: What was decided since, in order (its own lists, extended in place: a release of many services
+    #: holds many); ``fold.release`` is the release as this coordinator sees it.
     fold: Fold
     #: Done once ``fold`` is stored; failed if it never will be (its replies are then delivered again).
     durable: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     #: The task that stores it when the delay is over.
     timer: asyncio.Task[None] | None = None
-
-    def __post_init__(self) -> None:
-        self.fold = self.fold.then(Fold(self.fold.release))  # its own lists: :meth:`add` extends them
-
-    def add(self, later: Fold) -> None:
-        """``later`` decided after what is held (in place: a release of many services holds many)."""
-        self.fold.release = later.release
-        self.fold.decisions.extend(later.decisions)
-        self.fold.applied.extend(later.applied)
-        self.fold.audit.extend(later.audit)
 
     def stored_now(self) -> None:
         if not self.durable.done():
@@ -79,9 +68,8 @@ class Unstored:
         self._stop_timer()
 
     def _stop_timer(self) -> None:
-        with contextlib.suppress(RuntimeError):  # no running task: called outside the event loop
-            if self.timer is not None and self.timer is not asyncio.current_task():
-                self.timer.cancel()
+        if self.timer is not None and self.timer is not asyncio.current_task():
+            self.timer.cancel()
 
 
 def _retrieved(future: asyncio.Future[None]) -> None:
