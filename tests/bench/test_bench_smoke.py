@@ -76,24 +76,24 @@ def test_overhead(amqp_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 def test_throughput(amqp_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     line = run_main(
-        throughput.main, ["--services", "10", "--releases", "20", "--results-dir", str(tmp_path)], capsys
+        throughput.main, ["--services", "10", "--releases", "50", "--results-dir", str(tmp_path)], capsys
     )
     assert line.startswith("throughput: ")
     data = load(tmp_path, "throughput")
     coordinator = data["coordinator"]
     assert isinstance(coordinator, dict)
-    assert coordinator["replies"] == 200
-    assert coordinator["applied"] == 200
+    assert coordinator["replies"] == 500
+    assert coordinator["applied"] == 500
     assert coordinator["store"]["writes_per_reply"] > 0
     bare = data["bare"]
     assert isinstance(bare, dict)
-    assert bare["messages"] == 200
+    assert bare["messages"] == 500
     same = data["same_work"]
     assert isinstance(same, dict)
-    assert same["messages"] == 200
-    assert same["publications"] == 20 * 11
+    assert same["messages"] == 500
+    assert same["publications"] == 50 * 11
     assert same["rate_per_s"] > 0
-    # 200 replies may drain between two polls of the CPU (every 20 ms): no CPU figure then, never a zero
+    # 500 replies may drain between two polls of the CPU (every 20 ms): no CPU figure then, never a zero
     assert all(ms > 0 for ms in same["cpu_ms_per_reply"].values())
     ratio_same_work = data["ratio_same_work"]
     assert isinstance(ratio_same_work, float)
@@ -160,10 +160,10 @@ def test_the_benchmarks_measure_a_store_named_by_url(
         assert result["cpu_ms_per_step"]["store"] is None
         assert result["cpu_ms_per_step"]["coordinator"] > 0
 
-        run_main(throughput.main, ["--services", "10", "--releases", "10", "--results-dir", results], capsys)
+        run_main(throughput.main, ["--services", "10", "--releases", "50", "--results-dir", results], capsys)
         coordinator = load(tmp_path, "throughput")["coordinator"]
         assert isinstance(coordinator, dict)
-        assert coordinator["applied"] == 100
+        assert coordinator["applied"] == 500
         assert "store" not in coordinator["cpu_ms_per_reply"]
 
         tiny_scale = ["--releases", "30", "--small", "5", "--calls", "2", "--memory-first", "1"]
