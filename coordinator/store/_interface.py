@@ -159,7 +159,8 @@ class ReleaseReader(Protocol):
 
     async def request_events(self, request_id: str) -> list[AuditEvent]:
         """The audit events an operator's request caused (its message id): how a request the broker
-        delivers again is recognized as done."""
+        delivers again is recognized as done. The events of a service's messages (those naming a
+        service) are never among them, whatever message id the service gave."""
 
     async def note_page(
         self,

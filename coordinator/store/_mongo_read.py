@@ -108,9 +108,15 @@ class MongoReads:
     async def request_events(self, request_id: str) -> list[AuditEvent]:
         """Those in ``events``, and those still in a journal because their copy failed (it is tried again
         later): a request that the broker delivers again meanwhile is still recognized as done."""
-        found = [event_from_doc(d) for d in await self.events.find({"message_id": request_id}).to_list()]
+        query = {"message_id": request_id, "service": None}  # a service's reply is no operator's request
+        found = [event_from_doc(d) for d in await self.events.find(query).to_list()]
         copied = {event.id for event in found}
-        waiting = (e for journal in self._journal.values() for e in journal if e.message_id == request_id)
+        waiting = (
+            e
+            for journal in self._journal.values()
+            for e in journal
+            if e.message_id == request_id and e.service is None
+        )
         return found + [event for event in waiting if event.id not in copied]
 
     async def note_page(

@@ -72,7 +72,7 @@ class SqliteReads:
 
     async def request_events(self, request_id: str) -> list[AuditEvent]:
         found = await self._reader.call(
-            lambda db: db.execute("SELECT doc FROM events WHERE message_id = ?", (request_id,)).fetchall()
+            lambda db: db.execute("SELECT doc FROM events WHERE request_id = ?", (request_id,)).fetchall()
         )
         return [AuditEvent.model_validate_json(doc) for (doc,) in found]
 

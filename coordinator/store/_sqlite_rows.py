@@ -47,6 +47,11 @@ def moment(value: int) -> datetime:
 
 def release_values(release: Release) -> dict[str, Any]:
     """The ``releases`` row of a release (its outbox lives in ``outbox``)."""
+    return {**release_columns(release), "doc": release.model_dump_json(exclude={"outbox"})}
+
+
+def release_columns(release: Release) -> dict[str, Any]:
+    """The ``releases`` row of a release but its document."""
     published = release.entered.get(ReleaseState.PUBLISHED)
     return {
         "id": release.id,
@@ -60,7 +65,6 @@ def release_values(release: Release) -> dict[str, Any]:
         "is_major": int(release.is_major),
         "created_at": micros(release.created_at),
         "published_at": None if published is None else micros(published),
-        "doc": release.model_dump_json(exclude={"outbox"}),
     }
 
 

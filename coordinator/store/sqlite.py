@@ -118,9 +118,9 @@ class SqliteStore(SqliteReads):
 
         def update(db: Db) -> None:
             values = rows.release_values(after)
-            changed = {
-                k: v for k, v in values.items() if k not in ("id", "seq", "tentative_version", "created_at")
-            }
+            # Only the columns that change: SQLite rewrites an index entry whenever its column is set.
+            unchanged = {k: v for k, v in rows.release_columns(before).items() if values[k] == v}
+            changed = {k: v for k, v in values.items() if k not in unchanged and k not in _FIXED}
             found = db.execute(
                 f"UPDATE releases SET {', '.join(f'{k} = ?' for k in changed)} "
                 "WHERE id = ? AND state = ? AND revision = ?",
@@ -333,6 +333,10 @@ class SqliteStore(SqliteReads):
             await asyncio.sleep(0.25)
             with contextlib.suppress(Exception):  # the next round tries again
                 await self._flush(self._confirmed.due())
+
+
+#: The columns a transition never changes.
+_FIXED = frozenset({"id", "seq", "tentative_version", "created_at"})
 
 
 def _marks(values: dict[str, Any]) -> str:

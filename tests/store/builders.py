@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from coordinator.machine import Begin, Decision, Input, Publish, ReplyReceived, Timeouts, decide
+from coordinator.audit import Cause, of_decision
+from coordinator.machine import Begin, Input, Publish, ReplyReceived, Timeouts, decide
 from coordinator.versioning import next_tentative
 from schemas.documents import AuditEvent, Note, Release, Task
 from schemas.enums import Action, EventKind, Outcome, ReleaseState
@@ -50,24 +51,11 @@ def created_event(release: Release) -> AuditEvent:
     )
 
 
-def audit(before: Release, decision: Decision) -> AuditEvent:
-    after = decision.release
-    return AuditEvent(
-        id=f"{after.id}.r{after.revision}",
-        release_id=after.id,
-        at=after.updated_at,
-        kind=EventKind.TRANSITION if before.state is not after.state else EventKind.ACCEPTED,
-        reason=decision.reason,
-        state_before=before.state,
-        state_after=after.state,
-    )
-
-
 def step(release: Release, event: Input) -> tuple[Release, AuditEvent]:
     """The release after ``event`` (which must apply) and its audit event."""
     decision = decide(release, event, TIMEOUTS)
     assert decision.applied, decision.reason
-    return decision.release, audit(release, decision)
+    return decision.release, of_decision(release.state, decision, Cause(event))
 
 
 def begin(release: Release) -> tuple[Release, AuditEvent]:

@@ -289,7 +289,8 @@ async def canceled_by(store: Store, request_id: str) -> tuple[Release, AuditEven
 async def test_the_events_of_a_request_are_found_by_its_message_id_and_no_others(open_store: Opener) -> None:
     """How a request the broker delivers again is recognized as done: every event it caused, whichever
     write stored it (insert, compare-and-set, record) and on whichever release, and no event of another
-    request; a coordinator opening the store later (the first one closed) finds the same."""
+    request nor of a service's message, even one that reuses a request's id; a coordinator opening the
+    store later (the first one closed) finds the same."""
     store = await open_store()
     created = release(1)
     made = of_request(created_event(created), "req-create")
@@ -304,8 +305,15 @@ async def test_the_events_of_a_request_are_found_by_its_message_id_and_no_others
         operator_event(f"other-{i}", created.id, other, EventKind.REFUSED)
         for i, other in enumerate(("REQ-CANCEL", "req-cancel.2", "a-req-cancel"))
     ]
-    await store.record([refused, linked, *look_alikes])
+    forged = operator_event("forged-1", created.id, "req-cancel", EventKind.REFUSED).model_copy(
+        update={"service": "portal", "actor": "svc-portal"}  # a service's message under a request's id
+    )
+    await store.record([refused, linked, *look_alikes, forged])
+    replies = [e for e in (await store.event_page(canceled.id, 100)).items if e.service is not None]
+    assert replies
+    assert all(e.message_id for e in replies)
     expected = {
+        **{e.message_id or "": [] for e in replies},  # a service's reply is no operator's request
         "req-create": [made],
         "req-cancel": [cancel],
         "req-rerun": sorted([rerun_made, linked], key=lambda e: e.id),

@@ -11,9 +11,12 @@ from pathlib import Path
 import pytest
 
 from coordinator.store import HeartbeatRecord, StaleRevision, StoreUnavailable
+from coordinator.store import _sqlite_rows as rows
 from coordinator.store._sqlite_schema import APPLICATION_ID, LATEST_VERSION, migrate
 from coordinator.store.sqlite import SqliteStore
-from tests.store.builders import T0, begin, created_event, release
+from schemas.enums import Action, Outcome
+from tests.store.builders import T0, answer_all, begin, created_event, release
+from tests.store.test_contract import walk
 
 ROOT = Path(__file__).parents[2]
 
@@ -76,6 +79,45 @@ async def test_a_file_of_an_older_schema_is_migrated_and_keeps_its_data(tmp_path
         assert await store.required_services() == ["portal"]
         version = await store._writer.call(lambda d: d.execute("PRAGMA user_version").fetchone()[0])
         assert version == LATEST_VERSION > 1
+    finally:
+        await store.close()
+
+
+async def test_a_file_of_schema_3_keeps_its_outbox_in_order_and_its_requests(tmp_path: Path) -> None:
+    """Schema 4 numbers the outbox without AUTOINCREMENT and finds by message id only the events of
+    operators' requests: a file of schema 3 keeps its messages to deliver, in order, new ones come after
+    them, and a request is still recognized (a service's event under the same id is not)."""
+    path = tmp_path / "v3.db"
+    waiting = release(1)
+    initializing, begun = begin(waiting)
+    made = created_event(waiting).model_copy(update={"message_id": "req-1"})
+    forged = begun.model_copy(update={"id": "forged", "service": "portal", "message_id": "req-1"})
+    db = sqlite3.connect(path, isolation_level=None)
+    migrate(db, path, upto=3)
+    values = rows.release_values(initializing)
+    db.execute(
+        f"INSERT INTO releases ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
+        list(values.values()),
+    )
+    db.executemany("INSERT INTO release_studies VALUES (?, ?, ?, ?, ?, ?)", rows.study_rows(initializing))
+    db.executemany(
+        "INSERT INTO outbox (message_id, release_id, entry) VALUES (?, ?, ?)",
+        [(e.message_id, initializing.id, e.model_dump_json()) for e in initializing.outbox],
+    )
+    db.executemany(
+        "INSERT INTO events (id, release_id, at, kind, state_after, doc) VALUES (?, ?, ?, ?, ?, ?)",
+        [rows.event_values(e) for e in (made, begun, forged)],
+    )
+    db.close()
+    store = await opened(path)
+    try:
+        assert await store.get(initializing.id) == initializing
+        assert await store.request_events("req-1") == [made]
+        accepted = await walk(
+            store, initializing, answer_all(initializing, Action.INITIALIZE, Outcome.ACCEPTED)
+        )
+        assert len(accepted.outbox) > len(initializing.outbox)
+        assert await store.get(accepted.id) == accepted
     finally:
         await store.close()
 
@@ -175,7 +217,10 @@ _DIES_MID_WRITE = """
 import asyncio, sys, time
 from pathlib import Path
 from coordinator.store.sqlite import SqliteStore
-from tests.store.builders import T0, begin, created_event, release
+from coordinator.store import _sqlite_rows as rows
+from schemas.enums import Action, Outcome
+from tests.store.builders import T0, answer_all, begin, created_event, release
+from tests.store.test_contract import walk
 
 def wait_to_be_killed() -> None:
     print("IN-TRANSACTION", flush=True)
