@@ -1,9 +1,11 @@
 """New releases: the snapshot of required services, the tentative version, and the health check at start.
 
-A release is inserted ``waiting`` with the required services of the moment and a tentative version taken
-from the last created release (a unique index makes a concurrent creation retry with the next one), then
-begun: every required service is checked (a consumer on its queue, a recent heartbeat, healthy by its own
-account) and the machine initializes the release, or cancels it naming the unhealthy services.
+Every required service is checked first (a consumer on its queue, a recent heartbeat, healthy by its own
+account), then the release is inserted with the required services of the moment and a tentative version
+taken from the last created release (a unique index makes a concurrent creation retry with the next one),
+already begun: the machine initializes it, or cancels it naming the unhealthy services, in the same write.
+Only when a service may just have gone busy does the release wait in the store (``waiting``) while that
+service is asked again; a coordinator that stops meanwhile begins it at its next start.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from datetime import datetime, timedelta
 
 import structlog
 
-from coordinator import audit, metrics
+from coordinator import audit
 from coordinator.broker import QueueUnusable, Session
 from coordinator.machine import Begin
 from coordinator.releases import Releases
@@ -81,26 +83,36 @@ class Creation:
         required = await self.store.required_services()
         if not required:
             raise Refused("no service is required yet: require at least one first (rc service require NAME)")
-        async with self._lock:
-            # The health check asks the broker while the store writes the new release: their waits overlap.
-            checking = asyncio.ensure_future(self.unhealthy(required))
-            try:
-                release = await self._insert(op, caller, required, rerun_of)
-            except BaseException:
-                checking.cancel()
-                await asyncio.gather(checking, return_exceptions=True)
-                raise
-        metrics.RELEASES_BY_STATE.labels(ReleaseState.WAITING.value).inc()
+        # The health check asks the broker while the store finds the last release: their waits overlap.
+        checking = asyncio.ensure_future(self._first_check(required))
+        try:
+            async with self._lock:
+                release = await self._insert(op, caller, required, rerun_of, checking)
+        except BaseException:
+            checking.cancel()
+            await asyncio.gather(checking, return_exceptions=True)
+            raise
         log.info("created", release_id=release.id, version=release.tentative_version, services=required)
-        await self.releases.apply(release.id, Begin(self.clock(), await checking))
+        verdicts, unsure = checking.result()
+        if unsure:
+            verdicts = await self._ask_again(verdicts, unsure)
+            await self.releases.apply(release.id, Begin(self.clock(), verdicts))
         return release
 
     async def _insert(
-        self, op: CreateRelease, caller: Caller, required: list[str], rerun_of: Release | None
+        self,
+        op: CreateRelease,
+        caller: Caller,
+        required: list[str],
+        rerun_of: Release | None,
+        checking: asyncio.Future[tuple[dict[str, str], list[str]]],
     ) -> Release:
+        """Insert the new release. Each service known healthy or not, it is stored begun (initializing,
+        or canceled naming the unhealthy), one write; if services may just have gone busy, waiting."""
         rerun = f" as a re-run of {rerun_of.id}" if rerun_of else ""
         for _ in range(_CREATE_ATTEMPTS):
             last = await self.store.last_created()
+            verdicts, unsure = await checking
             now = self.clock()
             release = Release(
                 id="RE_" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(8)),
@@ -129,12 +141,11 @@ class Creation:
                 message_id=caller.request_id,
                 state_after=ReleaseState.WAITING,
             )
+            begin = None if unsure else Begin(now, verdicts)
             try:
-                await self.store.insert(release, [created])
+                return await self.releases.insert(release, created, begin)
             except VersionTaken:
                 continue
-            self.releases.remember(release)
-            return release
         raise Refused("could not assign a version: too many concurrent creations, try again")
 
     async def begin(self, release_id: str) -> None:
@@ -169,26 +180,29 @@ class Creation:
         return frozenset(s for s in services if self._busy(records.get(s), now))
 
     async def unhealthy(self, services: list[str]) -> dict[str, str]:
-        """Why each unhealthy service is: no consumer on its queue, or missed heartbeats.
+        """Why each unhealthy service is: no consumer on its queue, or missed heartbeats."""
+        verdicts, unsure = await self._first_check(services)
+        return await self._ask_again(verdicts, unsure) if unsure else verdicts
 
-        A queue without consumer whose instances' last word was "healthy, idle" is asked again after
-        :attr:`busy_grace`: an instance says it is busy just before its consumer goes, and that heartbeat
-        may still wait in the coordinator's replies queue."""
+    async def _first_check(self, services: list[str]) -> tuple[dict[str, str], list[str]]:
+        """Why each unhealthy service is, and which of them to ask again after :attr:`busy_grace`: a
+        queue without consumer whose instances' last word was "healthy, idle". An instance says it is
+        busy just before its consumer goes, and that heartbeat may still wait in the replies queue."""
         verdicts, records = await self._check(services)
         now = self.clock()
-        maybe_busy = [
+        unsure = [
             service
             for service, why in verdicts.items()
             if why.startswith(_NO_CONSUMER) and self._alive(records.get(service), now)
         ]
-        if maybe_busy:
-            await asyncio.sleep(self.busy_grace.total_seconds())
-            again, _ = await self._check(maybe_busy)
-            for service in maybe_busy:
-                verdicts.pop(service)
-                if service in again:
-                    verdicts[service] = again[service]
-        return verdicts
+        return verdicts, unsure
+
+    async def _ask_again(self, verdicts: dict[str, str], unsure: list[str]) -> dict[str, str]:
+        """``verdicts`` with those of ``unsure`` checked again after :attr:`busy_grace`."""
+        await asyncio.sleep(self.busy_grace.total_seconds())
+        again, _ = await self._check(unsure)
+        verdicts = {s: why for s, why in verdicts.items() if s not in unsure}
+        return verdicts | {s: again[s] for s in unsure if s in again}
 
     async def _check(self, services: list[str]) -> tuple[dict[str, str], dict[str, ServiceRecord]]:
         assert self.session is not None, "begin needs a broker session"

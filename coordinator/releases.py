@@ -30,7 +30,7 @@ from coordinator.machine import Decision, Input, Publish, Timeouts, decide, next
 from coordinator.outbox import Outbox
 from coordinator.store import ReleaseWriter, StaleRevision, VersionTaken
 from coordinator.unstored import Fold, Unstored
-from schemas.documents import Release, Task
+from schemas.documents import AuditEvent, Release, Task
 from schemas.enums import ReleaseState, TaskState
 from schemas.topology import Topology
 
@@ -278,6 +278,18 @@ class Releases:
     def remember(self, release: Release) -> None:
         """A release this coordinator has just inserted."""
         self._cache[release.id] = release
+
+    async def insert(self, release: Release, created: AuditEvent, then: Input | None = None) -> Release:
+        """Store a new release, with ``then`` (its begin) decided on it in the same write if given, then
+        deliver what that caused. :class:`VersionTaken`: its sequence or a version was taken meanwhile."""
+        async with self.locks.hold(release.id):
+            fold = await self._fold(release, [Cause(then)] if then is not None else [])
+            await self.store.insert(fold.release, [created, *fold.audit])
+            metrics.RELEASES_BY_STATE.labels(release.state.value).inc()
+            self.remember(release)
+            if fold.applied:
+                await self._after_write(release, fold, deliver_later=False)
+            return fold.release
 
     async def deliver(self, release: Release) -> None:
         """Publish the outbox and tell the store what the broker confirmed. Under the release's lock."""

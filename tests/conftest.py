@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -49,6 +50,16 @@ def pytest_configure(config: pytest.Config) -> None:
     tests) would do nothing. Undo that here, so that they see SIGINT as from a terminal."""
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    _plain_tracebacks_in_logs()
+
+
+def _plain_tracebacks_in_logs() -> None:
+    """The coordinators the tests run in this process log to the console with structlog's defaults, whose
+    tracebacks (rich's, with every frame's locals) took 3-5 s each to render: a test that logs a few let
+    its release reach a deadline meanwhile. The same console logs, with plain tracebacks."""
+    processors = list(structlog.get_config()["processors"])
+    processors[-1] = structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
+    structlog.configure(processors=processors)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Collection, Sequence
 
+import pytest
+
 from coordinator.store import Store
 from schemas.documents import AuditEvent, OutboxEntry, Release
 from schemas.enums import Action, EventKind, Outcome, ReleaseState, TaskState
@@ -92,6 +94,30 @@ async def test_three_services_publish_with_the_right_versions(
     for release_id in (first, second):  # every command is confirmed and removed soon after
         settled = await wait_until(store, release_id, lambda r: not r.outbox)
         assert not settled.outbox
+
+
+async def test_a_new_release_is_stored_begun_in_one_write_with_both_events(
+    coordinator: Running, admin: Asks, services: StartService, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The health check comes before the insert: a release whose services are each known healthy or not
+    is stored initializing (or canceled), never ``waiting`` first, and its trail still says both."""
+    inserted: list[Release] = []
+    insert = store.insert
+
+    async def noted(release: Release, events: Sequence[AuditEvent]) -> None:
+        inserted.append(release)
+        await insert(release, events)
+
+    monkeypatch.setattr(store, "insert", noted)
+    await setup(admin, services, search_index={"consume": False, "heartbeat": None})
+    release_id = await create(admin)  # search-index, never heard of, has no consumer: canceled at once
+    assert [r.state for r in inserted] == [ReleaseState.CANCELED]
+    shown = await call(admin, ShowRelease(release_id=release_id, events=10))
+    changes = [(e.kind, e.state_before, e.state_after) for e in reversed(shown.events)]
+    assert changes[:2] == [
+        (EventKind.CREATED, None, ReleaseState.WAITING),
+        (EventKind.TRANSITION, ReleaseState.WAITING, ReleaseState.CANCELED),
+    ]
 
 
 async def test_a_rejecting_service_cancels_the_release_and_is_named(
