@@ -282,8 +282,10 @@ class Releases:
     async def insert(self, release: Release, created: AuditEvent, then: Input | None = None) -> Release:
         """Store a new release, with ``then`` (its begin) decided on it in the same write if given, then
         deliver what that caused. :class:`VersionTaken`: its sequence or a version was taken meanwhile."""
+        causes = [Cause(then)] if then is not None else []
+        await self.hooks.storing(release.id, [cause.input for cause in causes])
         async with self.locks.hold(release.id):
-            fold = await self._fold(release, [Cause(then)] if then is not None else [])
+            fold = await self._fold(release, causes)
             await self.store.insert(fold.release, [created, *fold.audit])
             metrics.RELEASES_BY_STATE.labels(release.state.value).inc()
             self.remember(release)

@@ -85,10 +85,11 @@ class SqliteThread:
         if self._closed:
             return
         thread = self._thread
-        closing = self._submit(self._close_db) if thread is not None else None
-        self._closed = True
-        if thread is None or closing is None:
+        if thread is None:  # never started: nothing to close
+            self._closed = True
             return
+        closing = self._submit(self._close_db)
+        self._closed = True
         self._jobs.put(None)
         try:
             await closing
