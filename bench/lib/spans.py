@@ -67,7 +67,7 @@ def install(path: Path) -> None:
         (Admin, "_handle", "admin", lambda _self, delivery: _admin_op(delivery.body)),
         (Replies, "_handle", "reply", lambda _self, delivery: delivery.routing_key),
         (RabbitSession, "publish", "publish", _published_key),
-        (Creation, "unhealthy", "health", lambda *_: ""),
+        (Creation, "_check", "health", lambda *_: ""),
         (SqliteStore, "insert", "store", lambda *_: "insert"),
         (SqliteStore, "compare_and_set", "store", lambda *_: "compare_and_set"),
         (MongoStore, "insert", "store", lambda *_: "insert"),
