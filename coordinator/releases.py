@@ -288,9 +288,10 @@ class Releases:
             fold = await self._fold(release, causes)
             await self.store.insert(fold.release, [created, *fold.audit])
             metrics.RELEASES_BY_STATE.labels(release.state.value).inc()
-            self.remember(release)
-            if fold.applied:
+            if fold.applied:  # caches the release begun, and delivers its commands
                 await self._after_write(release, fold, deliver_later=False)
+            else:
+                self.remember(release)
             return fold.release
 
     async def deliver(self, release: Release) -> None:
